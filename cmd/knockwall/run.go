@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/tracker"
+	"github.com/knockwall/knockwall/verdict"
+)
+
+// Log attribute keys.
+const (
+	keySrc     = "src"
+	keyService = "service"
+	keyPort    = "port"
+	keyProto   = "proto"
+	keyStep    = "step"
+	keyReason  = "reason"
+	keyOpenFor = "open_for"
+)
+
+const (
+	// copyRange is how much of each packet the kernel copies to us: the
+	// largest IPv4 header (60) plus the largest TCP header (60), with room
+	// for IPv6 extension headers.
+	copyRange = 256
+	// janitorEvery is how often lapsed grants are removed and logged.
+	janitorEvery = 250 * time.Millisecond
+	// socketBuffer is the netlink receive buffer per queue.
+	socketBuffer = 4 << 20
+)
+
+func newRunCmd(env environment) *cobra.Command {
+	var f configFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon: install the static rules and judge diverted packets",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, set, err := f.load(env)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cmd.ErrOrStderr(), set.Log)
+			return run(cmd.Context(), set, log, firewall.Exec)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func newLogger(w io.Writer, c rules.LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by rules.Compile
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// monotonicClock returns a clock that follows the monotonic clock from its
+// creation, so wall clock steps (NTP on a router that booted in 1970) neither
+// stretch nor cut grants.
+func monotonicClock() func() time.Time {
+	start := time.Now()
+	return func() time.Time { return start.Add(time.Since(start)) }
+}
+
+// run is the daemon. It returns nil after a clean shutdown (ctx done), with
+// exactly the rules it installed removed. On a fatal error it leaves the
+// rules in place: the guard keeps protected ports closed.
+func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runner) error {
+	tr, err := tracker.New(tracker.Config{MaxPending: set.Tracker.MaxPending, MaxGrants: set.Tracker.MaxGrants})
+	if err != nil {
+		return err
+	}
+	eng := verdict.New(set, tr)
+	clock := monotonicClock()
+	handler := newHandler(eng, set, log, clock)
+
+	qctx, cancelQueues := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelQueues()
+	var queues []*nfq.Queue
+	for i := range set.Queue.Count {
+		q, err := nfq.Open(qctx, nfq.Config{
+			Num:        uint16(set.Queue.Num + i),
+			MaxLen:     uint32(set.Queue.MaxLen),
+			CopyRange:  copyRange,
+			ReadBuffer: socketBuffer,
+		}, handler, log)
+		if err != nil {
+			return err
+		}
+		defer q.Close()
+		queues = append(queues, q)
+	}
+
+	plan := set.FirewallPlan()
+	if set.Firewall.Manage {
+		if err := firewall.Install(ctx, fw, plan); err != nil {
+			return err
+		}
+		log.Info("firewall rules installed", "rules", len(plan.Install))
+	} else {
+		log.Info("firewall.manage is false: install the static rules yourself (knockwall rules print)")
+	}
+	for _, svc := range set.Services {
+		log.Info("service", keyService, svc.Name, "ports", fmt.Sprint(svc.Ports), "knocks", len(svc.Sequence),
+			keyOpenFor, svc.OpenFor.String(), "closed", svc.Closed.String())
+	}
+	log.Info("ready", "queues", set.Queue.Count, "first_queue", set.Queue.Num)
+
+	fatal := make(chan error, len(queues))
+	for _, q := range queues {
+		go func() {
+			if err, ok := <-q.Fatal(); ok {
+				fatal <- err
+			}
+		}()
+	}
+	ticker := time.NewTicker(janitorEvery)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+			if set.Firewall.Manage {
+				// Stop diverting before the queues go, so no packet waits
+				// for a verdict that will not come.
+				firewall.Remove(context.WithoutCancel(ctx), fw, plan)
+				log.Info("firewall rules removed")
+			}
+			cancelQueues()
+			logStats(log, tr, queues)
+			return nil
+		case err := <-fatal:
+			logStats(log, tr, queues)
+			log.Error("queue failed; static rules left in place so protected ports stay closed",
+				"err", err, "remove_with", "knockwall rules print --remove | sh")
+			return err
+		case <-ticker.C:
+			for _, e := range tr.Expire(clock()) {
+				name := "?"
+				if e.Svc < len(set.Services) {
+					name = set.Services[e.Svc].Name
+				}
+				log.Info("expire", keySrc, e.Src.String(), keyService, name)
+			}
+		}
+	}
+}
+
+func logStats(log *slog.Logger, tr *tracker.Tracker, queues []*nfq.Queue) {
+	st := tr.Stats()
+	var pkts, overruns, verrs, panics uint64
+	for _, q := range queues {
+		pkts += q.Counters.Packets.Load()
+		overruns += q.Counters.Overruns.Load()
+		verrs += q.Counters.VerdictErrors.Load()
+		panics += q.Counters.Panics.Load()
+	}
+	log.Info("stats", "packets", pkts, "overruns", overruns, "verdict_errors", verrs, "panics", panics,
+		"pending", st.Pending, "grants", st.Grants, "evicted_pending", st.EvictedPending, "refused_grants", st.RefusedGrants)
+}
+
+// newHandler adapts the engine to the queue: decision to verdict and mark,
+// and the log lines a decision deserves.
+func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock func() time.Time) nfq.Handler {
+	mask := uint32(set.Firewall.MarkMask)
+	acceptMark := uint32(set.Firewall.AcceptMark)
+	rejectMark := uint32(set.Firewall.RejectMark)
+	debug := log.Enabled(context.Background(), slog.LevelDebug)
+	return func(pkt []byte, mark uint32) nfq.Verdict {
+		d := eng.Decide(pkt, clock())
+		if d.Knock.Event != tracker.EventNone {
+			logKnock(log, debug, d)
+		}
+		switch d.Verdict {
+		case verdict.Accept:
+			return nfq.Verdict{Accept: true, Mark: mark&^mask | acceptMark}
+		case verdict.Reject:
+			return nfq.Verdict{Accept: true, Mark: mark&^mask | rejectMark}
+		default:
+			return nfq.Verdict{}
+		}
+	}
+}
+
+func logKnock(log *slog.Logger, debug bool, d verdict.Decision) {
+	switch d.Knock.Event {
+	case tracker.EventGrant:
+		log.Info("grant", keySrc, d.Src.String(), keyService, d.Service)
+	case tracker.EventGrantRefused:
+		log.Warn("grant refused: the grant table is full of live grants", keySrc, d.Src.String(), keyService, d.Service)
+	case tracker.EventStep, tracker.EventRepeat:
+		if debug {
+			log.Debug("knock", keySrc, d.Src.String(), keyService, d.Service, keyStep, d.Knock.Done, keyPort, d.Port, keyProto, d.Proto, "event", d.Knock.Event.String())
+		}
+	case tracker.EventReset:
+		if debug {
+			log.Debug("reset", keySrc, d.Src.String(), keyService, d.Service, keyPort, d.Port, keyProto, d.Proto)
+		}
+	}
+}
+
+var errNoKnocks = errors.New("no knocks to send")

@@ -1,0 +1,175 @@
+// Package nfq is knockwall's kernel edge for NFQUEUE: it binds a queue, hands
+// each packet's bytes to a handler and sends the handler's verdict back. All
+// policy lives in the handler; this package only moves bytes and counts what
+// goes wrong.
+package nfq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Verdict is a handler's answer.
+type Verdict struct {
+	Accept bool   // false drops
+	Mark   uint32 // the packet mark to set when Accept
+}
+
+// Handler judges one packet. pkt starts at the IP header and is only valid
+// during the call; mark is the packet's current mark.
+type Handler func(pkt []byte, mark uint32) Verdict
+
+// Config tunes one queue.
+type Config struct {
+	Num    uint16
+	MaxLen uint32 // packets the kernel holds for us before it drops
+	// CopyRange is how many bytes of each packet the kernel copies to us.
+	// Headers are all knockwall reads.
+	CopyRange uint32
+	// ReadBuffer is the netlink socket's receive buffer in bytes; 0 keeps
+	// the system default.
+	ReadBuffer int
+}
+
+// Counters are a queue's statistics.
+type Counters struct {
+	Packets       atomic.Uint64
+	Overruns      atomic.Uint64 // ENOBUFS: the kernel dropped messages to our socket
+	VerdictErrors atomic.Uint64
+	Panics        atomic.Uint64
+}
+
+// Queue is one bound NFQUEUE.
+type Queue struct {
+	nf       *nfqueue.Nfqueue
+	cfg      Config
+	log      *slog.Logger
+	Counters Counters
+
+	fatal     chan error
+	fatalOnce sync.Once
+	lastLog   atomic.Int64 // unix nanos of the last rate-limited log
+}
+
+// logEvery limits per-packet error logs.
+const logEvery = time.Second
+
+// Open opens and binds queue c.Num and starts delivering packets to h until
+// ctx is done. It returns once the queue is bound, so the caller knows when
+// it is safe to divert traffic.
+func Open(ctx context.Context, c Config, h Handler, log *slog.Logger) (*Queue, error) {
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue:      c.Num,
+		MaxQueueLen:  c.MaxLen,
+		MaxPacketLen: c.CopyRange,
+		Copymode:     nfqueue.NfQnlCopyPacket,
+		AfFamily:     unix.AF_UNSPEC,
+		// Never NfQaCfgFlagFailOpen: a full queue must drop, not accept.
+		Flags:        0,
+		WriteTimeout: time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open nfqueue %d: %w", c.Num, err)
+	}
+	q := &Queue{nf: nf, cfg: c, log: log.With("queue", c.Num), fatal: make(chan error, 1)}
+	if c.ReadBuffer > 0 {
+		if err := nf.Con.SetReadBuffer(c.ReadBuffer); err != nil {
+			q.log.Warn("cannot set socket receive buffer", "bytes", c.ReadBuffer, "err", err)
+		}
+	}
+	// Report ENOBUFS instead of hiding it: an overrun is counted and logged.
+	_ = nf.SetOption(netlink.NoENOBUFS, false)
+
+	hook := func(a nfqueue.Attribute) int {
+		q.handle(a, h)
+		return 0
+	}
+	errfn := func(err error) int {
+		if ctx.Err() != nil {
+			return 1
+		}
+		if errors.Is(err, unix.ENOBUFS) {
+			q.Counters.Overruns.Add(1)
+			q.rateLimited("kernel queue overrun: the kernel dropped packets for this queue", "err", err)
+			return 0
+		}
+		var op *netlink.OpError
+		if errors.As(err, &op) && (op.Timeout() || op.Temporary()) {
+			return 0
+		}
+		q.fatalOnce.Do(func() { q.fatal <- fmt.Errorf("queue %d receive: %w", c.Num, err) })
+		return 1
+	}
+	if err := nf.RegisterWithErrorFunc(ctx, hook, errfn); err != nil {
+		nf.Close()
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("bind nfqueue %d: %w (knockwall run needs root or CAP_NET_ADMIN)", c.Num, err)
+		}
+		return nil, fmt.Errorf("bind nfqueue %d: %w", c.Num, err)
+	}
+	return q, nil
+}
+
+// Fatal delivers an error when the queue stopped receiving for good.
+func (q *Queue) Fatal() <-chan error { return q.fatal }
+
+// Close unbinds the queue.
+func (q *Queue) Close() error { return q.nf.Close() }
+
+func (q *Queue) handle(a nfqueue.Attribute, h Handler) {
+	if a.PacketID == nil {
+		return
+	}
+	id := *a.PacketID
+	q.Counters.Packets.Add(1)
+	var pkt []byte
+	if a.Payload != nil {
+		pkt = *a.Payload
+	}
+	var mark uint32
+	if a.Mark != nil {
+		mark = *a.Mark
+	}
+	v := q.safeHandle(h, pkt, mark)
+	var err error
+	if v.Accept {
+		err = q.nf.SetVerdictWithMark(id, nfqueue.NfAccept, int(v.Mark))
+	} else {
+		err = q.nf.SetVerdict(id, nfqueue.NfDrop)
+	}
+	if err != nil {
+		q.Counters.VerdictErrors.Add(1)
+		q.rateLimited("cannot send verdict", "err", err)
+	}
+}
+
+// safeHandle runs h and turns a panic into a drop: a bug in the engine must
+// not take the daemon down, nor let a packet through.
+func (q *Queue) safeHandle(h Handler, pkt []byte, mark uint32) (v Verdict) {
+	defer func() {
+		if r := recover(); r != nil {
+			q.Counters.Panics.Add(1)
+			q.rateLimited("handler panicked; packet dropped", "panic", fmt.Sprint(r))
+			v = Verdict{}
+		}
+	}()
+	return h(pkt, mark)
+}
+
+func (q *Queue) rateLimited(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := q.lastLog.Load()
+	if now-last < int64(logEvery) || !q.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	q.log.Error(msg, args...)
+}

@@ -1,0 +1,369 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalid is wrapped by every validation error, so callers can tell a bad
+// configuration (exit status 2) from other failures.
+var ErrInvalid = errors.New("invalid configuration")
+
+// KeyError is a validation error that names the offending key.
+type KeyError struct {
+	Key string // e.g. "services.ssh.sequence[2]"
+	Msg string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Msg }
+
+// Unwrap lets errors.Is(err, ErrInvalid) hold.
+func (e *KeyError) Unwrap() error { return ErrInvalid }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Action is what a packet that may not pass gets.
+type Action uint8
+
+// Actions.
+const (
+	ActionReject Action = iota // answer like a closed port
+	ActionDrop                 // discard silently
+)
+
+func (a Action) String() string {
+	if a == ActionDrop {
+		return ClosedDrop
+	}
+	return ClosedReject
+}
+
+// Knock is one step of a sequence: a protocol and a destination port.
+type Knock struct {
+	Proto uint8
+	Port  uint16
+}
+
+// Key packs a knock into the uint32 the tracker compares.
+func (k Knock) Key() uint32 { return KnockKey(k.Proto, k.Port) }
+
+// KnockKey packs a protocol and port the way Knock.Key does.
+func KnockKey(proto uint8, port uint16) uint32 { return uint32(proto)<<16 | uint32(port) }
+
+func (k Knock) String() string {
+	if k.Proto == ProtoUDP {
+		return strconv.Itoa(int(k.Port)) + "/udp"
+	}
+	return strconv.Itoa(int(k.Port)) + "/tcp"
+}
+
+// ParseKnock parses "7000", "7000/tcp" or "9000/udp".
+func ParseKnock(s string) (Knock, error) {
+	s = strings.TrimSpace(s)
+	num, proto, hasProto := strings.Cut(s, "/")
+	k := Knock{Proto: ProtoTCP}
+	if hasProto {
+		switch strings.ToLower(proto) {
+		case "tcp":
+		case "udp":
+			k.Proto = ProtoUDP
+		default:
+			return Knock{}, fmt.Errorf("%q: protocol must be tcp or udp", s)
+		}
+	}
+	p, err := strconv.Atoi(num)
+	if err != nil || p < 1 || p > 65535 {
+		return Knock{}, fmt.Errorf("%q: port must be a number from 1 to 65535", s)
+	}
+	k.Port = uint16(p)
+	return k, nil
+}
+
+// Service is one compiled service.
+type Service struct {
+	Name        string
+	Ports       []uint16
+	Sequence    []Knock
+	StepTimeout time.Duration
+	OpenFor     time.Duration
+	Closed      Action
+}
+
+// Set is a compiled, immutable configuration. The per-packet path reads it
+// without locks; a reload builds a new Set and swaps a pointer.
+type Set struct {
+	Queue    QueueConfig
+	Firewall FirewallConfig
+	Log      LogConfig
+	Tracker  TrackerConfig
+	Services []Service // sorted by name; a service's index is its id
+
+	// protected is a bitmap of protected TCP ports, so that the common case,
+	// a SYN to an unprotected port, costs one load.
+	protected [65536 / 64]uint64
+	// knockPorts is the same for knock ports, per protocol (0 tcp, 1 udp).
+	knockPorts [2][65536 / 64]uint64
+	// cover maps a protected port to the mask of services that protect it.
+	cover map[uint16]uint64
+	// knockSvc maps a knock key to the one service whose sequence uses it.
+	knockSvc map[uint32]int
+	// begins maps a first knock to its service.
+	begins map[uint32]int
+}
+
+var serviceName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+var logLevels = []string{"debug", "info", "warn", "error"}
+
+// Compile validates c and builds a Set. The first problem found is returned as
+// a *KeyError wrapping ErrInvalid.
+func Compile(c Config) (*Set, error) {
+	s := &Set{Queue: c.Queue, Firewall: c.Firewall, Log: c.Log, Tracker: c.Tracker}
+	if err := validateGlobal(c); err != nil {
+		return nil, err
+	}
+	if len(c.Services) == 0 {
+		return nil, keyErr("services", "at least one service is required")
+	}
+	if len(c.Services) > MaxServices {
+		return nil, keyErr("services", "at most %d services are supported, got %d", MaxServices, len(c.Services))
+	}
+	names := make([]string, 0, len(c.Services))
+	for name := range c.Services {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+
+	s.cover = make(map[uint16]uint64)
+	s.knockSvc = make(map[uint32]int)
+	s.begins = make(map[uint32]int)
+	knockOwner := make(map[uint32]string)
+	for i, name := range names {
+		svc, err := compileService(name, c.Services[name])
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range svc.Ports {
+			s.cover[p] |= 1 << uint(i)
+			s.protected[p/64] |= 1 << (p % 64)
+		}
+		for j, k := range svc.Sequence {
+			key := fmt.Sprintf("services.%s.sequence[%d]", name, j)
+			if owner, ok := knockOwner[k.Key()]; ok && owner != name {
+				return nil, keyErr(key, "knock %s is already used by service %q", k, owner)
+			}
+			knockOwner[k.Key()] = name
+			s.knockSvc[k.Key()] = i
+			s.knockPorts[protoIndex(k.Proto)][k.Port/64] |= 1 << (k.Port % 64)
+		}
+		s.begins[svc.Sequence[0].Key()] = i
+		s.Services = append(s.Services, svc)
+	}
+	// A knock must never land on a protected port: the knock would then
+	// either be swallowed or open what it is meant to guard.
+	for i, svc := range s.Services {
+		for j, k := range svc.Sequence {
+			if k.Proto == ProtoTCP && s.IsProtected(k.Port) {
+				return nil, keyErr(fmt.Sprintf("services.%s.sequence[%d]", names[i], j),
+					"knock port %d is a protected port", k.Port)
+			}
+		}
+	}
+	// Services that share a protected port must answer strangers alike, or
+	// the answer would depend on which service is looked at first.
+	for port, mask := range s.cover {
+		var first = -1
+		for i := range s.Services {
+			if mask&(1<<uint(i)) == 0 {
+				continue
+			}
+			if first < 0 {
+				first = i
+				continue
+			}
+			if s.Services[i].Closed != s.Services[first].Closed {
+				return nil, keyErr("services."+s.Services[i].Name+".closed",
+					"port %d is also protected by service %q with closed: %s; services sharing a port must use the same closed action",
+					port, s.Services[first].Name, s.Services[first].Closed)
+			}
+		}
+	}
+	return s, nil
+}
+
+func validateGlobal(c Config) error {
+	switch {
+	case c.Queue.Num < 0 || c.Queue.Num > 65535:
+		return keyErr("queue.num", "must be from 0 to 65535, got %d", c.Queue.Num)
+	case c.Queue.Count < 1 || c.Queue.Count > MaxQueues:
+		return keyErr("queue.count", "must be from 1 to %d, got %d", MaxQueues, c.Queue.Count)
+	case c.Queue.Num+c.Queue.Count-1 > 65535:
+		return keyErr("queue.count", "queues %d..%d run past 65535", c.Queue.Num, c.Queue.Num+c.Queue.Count-1)
+	case c.Queue.MaxLen < 1:
+		return keyErr("queue.max_len", "must be at least 1, got %d", c.Queue.MaxLen)
+	case !slices.Contains(logLevels, c.Log.Level):
+		return keyErr("log.level", "must be one of %s, got %q", strings.Join(logLevels, ", "), c.Log.Level)
+	case c.Log.Format != "text" && c.Log.Format != "json":
+		return keyErr("log.format", "must be text or json, got %q", c.Log.Format)
+	case c.Tracker.MaxPending < 1:
+		return keyErr("tracker.max_pending", "must be at least 1, got %d", c.Tracker.MaxPending)
+	case c.Tracker.MaxGrants < 1:
+		return keyErr("tracker.max_grants", "must be at least 1, got %d", c.Tracker.MaxGrants)
+	case c.Firewall.MarkMask <= 0 || c.Firewall.MarkMask > 0xffffffff:
+		return keyErr("firewall.mark_mask", "must be a non-zero 32-bit mask")
+	case c.Firewall.AcceptMark <= 0 || c.Firewall.AcceptMark&^c.Firewall.MarkMask != 0:
+		return keyErr("firewall.accept_mark", "must be non-zero and inside firewall.mark_mask")
+	case c.Firewall.RejectMark <= 0 || c.Firewall.RejectMark&^c.Firewall.MarkMask != 0:
+		return keyErr("firewall.reject_mark", "must be non-zero and inside firewall.mark_mask")
+	case c.Firewall.AcceptMark == c.Firewall.RejectMark:
+		return keyErr("firewall.reject_mark", "must differ from firewall.accept_mark")
+	}
+	return nil
+}
+
+func compileService(name string, c ServiceConfig) (Service, error) {
+	base := "services." + name
+	if !serviceName.MatchString(name) {
+		return Service{}, keyErr(base, "service names use lower-case letters, digits and _ and start with a letter")
+	}
+	svc := Service{Name: name, StepTimeout: c.StepTimeout, OpenFor: c.OpenFor}
+	if len(c.Ports) == 0 {
+		return Service{}, keyErr(base+".ports", "at least one protected port is required")
+	}
+	for i, p := range c.Ports {
+		if p < 1 || p > 65535 {
+			return Service{}, keyErr(fmt.Sprintf("%s.ports[%d]", base, i), "port must be from 1 to 65535, got %d", p)
+		}
+		if slices.Contains(svc.Ports, uint16(p)) {
+			return Service{}, keyErr(fmt.Sprintf("%s.ports[%d]", base, i), "port %d is listed twice", p)
+		}
+		svc.Ports = append(svc.Ports, uint16(p))
+	}
+	if len(c.Sequence) == 0 {
+		return Service{}, keyErr(base+".sequence", "at least one knock is required")
+	}
+	if len(c.Sequence) > MaxSequence {
+		return Service{}, keyErr(base+".sequence", "at most %d knocks, got %d", MaxSequence, len(c.Sequence))
+	}
+	for i, raw := range c.Sequence {
+		key := fmt.Sprintf("%s.sequence[%d]", base, i)
+		k, err := ParseKnock(raw)
+		if err != nil {
+			return Service{}, keyErr(key, "%v", err)
+		}
+		// Two equal knocks in a row cannot be told from a retransmission.
+		if i > 0 && svc.Sequence[i-1] == k {
+			return Service{}, keyErr(key, "knock %s repeats the knock before it; a retransmission could not be told from the next step", k)
+		}
+		svc.Sequence = append(svc.Sequence, k)
+	}
+	if c.StepTimeout <= 0 {
+		return Service{}, keyErr(base+".step_timeout", "must be a positive duration, got %s", c.StepTimeout)
+	}
+	if c.OpenFor <= 0 {
+		return Service{}, keyErr(base+".open_for", "must be a positive duration, got %s", c.OpenFor)
+	}
+	switch c.Closed {
+	case ClosedReject:
+		svc.Closed = ActionReject
+	case ClosedDrop:
+		svc.Closed = ActionDrop
+	default:
+		return Service{}, keyErr(base+".closed", "must be reject or drop, got %q", c.Closed)
+	}
+	return svc, nil
+}
+
+func protoIndex(proto uint8) int {
+	if proto == ProtoUDP {
+		return 1
+	}
+	return 0
+}
+
+// IsProtected reports whether TCP port p is protected by any service.
+func (s *Set) IsProtected(p uint16) bool { return s.protected[p/64]&(1<<(p%64)) != 0 }
+
+// Cover returns the mask of services protecting TCP port p (bit i = service i).
+func (s *Set) Cover(p uint16) uint64 {
+	if !s.IsProtected(p) {
+		return 0
+	}
+	return s.cover[p]
+}
+
+// IsKnockPort reports whether (proto, port) is a step of some sequence.
+func (s *Set) IsKnockPort(proto uint8, p uint16) bool {
+	if proto != ProtoTCP && proto != ProtoUDP {
+		return false
+	}
+	return s.knockPorts[protoIndex(proto)][p/64]&(1<<(p%64)) != 0
+}
+
+// KnockService returns the service whose sequence contains knock key k.
+func (s *Set) KnockService(k uint32) (int, bool) {
+	i, ok := s.knockSvc[k]
+	return i, ok
+}
+
+// ClosedAction returns the closed action of the services in mask (they agree;
+// Compile checks it).
+func (s *Set) ClosedAction(mask uint64) Action {
+	for i := range s.Services {
+		if mask&(1<<uint(i)) != 0 {
+			return s.Services[i].Closed
+		}
+	}
+	return ActionReject
+}
+
+// The methods below make *Set a tracker.Sequences.
+
+// Begins reports the service whose sequence starts with knock key k.
+func (s *Set) Begins(k uint32) (int, bool) {
+	i, ok := s.begins[k]
+	return i, ok
+}
+
+// Len is the length of service svc's sequence.
+func (s *Set) Len(svc int) int { return len(s.Services[svc].Sequence) }
+
+// Step is knock i of service svc, as a key.
+func (s *Set) Step(svc, i int) uint32 { return s.Services[svc].Sequence[i].Key() }
+
+// StepTimeout is the longest gap allowed between two knocks of service svc.
+func (s *Set) StepTimeout(svc int) time.Duration { return s.Services[svc].StepTimeout }
+
+// OpenFor is how long a grant of service svc lasts.
+func (s *Set) OpenFor(svc int) time.Duration { return s.Services[svc].OpenFor }
+
+// TCPKnockPorts and UDPKnockPorts list the knock ports by protocol, sorted.
+func (s *Set) knockPortList(proto uint8) []uint16 {
+	var out []uint16
+	for _, svc := range s.Services {
+		for _, k := range svc.Sequence {
+			if k.Proto == proto && !slices.Contains(out, k.Port) {
+				out = append(out, k.Port)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ProtectedPorts lists the protected TCP ports, sorted.
+func (s *Set) ProtectedPorts() []uint16 {
+	out := make([]uint16, 0, len(s.cover))
+	for p := range s.cover {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,37 @@
+package rules
+
+import "time"
+
+// Named tunables and their defaults.
+const (
+	DefaultQueueMaxLen = 4096
+	DefaultMaxPending  = 65536
+	DefaultMaxGrants   = 16384
+	DefaultStepTimeout = 5 * time.Second
+	DefaultOpenFor     = 30 * time.Second
+
+	// Mark bits: "KW" in the low 16 bits. Accept and reject differ so that one
+	// static REJECT rule and one static guard rule can tell them apart.
+	DefaultAcceptMark = 0x4b01
+	DefaultRejectMark = 0x4b02
+	DefaultMarkMask   = 0xffff
+
+	// MaxServices bounds the services of one configuration: each protected
+	// port keeps a 64-bit mask of the services that cover it.
+	MaxServices = 64
+	// MaxSequence bounds the length of one knock sequence.
+	MaxSequence = 32
+	// MaxQueues bounds queue.count.
+	MaxQueues = 64
+
+	// ClosedReject answers like a closed port (TCP RST, ICMP port unreachable for UDP).
+	ClosedReject = "reject"
+	// ClosedDrop silently discards.
+	ClosedDrop = "drop"
+)
+
+// IP protocol numbers the rules speak of.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)

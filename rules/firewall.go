@@ -1,0 +1,174 @@
+package rules
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Chain names. Every rule knockwall adds to a built-in chain jumps into one
+// of these and carries the comment Comment, so removal can be exact.
+const (
+	ChainQueue  = "KNOCKWALL"        // mangle: divert SYNs and UDP knocks to NFQUEUE
+	ChainReject = "KNOCKWALL-REJECT" // filter: answer packets knockwall marked for rejection
+	ChainGuard  = "KNOCKWALL-GUARD"  // security: protected ports without knockwall's accept mark are dropped
+	Comment     = "knockwall"
+)
+
+// multiportMax is the most ports one -m multiport match takes.
+const multiportMax = 15
+
+// Command is one iptables or ip6tables invocation.
+type Command struct {
+	Bin  string // "iptables" or "ip6tables"
+	Args []string
+}
+
+func (c Command) String() string { return c.Bin + " " + strings.Join(c.Args, " ") }
+
+// Plan is the static firewall of a Set.
+//
+// Why three tables: the NFQUEUE rule sits at the end of mangle INPUT, so a
+// packet that knockwall accepts still runs through the host's own filter
+// rules, and a packet that --queue-bypass lets through (daemon not running)
+// skips only the rest of mangle INPUT. Rejection is a mark that one static
+// REJECT rule in filter INPUT acts on, so the answer is the kernel's own RST.
+// The guard lives in the security table, whose INPUT hook runs after filter,
+// and drops SYNs to protected ports that do not carry knockwall's accept
+// mark: with the daemon dead or the queue bypassed, protected ports stay
+// closed while every other port keeps working.
+type Plan struct {
+	// Install adds the rules, guard first so no moment exists in which a
+	// protected port is diverted but unguarded.
+	Install []Command
+	// Remove deletes exactly the rules Install adds, guard last. Each
+	// command may fail when the rule is already gone; callers ignore that.
+	Remove []Command
+	// Jumps are the rules in built-in chains; Remove deletes each of them
+	// until none is left, so duplicates from an earlier crash go too.
+	Jumps []Command
+}
+
+// FirewallPlan renders the static rules of s for IPv4 and IPv6.
+func (s *Set) FirewallPlan() Plan {
+	var p Plan
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		q := s.family(bin)
+		p.Install = append(p.Install, q.install...)
+		p.Remove = append(p.Remove, q.remove...)
+		p.Jumps = append(p.Jumps, q.jumps...)
+	}
+	return p
+}
+
+type familyPlan struct{ install, remove, jumps []Command }
+
+func (s *Set) family(bin string) familyPlan {
+	var f familyPlan
+	cmd := func(args ...string) Command { return Command{Bin: bin, Args: append([]string{"-w"}, args...)} }
+	mark := func(v int) string { return fmt.Sprintf("0x%x/0x%x", v, s.Firewall.MarkMask) }
+	comment := []string{"-m", "comment", "--comment", Comment}
+
+	// Guard (security table).
+	f.install = append(f.install, cmd("-t", "security", "-N", ChainGuard))
+	for _, ports := range chunk(s.ProtectedPorts(), multiportMax) {
+		args := []string{"-t", "security", "-A", ChainGuard, "-p", "tcp", "--syn"}
+		args = append(args, portMatch(ports)...)
+		args = append(args, "-m", "mark", "!", "--mark", mark(s.Firewall.AcceptMark))
+		args = append(args, comment...)
+		args = append(args, "-j", "DROP")
+		f.install = append(f.install, cmd(args...))
+	}
+	guardJump := append([]string{"-t", "security", "-I", "INPUT", "1", "-p", "tcp"}, comment...)
+	guardJump = append(guardJump, "-j", ChainGuard)
+	f.install = append(f.install, cmd(guardJump...))
+
+	// Reject (filter table).
+	unreach := "icmp-port-unreachable"
+	if bin == "ip6tables" {
+		unreach = "icmp6-port-unreachable"
+	}
+	f.install = append(f.install,
+		cmd("-t", "filter", "-N", ChainReject),
+		cmd(append(append([]string{"-t", "filter", "-A", ChainReject, "-p", "tcp"}, comment...), "-j", "REJECT", "--reject-with", "tcp-reset")...),
+		cmd(append(append([]string{"-t", "filter", "-A", ChainReject, "-p", "udp"}, comment...), "-j", "REJECT", "--reject-with", unreach)...),
+		cmd(append(append([]string{"-t", "filter", "-A", ChainReject}, comment...), "-j", "DROP")...),
+	)
+	rejectJump := append([]string{"-t", "filter", "-I", "INPUT", "1", "-m", "mark", "--mark", mark(s.Firewall.RejectMark)}, comment...)
+	rejectJump = append(rejectJump, "-j", ChainReject)
+	f.install = append(f.install, cmd(rejectJump...))
+
+	// Diversion (mangle table).
+	queue := []string{"-j", "NFQUEUE"}
+	if s.Queue.Count > 1 {
+		queue = append(queue, "--queue-balance", fmt.Sprintf("%d:%d", s.Queue.Num, s.Queue.Num+s.Queue.Count-1), "--queue-cpu-fanout")
+	} else {
+		queue = append(queue, "--queue-num", strconv.Itoa(s.Queue.Num))
+	}
+	// --queue-bypass: with no daemon the packet moves on (to the guard)
+	// instead of being dropped, so unrelated ports keep working. The
+	// fail-open queue flag is never set: a full queue drops.
+	queue = append(queue, "--queue-bypass")
+	f.install = append(f.install, cmd("-t", "mangle", "-N", ChainQueue))
+	f.install = append(f.install, cmd(append(append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "tcp", "--syn"}, comment...), queue...)...))
+	for _, ports := range chunk(s.knockPortList(ProtoUDP), multiportMax) {
+		args := append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "udp"}, portMatch(ports)...)
+		args = append(args, comment...)
+		f.install = append(f.install, cmd(append(args, queue...)...))
+	}
+	queueJump := append([]string{"-t", "mangle", "-A", "INPUT"}, comment...)
+	queueJump = append(queueJump, "-j", ChainQueue)
+	f.install = append(f.install, cmd(queueJump...))
+
+	// Removal mirrors installation in reverse: stop diverting, then stop
+	// rejecting, then drop the guard.
+	for _, r := range []struct {
+		jump         []string
+		table, chain string
+	}{{queueJump, "mangle", ChainQueue}, {rejectJump, "filter", ChainReject}, {guardJump, "security", ChainGuard}} {
+		d := cmd(deleteArgs(r.jump)...)
+		f.jumps = append(f.jumps, d)
+		f.remove = append(f.remove, d, cmd("-t", r.table, "-F", r.chain), cmd("-t", r.table, "-X", r.chain))
+	}
+	return f
+}
+
+// deleteArgs turns an -A or -I (with position) rule into its -D twin.
+func deleteArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "-A":
+			out = append(out, "-D")
+		case "-I":
+			out = append(out, "-D", args[i+1])
+			i += 2 // skip the chain, already copied, and the position
+		default:
+			out = append(out, args[i])
+		}
+	}
+	return out
+}
+
+func portMatch(ports []uint16) []string {
+	if len(ports) == 1 {
+		return []string{"--dport", strconv.Itoa(int(ports[0]))}
+	}
+	strs := make([]string, len(ports))
+	for i, p := range ports {
+		strs[i] = strconv.Itoa(int(p))
+	}
+	return []string{"-m", "multiport", "--dports", strings.Join(strs, ",")}
+}
+
+func chunk(ports []uint16, n int) [][]uint16 {
+	var out [][]uint16
+	for len(ports) > n {
+		out = append(out, ports[:n])
+		ports = ports[n:]
+	}
+	if len(ports) > 0 {
+		out = append(out, ports)
+	}
+	return out
+}

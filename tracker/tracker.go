@@ -1,0 +1,304 @@
+// Package tracker keeps knockwall's per-source state: how far a source has
+// come through a knock sequence, and which grants it holds. It knows nothing
+// of packets; it is told "source S sent knock K at time T" and asked "does S
+// hold a grant for one of these services at T".
+//
+// Pending progress and grants live in separate bounded LRU caches, so a flood
+// of spoofed, unauthenticated sources can only ever evict pending progress,
+// never a grant. Both are sharded by source under a per-shard mutex, so two
+// queue workers rarely contend. Time is always passed in by the caller.
+package tracker
+
+import (
+	"encoding/binary"
+	"errors"
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// Sequences describes the knock sequences the tracker follows. Knocks are
+// opaque uint32 keys; *rules.Set implements this interface.
+type Sequences interface {
+	// Begins reports the service whose sequence starts with knock k.
+	Begins(k uint32) (svc int, ok bool)
+	// Len is the number of knocks in service svc's sequence.
+	Len(svc int) int
+	// Step is knock i of service svc's sequence.
+	Step(svc, i int) uint32
+	// StepTimeout is the longest gap allowed between two knocks of svc.
+	StepTimeout(svc int) time.Duration
+	// OpenFor is how long a grant of svc lasts.
+	OpenFor(svc int) time.Duration
+}
+
+// Event says what a knock did to a source's state.
+type Event uint8
+
+// Events.
+const (
+	EventNone         Event = iota // not a knock, and no progress to lose
+	EventReset                     // progress dropped: wrong knock, or too late
+	EventStep                      // a knock advanced (or began) a sequence
+	EventRepeat                    // a retransmission of the last knock; ignored
+	EventGrant                     // a sequence completed; the grant is recorded
+	EventGrantRefused              // a sequence completed but the grant table is full of live grants
+)
+
+var eventNames = [...]string{"none", "reset", "step", "repeat", "grant", "grant-refused"}
+
+func (e Event) String() string {
+	if int(e) < len(eventNames) {
+		return eventNames[e]
+	}
+	return "unknown"
+}
+
+// Outcome is the result of Observe.
+type Outcome struct {
+	Event Event
+	Svc   int // the service concerned, for Step, Repeat, Grant, GrantRefused and Reset
+	Done  int // knocks of the sequence completed after this one
+}
+
+// Config bounds the tracker.
+type Config struct {
+	MaxPending int // sources with knock progress
+	MaxGrants  int // (source, service) grants
+}
+
+// ErrBadConfig is returned by New for non-positive bounds.
+var ErrBadConfig = errors.New("tracker: bounds must be positive")
+
+// defaultShards is the shard count for large tables; a power of two.
+const defaultShards = 16
+
+// Tracker is safe for concurrent use.
+type Tracker struct {
+	shards []shard
+	mask   uint64
+	seed   uint64
+
+	evictedPending atomic.Uint64
+	refusedGrants  atomic.Uint64
+}
+
+type shard struct {
+	mu      sync.Mutex
+	pending *simplelru.LRU[netip.Addr, progress]
+	grants  *simplelru.LRU[grantKey, int64]
+	maxG    int
+	_       [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+// progress is one source's way through one sequence.
+type progress struct {
+	at   int64  // unix nanoseconds of the last accepted knock
+	last uint32 // the last accepted knock, to recognise its retransmission
+	svc  uint16
+	next uint16 // index of the knock expected next
+}
+
+type grantKey struct {
+	src netip.Addr
+	svc uint16
+}
+
+// New returns a tracker bounded by c.
+func New(c Config) (*Tracker, error) {
+	if c.MaxPending < 1 || c.MaxGrants < 1 {
+		return nil, ErrBadConfig
+	}
+	n := defaultShards
+	for n > 1 && (n > c.MaxPending || n > c.MaxGrants) {
+		n /= 2
+	}
+	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: new(maphash.Hash).Sum64()}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.maxG = ceilDiv(c.MaxGrants, n)
+		var err error
+		if s.pending, err = simplelru.NewLRU[netip.Addr, progress](ceilDiv(c.MaxPending, n), nil); err != nil {
+			return nil, err
+		}
+		if s.grants, err = simplelru.NewLRU[grantKey, int64](s.maxG, nil); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// shardOf picks src's shard with a seeded mix, so an attacker cannot aim
+// spoofed sources at one shard.
+func (t *Tracker) shardOf(src netip.Addr) *shard {
+	if t.mask == 0 {
+		return &t.shards[0]
+	}
+	b := src.As16()
+	h := binary.LittleEndian.Uint64(b[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(b[8:]) ^ t.seed
+	h ^= h >> 29
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 32
+	return &t.shards[h&t.mask]
+}
+
+// Observe records that src sent knock k at now, and says what that did. Every
+// packet knockwall sees from a source should be observed, knock port or not:
+// anything that is not the source's next knock resets its progress, so an
+// ascending port scan never completes an ascending sequence.
+func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequences) Outcome {
+	s := t.shardOf(src)
+	ts := now.UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	out := Outcome{Event: EventNone}
+	if p, ok := s.pending.Peek(src); ok {
+		svc := int(p.svc)
+		switch {
+		case ts-p.at > int64(seqs.StepTimeout(svc)):
+			// Too late: the old progress is worth nothing. The knock may
+			// still begin a sequence below.
+			s.pending.Remove(src)
+			out = Outcome{Event: EventReset, Svc: svc, Done: 0}
+		case k == seqs.Step(svc, int(p.next)):
+			if int(p.next)+1 == seqs.Len(svc) {
+				s.pending.Remove(src)
+				return t.grantLocked(s, src, svc, ts, seqs)
+			}
+			p.next++
+			p.last = k
+			p.at = ts
+			s.pending.Add(src, p)
+			return Outcome{Event: EventStep, Svc: svc, Done: int(p.next)}
+		case k == p.last:
+			// A retransmitted SYN or duplicated datagram of the knock just
+			// accepted. The window is not extended.
+			return Outcome{Event: EventRepeat, Svc: svc, Done: int(p.next)}
+		default:
+			s.pending.Remove(src)
+			out = Outcome{Event: EventReset, Svc: svc, Done: 0}
+		}
+	}
+	svc, ok := seqs.Begins(k)
+	if !ok {
+		return out
+	}
+	if seqs.Len(svc) == 1 {
+		return t.grantLocked(s, src, svc, ts, seqs)
+	}
+	if evicted := s.pending.Add(src, progress{at: ts, last: k, svc: uint16(svc), next: 1}); evicted {
+		t.evictedPending.Add(1)
+	}
+	return Outcome{Event: EventStep, Svc: svc, Done: 1}
+}
+
+// grantLocked records a grant of svc to src for the sequence just completed.
+func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs Sequences) Outcome {
+	if !t.addGrantLocked(s, src, svc, ts, seqs.OpenFor(svc)) {
+		return Outcome{Event: EventGrantRefused, Svc: svc, Done: seqs.Len(svc)}
+	}
+	return Outcome{Event: EventGrant, Svc: svc, Done: seqs.Len(svc)}
+}
+
+// addGrantLocked records or extends a grant. When the grant table is full of
+// live grants the new grant is refused: evicting a live grant would lock out
+// its owner, while refusing leaves the newcomer free to try again later.
+func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, svc int, ts int64, openFor time.Duration) bool {
+	key := grantKey{src: src, svc: uint16(svc)}
+	if !s.grants.Contains(key) && s.grants.Len() >= s.maxG {
+		purgeExpiredLocked(s, ts, nil)
+		if s.grants.Len() >= s.maxG {
+			t.refusedGrants.Add(1)
+			return false
+		}
+	}
+	s.grants.Add(key, ts+int64(openFor))
+	return true
+}
+
+// Grant records a grant of svc to src until now+openFor directly, as a
+// verified single-packet authorization does. It reports false when the
+// grant table is full of live grants.
+func (t *Tracker) Grant(src netip.Addr, svc int, now time.Time, openFor time.Duration) bool {
+	s := t.shardOf(src)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return t.addGrantLocked(s, src, svc, now.UnixNano(), openFor)
+}
+
+// Granted reports whether src holds a live grant for one of the services in
+// mask (bit i = service i).
+func (t *Tracker) Granted(src netip.Addr, mask uint64, now time.Time) bool {
+	if mask == 0 {
+		return false
+	}
+	s := t.shardOf(src)
+	ts := now.UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for svc := 0; mask != 0; svc, mask = svc+1, mask>>1 {
+		if mask&1 == 0 {
+			continue
+		}
+		if exp, ok := s.grants.Peek(grantKey{src: src, svc: uint16(svc)}); ok && exp > ts {
+			return true
+		}
+	}
+	return false
+}
+
+// Expired is a grant that lapsed.
+type Expired struct {
+	Src netip.Addr
+	Svc int
+}
+
+// Expire removes grants that lapsed by now and returns them, for logging. It
+// walks every grant; call it from a ticker, not per packet.
+func (t *Tracker) Expire(now time.Time) []Expired {
+	ts := now.UnixNano()
+	var out []Expired
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		out = purgeExpiredLocked(s, ts, out)
+		s.mu.Unlock()
+	}
+	return out
+}
+
+func purgeExpiredLocked(s *shard, ts int64, out []Expired) []Expired {
+	for _, k := range s.grants.Keys() {
+		if exp, ok := s.grants.Peek(k); ok && exp <= ts {
+			s.grants.Remove(k)
+			out = append(out, Expired{Src: k.src, Svc: int(k.svc)})
+		}
+	}
+	return out
+}
+
+// Stats is a snapshot of the tracker's size and counters.
+type Stats struct {
+	Pending, Grants               int
+	EvictedPending, RefusedGrants uint64
+}
+
+// Stats returns a snapshot.
+func (t *Tracker) Stats() Stats {
+	st := Stats{EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load()}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		st.Pending += s.pending.Len()
+		st.Grants += s.grants.Len()
+		s.mu.Unlock()
+	}
+	return st
+}

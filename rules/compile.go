@@ -264,11 +264,17 @@ func compileService(name string, c ServiceConfig) (Service, error) {
 		}
 		svc.Sequence = append(svc.Sequence, k)
 	}
-	if c.StepTimeout <= 0 {
-		return Service{}, keyErr(base+".step_timeout", "must be a positive duration, got %s", c.StepTimeout)
-	}
-	if c.OpenFor <= 0 {
-		return Service{}, keyErr(base+".open_for", "must be a positive duration, got %s", c.OpenFor)
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{{".step_timeout", c.StepTimeout}, {".open_for", c.OpenFor}} {
+		if d.val <= 0 {
+			return Service{}, keyErr(base+d.key, "must be a positive duration, got %s", d.val)
+		}
+		// A bare number decodes as nanoseconds; nobody means that.
+		if d.val < MinDuration {
+			return Service{}, keyErr(base+d.key, "%s is shorter than %s; write the unit, e.g. 5s", d.val, MinDuration)
+		}
 	}
 	switch c.Closed {
 	case ClosedReject:

@@ -9,6 +9,8 @@ const (
 	DefaultMaxGrants   = 16384
 	DefaultStepTimeout = 5 * time.Second
 	DefaultOpenFor     = 30 * time.Second
+	// MinDuration is the shortest step_timeout or open_for accepted.
+	MinDuration = time.Millisecond
 
 	// Mark bits: "KW" in the low 16 bits. Accept and reject differ so that one
 	// static REJECT rule and one static guard rule can tell them apart.

@@ -1,0 +1,57 @@
+# knockwall — common tasks. Most targets need root (namespaces, iptables).
+export PATH := $(PATH):/usr/local/go/bin
+GO      ?= go
+BIN     := bin/knockwall
+PKGS    := ./...
+FUZZTIME ?= 10s
+# Fuzz targets: package:Target, each run for FUZZTIME by `make fuzz`.
+FUZZ    := ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode
+
+.PHONY: all build cross deps demo test unit vet fmt-check fuzz bench bench-e2e clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/knockwall
+
+# Static binaries for router targets (no cgo anywhere).
+cross:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-arm64 ./cmd/knockwall
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-armv7 ./cmd/knockwall
+	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mipsle ./cmd/knockwall
+	CGO_ENABLED=0 GOOS=linux GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mips ./cmd/knockwall
+
+deps:
+	bash scripts/deps.sh
+
+# First contact: a private pair of namespaces, the daemon on the embedded
+# example, and a walk through refused → knock → open → expired.
+demo: deps build
+	./$(BIN) demo
+
+# Everything: formatting, vet, unit and end-to-end tests (race detector on),
+# and a short run of every fuzz target. Run as root; CI runs exactly this.
+test: deps fmt-check vet unit fuzz
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 $(PKGS)
+
+fuzz:
+	@set -e; for f in $(FUZZ); do \
+	  pkg=$${f%%:*}; name=$${f##*:}; \
+	  echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./verdict/ ./tracker/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what knockwall's tests and demo need on a Debian machine: the
+# firewall and namespace tools, the knockd package (for its stock `knock`
+# client, used by the end-to-end tests), and the Go modules.
+set -euo pipefail
+export PATH="$PATH:/usr/local/go/bin"
+
+need=()
+command -v iptables   >/dev/null || need+=(iptables)
+command -v ip         >/dev/null || need+=(iproute2)
+command -v knock      >/dev/null || need+=(knockd)
+command -v nft        >/dev/null || need+=(nftables)
+command -v gcc        >/dev/null || need+=(gcc)   # go test -race needs cgo
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing ${need[*]}; run as root (sudo) to install them" >&2
+    exit 1
+  fi
+  echo "deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# knockd's package starts a knockd service on some systems; knockwall's tests
+# never use it, and it is not started here.
+
+command -v go >/dev/null || { echo "deps: Go is not installed (need Go 1.26 at /usr/local/go or on PATH)" >&2; exit 1; }
+go mod download

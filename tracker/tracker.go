@@ -82,6 +82,11 @@ type Tracker struct {
 	shards []shard
 	mask   uint64
 	seed   uint64
+	// epoch is the reference all stored times count from. Times are kept
+	// as now.Sub(epoch), which uses the monotonic clock when both carry a
+	// reading (as time.Now() values do), so a wall clock step (NTP on a
+	// router that booted in 1970) neither stretches nor cuts a grant.
+	epoch time.Time
 
 	evictedPending atomic.Uint64
 	refusedGrants  atomic.Uint64
@@ -97,7 +102,7 @@ type shard struct {
 
 // progress is one source's way through one sequence.
 type progress struct {
-	at   int64  // unix nanoseconds of the last accepted knock
+	at   int64  // the last accepted knock, on the tracker's clock
 	last uint32 // the last accepted knock, to recognise its retransmission
 	svc  uint16
 	next uint16 // index of the knock expected next
@@ -117,7 +122,7 @@ func New(c Config) (*Tracker, error) {
 	for n > 1 && (n > c.MaxPending || n > c.MaxGrants) {
 		n /= 2
 	}
-	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: new(maphash.Hash).Sum64()}
+	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: new(maphash.Hash).Sum64(), epoch: time.Now()}
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.maxG = ceilDiv(c.MaxGrants, n)
@@ -131,6 +136,9 @@ func New(c Config) (*Tracker, error) {
 	}
 	return t, nil
 }
+
+// since converts a caller's time to the tracker's clock.
+func (t *Tracker) since(now time.Time) int64 { return int64(now.Sub(t.epoch)) }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
@@ -154,7 +162,7 @@ func (t *Tracker) shardOf(src netip.Addr) *shard {
 // ascending port scan never completes an ascending sequence.
 func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequences) Outcome {
 	s := t.shardOf(src)
-	ts := now.UnixNano()
+	ts := t.since(now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
@@ -230,7 +238,7 @@ func (t *Tracker) Grant(src netip.Addr, svc int, now time.Time, openFor time.Dur
 	s := t.shardOf(src)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return t.addGrantLocked(s, src, svc, now.UnixNano(), openFor)
+	return t.addGrantLocked(s, src, svc, t.since(now), openFor)
 }
 
 // Granted reports whether src holds a live grant for one of the services in
@@ -240,7 +248,7 @@ func (t *Tracker) Granted(src netip.Addr, mask uint64, now time.Time) bool {
 		return false
 	}
 	s := t.shardOf(src)
-	ts := now.UnixNano()
+	ts := t.since(now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for svc := 0; mask != 0; svc, mask = svc+1, mask>>1 {
@@ -263,7 +271,7 @@ type Expired struct {
 // Expire removes grants that lapsed by now and returns them, for logging. It
 // walks every grant; call it from a ticker, not per packet.
 func (t *Tracker) Expire(now time.Time) []Expired {
-	ts := now.UnixNano()
+	ts := t.since(now)
 	var out []Expired
 	for i := range t.shards {
 		s := &t.shards[i]

@@ -68,14 +68,6 @@ func newLogger(w io.Writer, c rules.LogConfig) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// monotonicClock returns a clock that follows the monotonic clock from its
-// creation, so wall clock steps (NTP on a router that booted in 1970) neither
-// stretch nor cut grants.
-func monotonicClock() func() time.Time {
-	start := time.Now()
-	return func() time.Time { return start.Add(time.Since(start)) }
-}
-
 // run is the daemon. It returns nil after a clean shutdown (ctx done), with
 // exactly the rules it installed removed. On a fatal error it leaves the
 // rules in place: the guard keeps protected ports closed.
@@ -85,7 +77,7 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 		return err
 	}
 	eng := verdict.New(set, tr)
-	clock := monotonicClock()
+	clock := time.Now // the tracker measures durations on its monotonic reading
 	handler := newHandler(eng, set, log, clock)
 
 	qctx, cancelQueues := context.WithCancel(context.WithoutCancel(ctx))

@@ -193,6 +193,11 @@ func (p *Pair) setup(ctx context.Context, cfg Config) error {
 		{"link", "add", p.ServerIf, "netns", string(p.Server), "type", "veth", "peer", "name", p.ClientIf, "netns", string(p.Client)},
 		{"-n", string(p.Server), "link", "set", "lo", "up"},
 		{"-n", string(p.Client), "link", "set", "lo", "up"},
+		// Links up before addresses: IPv6 addresses added to a down link
+		// join their solicited-node group late, and the first neighbour
+		// solicitation for them goes unanswered (a 1s stall).
+		{"-n", string(p.Server), "link", "set", p.ServerIf, "up"},
+		{"-n", string(p.Client), "link", "set", p.ClientIf, "up"},
 		{"-n", string(p.Server), "addr", "add", prefixed(p.Server4, prefixLen4), "dev", p.ServerIf},
 		{"-n", string(p.Client), "addr", "add", prefixed(p.Client4, prefixLen4), "dev", p.ClientIf},
 		// nodad: usable at once instead of tentative for a second or two.
@@ -200,15 +205,14 @@ func (p *Pair) setup(ctx context.Context, cfg Config) error {
 		{"-n", string(p.Client), "addr", "add", prefixed(p.Client6, prefixLen6), "dev", p.ClientIf, "nodad"},
 	}
 	if cfg.SecondClient {
+		// Added after the first ones, so the IPv4 one is secondary and
+		// never a default source; the IPv6 one is deprecated for the same
+		// reason, but still usable when bound explicitly.
 		steps = append(steps,
 			[]string{"-n", string(p.Client), "addr", "add", prefixed(p.Client2v4, prefixLen4), "dev", p.ClientIf},
 			[]string{"-n", string(p.Client), "addr", "add", prefixed(p.Client2v6, prefixLen6), "dev", p.ClientIf, "nodad", "preferred_lft", "0"},
 		)
 	}
-	steps = append(steps,
-		[]string{"-n", string(p.Server), "link", "set", p.ServerIf, "up"},
-		[]string{"-n", string(p.Client), "link", "set", p.ClientIf, "up"},
-	)
 	for _, args := range steps {
 		if err := ip(ctx, args...); err != nil {
 			return err

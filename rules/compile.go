@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/knockwall/knockwall/spa"
 )
 
 // ErrInvalid is wrapped by every validation error, so callers can tell a bad
@@ -90,10 +92,55 @@ func ParseKnock(s string) (Knock, error) {
 type Service struct {
 	Name        string
 	Ports       []uint16
-	Sequence    []Knock
+	Sequence    []Knock // may be empty when SPA or Rotate opens the service
 	StepTimeout time.Duration
 	OpenFor     time.Duration
 	Closed      Action
+	SPA         *SPA    // nil: no single-packet authorization
+	Rotate      *Rotate // nil: no rotating sequence
+}
+
+// SPA is a service's compiled single-packet authorization.
+type SPA struct {
+	Port    uint16 // UDP; 0 = tokens only in SYNs to the protected ports
+	Keys    []*spa.Key
+	MaxSkew time.Duration
+}
+
+// Key returns the key with id, or nil.
+func (a *SPA) Key(id uint16) *spa.Key {
+	for _, k := range a.Keys {
+		if k.ID == id {
+			return k
+		}
+	}
+	return nil
+}
+
+// Rotate is a service's compiled rotating sequence.
+type Rotate struct {
+	Key    *spa.Key
+	Length int
+	Period time.Duration
+	Lo, Hi uint16
+}
+
+// Sequence derives the knock ports for period index idx.
+func (r *Rotate) Sequence(service string, idx int64) []uint16 {
+	return spa.RotatingSequence(r.Key, service, idx, r.Length, r.Lo, r.Hi, nil)
+}
+
+// Option tunes Compile.
+type Option func(*compileOpts)
+
+type compileOpts struct {
+	readKey func(path string) (*spa.Key, error)
+}
+
+// WithKeyReader lets Compile load SPA and rotation keys (spa.ReadKeyFile in
+// the daemon). Without it, a configuration that names a key file fails.
+func WithKeyReader(f func(path string) (*spa.Key, error)) Option {
+	return func(o *compileOpts) { o.readKey = f }
 }
 
 // Set is a compiled, immutable configuration. The per-packet path reads it
@@ -116,6 +163,10 @@ type Set struct {
 	knockSvc map[uint32]int
 	// begins maps a first knock to its service.
 	begins map[uint32]int
+	// spaPorts maps a UDP SPA port to its service.
+	spaPorts map[uint16]int
+	// rotating lists the services with a rotating sequence.
+	rotating []int
 }
 
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
@@ -124,7 +175,11 @@ var logLevels = []string{"debug", "info", "warn", "error"}
 
 // Compile validates c and builds a Set. The first problem found is returned as
 // a *KeyError wrapping ErrInvalid.
-func Compile(c Config) (*Set, error) {
+func Compile(c Config, opts ...Option) (*Set, error) {
+	var o compileOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
 	s := &Set{Queue: c.Queue, Firewall: c.Firewall, Log: c.Log, Tracker: c.Tracker}
 	if err := validateGlobal(c); err != nil {
 		return nil, err
@@ -144,11 +199,26 @@ func Compile(c Config) (*Set, error) {
 	s.cover = make(map[uint16]uint64)
 	s.knockSvc = make(map[uint32]int)
 	s.begins = make(map[uint32]int)
+	s.spaPorts = make(map[uint16]int)
 	knockOwner := make(map[uint32]string)
 	for i, name := range names {
-		svc, err := compileService(name, c.Services[name])
+		svc, err := compileService(name, c.Services[name], o)
 		if err != nil {
 			return nil, err
+		}
+		if svc.SPA != nil && svc.SPA.Port != 0 {
+			key := "services." + name + ".spa.port"
+			if owner, ok := knockOwner[KnockKey(ProtoUDP, svc.SPA.Port)]; ok {
+				return nil, keyErr(key, "UDP port %d is already a knock port of service %q", svc.SPA.Port, owner)
+			}
+			if j, ok := s.spaPorts[svc.SPA.Port]; ok {
+				return nil, keyErr(key, "UDP port %d is already the SPA port of service %q", svc.SPA.Port, names[j])
+			}
+			s.spaPorts[svc.SPA.Port] = i
+			knockOwner[KnockKey(ProtoUDP, svc.SPA.Port)] = name
+		}
+		if svc.Rotate != nil {
+			s.rotating = append(s.rotating, i)
 		}
 		for _, p := range svc.Ports {
 			s.cover[p] |= 1 << uint(i)
@@ -163,8 +233,29 @@ func Compile(c Config) (*Set, error) {
 			s.knockSvc[k.Key()] = i
 			s.knockPorts[protoIndex(k.Proto)][k.Port/64] |= 1 << (k.Port % 64)
 		}
-		s.begins[svc.Sequence[0].Key()] = i
+		if len(svc.Sequence) > 0 {
+			s.begins[svc.Sequence[0].Key()] = i
+		}
 		s.Services = append(s.Services, svc)
+	}
+	// A rotating range is reserved for knocking: it must not hold a
+	// protected port, a fixed TCP knock, or another service's range.
+	for _, i := range s.rotating {
+		r := s.Services[i].Rotate
+		key := "services." + names[i] + ".rotate.range"
+		for p := int(r.Lo); p <= int(r.Hi); p++ {
+			if s.IsProtected(uint16(p)) {
+				return nil, keyErr(key, "range %d-%d holds protected port %d", r.Lo, r.Hi, p)
+			}
+			if owner, ok := knockOwner[KnockKey(ProtoTCP, uint16(p))]; ok {
+				return nil, keyErr(key, "range %d-%d holds port %d, a knock of service %q", r.Lo, r.Hi, p, owner)
+			}
+		}
+		for _, j := range s.rotating {
+			if o := s.Services[j].Rotate; j != i && r.Lo <= o.Hi && o.Lo <= r.Hi {
+				return nil, keyErr(key, "range %d-%d overlaps the range of service %q", r.Lo, r.Hi, names[j])
+			}
+		}
 	}
 	// A knock must never land on a protected port: the knock would then
 	// either be swallowed or open what it is meant to guard.
@@ -228,7 +319,7 @@ func validateGlobal(c Config) error {
 	return nil
 }
 
-func compileService(name string, c ServiceConfig) (Service, error) {
+func compileService(name string, c ServiceConfig, o compileOpts) (Service, error) {
 	base := "services." + name
 	if !serviceName.MatchString(name) {
 		return Service{}, keyErr(base, "service names use lower-case letters, digits and _ and start with a letter")
@@ -246,8 +337,15 @@ func compileService(name string, c ServiceConfig) (Service, error) {
 		}
 		svc.Ports = append(svc.Ports, uint16(p))
 	}
-	if len(c.Sequence) == 0 {
-		return Service{}, keyErr(base+".sequence", "at least one knock is required")
+	var err error
+	if svc.SPA, err = compileSPA(base, c.SPA, o); err != nil {
+		return Service{}, err
+	}
+	if svc.Rotate, err = compileRotate(base, c, o); err != nil {
+		return Service{}, err
+	}
+	if len(c.Sequence) == 0 && svc.SPA == nil && svc.Rotate == nil {
+		return Service{}, keyErr(base+".sequence", "nothing opens this service: set a sequence, spa.key_file or rotate.length")
 	}
 	if len(c.Sequence) > MaxSequence {
 		return Service{}, keyErr(base+".sequence", "at most %d knocks, got %d", MaxSequence, len(c.Sequence))
@@ -285,6 +383,81 @@ func compileService(name string, c ServiceConfig) (Service, error) {
 		return Service{}, keyErr(base+".closed", "must be reject or drop, got %q", c.Closed)
 	}
 	return svc, nil
+}
+
+func loadKey(key, path string, o compileOpts) (*spa.Key, error) {
+	if o.readKey == nil {
+		return nil, keyErr(key, "key files cannot be read here")
+	}
+	k, err := o.readKey(path)
+	if err != nil {
+		return nil, keyErr(key, "%v", err)
+	}
+	return k, nil
+}
+
+func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
+	base += ".spa"
+	if c.KeyFile == "" {
+		if len(c.KeyFiles) > 0 || c.Port != 0 {
+			return nil, keyErr(base+".key_file", "spa needs a key_file")
+		}
+		return nil, nil
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return nil, keyErr(base+".port", "must be from 1 to 65535 (or 0 for SYN tokens only), got %d", c.Port)
+	}
+	if c.MaxSkew < time.Second {
+		return nil, keyErr(base+".max_skew", "must be at least 1s, got %s", c.MaxSkew)
+	}
+	a := &SPA{Port: uint16(c.Port), MaxSkew: c.MaxSkew}
+	for i, path := range append([]string{c.KeyFile}, c.KeyFiles...) {
+		key := base + ".key_file"
+		if i > 0 {
+			key = fmt.Sprintf("%s.key_files[%d]", base, i-1)
+		}
+		k, err := loadKey(key, path, o)
+		if err != nil {
+			return nil, err
+		}
+		if a.Key(k.ID) != nil {
+			return nil, keyErr(key, "key id %d is already used by another key of this service (same key twice?)", k.ID)
+		}
+		a.Keys = append(a.Keys, k)
+	}
+	return a, nil
+}
+
+func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error) {
+	base += ".rotate"
+	r := c.Rotate
+	if r.Length == 0 {
+		if len(r.Range) > 0 || r.KeyFile != "" {
+			return nil, keyErr(base+".length", "rotate needs a length")
+		}
+		return nil, nil
+	}
+	if r.Length < 1 || r.Length > MaxSequence {
+		return nil, keyErr(base+".length", "must be from 1 to %d, got %d", MaxSequence, r.Length)
+	}
+	if r.Period < time.Second || r.Period%time.Second != 0 {
+		return nil, keyErr(base+".period", "must be whole seconds, at least 1s, got %s", r.Period)
+	}
+	if len(r.Range) != 2 || r.Range[0] < 1 || r.Range[1] > 65535 || r.Range[0] >= r.Range[1] {
+		return nil, keyErr(base+".range", "must be [low, high] with 1 <= low < high <= 65535, got %v", r.Range)
+	}
+	path := r.KeyFile
+	if path == "" {
+		path = c.SPA.KeyFile
+	}
+	if path == "" {
+		return nil, keyErr(base+".key_file", "rotate needs a key_file (or spa.key_file)")
+	}
+	k, err := loadKey(base+".key_file", path, o)
+	if err != nil {
+		return nil, err
+	}
+	return &Rotate{Key: k, Length: r.Length, Period: r.Period, Lo: uint16(r.Range[0]), Hi: uint16(r.Range[1])}, nil
 }
 
 func protoIndex(proto uint8) int {
@@ -350,7 +523,10 @@ func (s *Set) StepTimeout(svc int) time.Duration { return s.Services[svc].StepTi
 // OpenFor is how long a grant of service svc lasts.
 func (s *Set) OpenFor(svc int) time.Duration { return s.Services[svc].OpenFor }
 
-// TCPKnockPorts and UDPKnockPorts list the knock ports by protocol, sorted.
+// GrantFor is svc itself: a Set's sequence ids are service indexes.
+func (s *Set) GrantFor(svc int) int { return svc }
+
+// knockPortList lists the fixed knock ports of proto, sorted.
 func (s *Set) knockPortList(proto uint8) []uint16 {
 	var out []uint16
 	for _, svc := range s.Services {
@@ -358,6 +534,18 @@ func (s *Set) knockPortList(proto uint8) []uint16 {
 			if k.Proto == proto && !slices.Contains(out, k.Port) {
 				out = append(out, k.Port)
 			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// udpPorts lists the UDP ports knockwall must see: knocks and SPA ports.
+func (s *Set) udpPorts() []uint16 {
+	out := s.knockPortList(ProtoUDP)
+	for p := range s.spaPorts {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 	}
 	slices.Sort(out)
@@ -372,4 +560,46 @@ func (s *Set) ProtectedPorts() []uint16 {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// SPAService returns the service whose SPA port is UDP port p.
+func (s *Set) SPAService(p uint16) (int, bool) {
+	if len(s.spaPorts) == 0 {
+		return 0, false
+	}
+	i, ok := s.spaPorts[p]
+	return i, ok
+}
+
+// ServiceByName finds a service by name without allocating.
+func (s *Set) ServiceByName(name []byte) (int, bool) {
+	for i := range s.Services {
+		if s.Services[i].Name == string(name) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// Rotating lists the indexes of services with a rotating sequence.
+func (s *Set) Rotating() []int { return s.rotating }
+
+// RotatingRange returns the rotating service whose range holds TCP port p.
+func (s *Set) RotatingRange(p uint16) (int, bool) {
+	for _, i := range s.rotating {
+		if r := s.Services[i].Rotate; p >= r.Lo && p <= r.Hi {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// HasSPA reports whether any service in mask takes SPA tokens.
+func (s *Set) HasSPA(mask uint64) bool {
+	for i := range s.Services {
+		if mask&(1<<uint(i)) != 0 && s.Services[i].SPA != nil {
+			return true
+		}
+	}
+	return false
 }

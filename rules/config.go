@@ -52,15 +52,45 @@ type LogConfig struct {
 type TrackerConfig struct {
 	MaxPending int `mapstructure:"max_pending" yaml:"max_pending"`
 	MaxGrants  int `mapstructure:"max_grants" yaml:"max_grants"`
+	// MaxNonces bounds the SPA replay cache. When it is full of nonces still
+	// inside their window, new tokens are refused (never old nonces forgotten).
+	MaxNonces int `mapstructure:"max_nonces" yaml:"max_nonces"`
 }
 
-// ServiceConfig is one protected service.
+// ServiceConfig is one protected service. A service opens by a plain
+// sequence, a single-packet authorization token (SPA), a rotating sequence
+// derived from a key, or several of these.
 type ServiceConfig struct {
 	Ports       []int         `mapstructure:"ports" yaml:"ports"`
 	Sequence    []string      `mapstructure:"sequence" yaml:"sequence"`
 	StepTimeout time.Duration `mapstructure:"step_timeout" yaml:"step_timeout"`
 	OpenFor     time.Duration `mapstructure:"open_for" yaml:"open_for"`
 	Closed      string        `mapstructure:"closed" yaml:"closed"`
+	SPA         SPAConfig     `mapstructure:"spa" yaml:"spa"`
+	Rotate      RotateConfig  `mapstructure:"rotate" yaml:"rotate"`
+}
+
+// SPAConfig enables single-packet authorization for a service: set key_file.
+type SPAConfig struct {
+	// Port is the UDP port that takes SPA datagrams; 0 takes tokens only in
+	// SYNs to the protected ports.
+	Port int `mapstructure:"port" yaml:"port"`
+	// KeyFile holds the key clients use (base64, mode 0600).
+	KeyFile string `mapstructure:"key_file" yaml:"key_file"`
+	// KeyFiles are further keys still accepted, for rotating keys.
+	KeyFiles []string `mapstructure:"key_files" yaml:"key_files"`
+	// MaxSkew is the largest difference accepted between a token's
+	// timestamp and this host's clock.
+	MaxSkew time.Duration `mapstructure:"max_skew" yaml:"max_skew"`
+}
+
+// RotateConfig derives the service's knock sequence from a key and the time
+// period: set length.
+type RotateConfig struct {
+	KeyFile string        `mapstructure:"key_file" yaml:"key_file"` // default: spa.key_file
+	Length  int           `mapstructure:"length" yaml:"length"`
+	Period  time.Duration `mapstructure:"period" yaml:"period"`
+	Range   []int         `mapstructure:"range" yaml:"range"` // [low, high] TCP ports, reserved for knocking
 }
 
 // Defaults returns the values a key takes when neither the file nor the
@@ -70,11 +100,15 @@ func Defaults() Config {
 		Queue:    QueueConfig{Num: 0, Count: 1, MaxLen: DefaultQueueMaxLen},
 		Firewall: FirewallConfig{Manage: true, AcceptMark: DefaultAcceptMark, RejectMark: DefaultRejectMark, MarkMask: DefaultMarkMask},
 		Log:      LogConfig{Level: "info", Format: "text"},
-		Tracker:  TrackerConfig{MaxPending: DefaultMaxPending, MaxGrants: DefaultMaxGrants},
+		Tracker:  TrackerConfig{MaxPending: DefaultMaxPending, MaxGrants: DefaultMaxGrants, MaxNonces: DefaultMaxNonces},
 	}
 }
 
 // ServiceDefaults are the values of a service's keys that the service leaves out.
 func ServiceDefaults() ServiceConfig {
-	return ServiceConfig{StepTimeout: DefaultStepTimeout, OpenFor: DefaultOpenFor, Closed: ClosedReject}
+	return ServiceConfig{
+		StepTimeout: DefaultStepTimeout, OpenFor: DefaultOpenFor, Closed: ClosedReject,
+		SPA:    SPAConfig{MaxSkew: DefaultMaxSkew},
+		Rotate: RotateConfig{Period: DefaultRotatePeriod},
+	}
 }

@@ -9,6 +9,11 @@ const (
 	DefaultMaxGrants   = 16384
 	DefaultStepTimeout = 5 * time.Second
 	DefaultOpenFor     = 30 * time.Second
+	DefaultMaxNonces   = 65536
+	// DefaultMaxSkew is how far a token's timestamp may be from our clock.
+	DefaultMaxSkew = 30 * time.Second
+	// DefaultRotatePeriod is how long a rotating sequence lives.
+	DefaultRotatePeriod = 30 * time.Second
 	// MinDuration is the shortest step_timeout or open_for accepted.
 	MinDuration = time.Millisecond
 

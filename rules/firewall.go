@@ -111,7 +111,7 @@ func (s *Set) family(bin string) familyPlan {
 	queue = append(queue, "--queue-bypass")
 	f.install = append(f.install, cmd("-t", "mangle", "-N", ChainQueue))
 	f.install = append(f.install, cmd(append(append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "tcp", "--syn"}, comment...), queue...)...))
-	for _, ports := range chunk(s.knockPortList(ProtoUDP), multiportMax) {
+	for _, ports := range chunk(s.udpPorts(), multiportMax) {
 		args := append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "udp"}, portMatch(ports)...)
 		args = append(args, comment...)
 		f.install = append(f.install, cmd(append(args, queue...)...))

@@ -34,6 +34,10 @@ type Sequences interface {
 	StepTimeout(svc int) time.Duration
 	// OpenFor is how long a grant of svc lasts.
 	OpenFor(svc int) time.Duration
+	// GrantFor is the service a completed sequence svc grants. Sequence
+	// ids may name variants of one service (a rotating sequence of this
+	// period and of the last); grants are kept per service.
+	GrantFor(svc int) int
 }
 
 // Event says what a knock did to a source's state.
@@ -61,7 +65,7 @@ func (e Event) String() string {
 // Outcome is the result of Observe.
 type Outcome struct {
 	Event Event
-	Svc   int // the service concerned, for Step, Repeat, Grant, GrantRefused and Reset
+	Svc   int // the sequence concerned (see Sequences.GrantFor), for every event but None
 	Done  int // knocks of the sequence completed after this one
 }
 
@@ -73,6 +77,10 @@ type Config struct {
 
 // ErrBadConfig is returned by New for non-positive bounds.
 var ErrBadConfig = errors.New("tracker: bounds must be positive")
+
+// ErrGrantTableFull says a grant was refused because the grant table is full
+// of live grants.
+var ErrGrantTableFull = errors.New("tracker: grant table full of live grants")
 
 // defaultShards is the shard count for large tables; a power of two.
 const defaultShards = 16
@@ -209,7 +217,7 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 
 // grantLocked records a grant of svc to src for the sequence just completed.
 func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs Sequences) Outcome {
-	if !t.addGrantLocked(s, src, svc, ts, seqs.OpenFor(svc)) {
+	if !t.addGrantLocked(s, src, seqs.GrantFor(svc), ts, seqs.OpenFor(svc)) {
 		return Outcome{Event: EventGrantRefused, Svc: svc, Done: seqs.Len(svc)}
 	}
 	return Outcome{Event: EventGrant, Svc: svc, Done: seqs.Len(svc)}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/tracker"
 )
 
@@ -43,9 +44,11 @@ const (
 	ReasonKnock                     // a knock; answered like a closed port
 	ReasonNotSYN                    // TCP without the SYN-only flags; not ours to judge
 	ReasonNotKnock                  // UDP to a port that is no knock port
+	ReasonToken                     // a valid SPA token; granted, answered like a closed port
+	ReasonBadToken                  // an SPA token refused (see Decision.TokenErr); answered like a closed port
 )
 
-var reasonNames = [...]string{"malformed", "unprotected", "granted", "no-grant", "knock", "not-syn", "not-knock"}
+var reasonNames = [...]string{"malformed", "unprotected", "granted", "no-grant", "knock", "not-syn", "not-knock", "token", "bad-token"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -63,27 +66,54 @@ type Decision struct {
 	Proto   uint8
 	Port    uint16
 	Knock   tracker.Outcome
-	Service string // the service of Knock, when Knock.Event is not EventNone
+	Service string // the service of Knock or of the token, when there is one
+	// TokenErr says why an SPA token was refused (Reason is ReasonBadToken).
+	TokenErr error
+	// GrantRefused is set when a valid token could not be granted because
+	// the grant table is full of live grants.
+	GrantRefused bool
 }
 
 // Engine decides. It is safe for concurrent use by several queue workers.
 type Engine struct {
-	rules atomic.Pointer[rules.Set]
-	tr    *tracker.Tracker
+	view   atomic.Pointer[view]
+	tr     *tracker.Tracker
+	nonces *spa.ReplayCache
 }
 
 // New returns an engine reading set and keeping state in tr.
-func New(set *rules.Set, tr *tracker.Tracker) *Engine {
-	e := &Engine{tr: tr}
-	e.rules.Store(set)
+func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
+	max := set.Tracker.MaxNonces
+	if max < 1 {
+		max = rules.DefaultMaxNonces
+	}
+	e := &Engine{tr: tr, nonces: spa.NewReplayCache(max)}
+	e.view.Store(newView(set, now))
 	return e
 }
 
 // SetRules swaps the rules; tracker state and grants survive.
-func (e *Engine) SetRules(set *rules.Set) { e.rules.Store(set) }
+func (e *Engine) SetRules(set *rules.Set, now time.Time) { e.view.Store(newView(set, now)) }
 
 // Rules returns the rules in force.
-func (e *Engine) Rules() *rules.Set { return e.rules.Load() }
+func (e *Engine) Rules() *rules.Set { return e.view.Load().set }
+
+// Nonces returns the SPA replay cache, for the janitor to purge.
+func (e *Engine) Nonces() *spa.ReplayCache { return e.nonces }
+
+// viewAt returns the view for now, rebuilding it when a rotating period has
+// rolled over. The rebuild allocates once per period, never per packet.
+func (e *Engine) viewAt(now time.Time) *view {
+	v := e.view.Load()
+	if now.Unix() < v.until {
+		return v
+	}
+	nv := newView(v.set, now)
+	if !e.view.CompareAndSwap(v, nv) {
+		return e.view.Load()
+	}
+	return nv
+}
 
 // Tracker returns the engine's tracker.
 func (e *Engine) Tracker() *tracker.Tracker { return e.tr }
@@ -93,14 +123,15 @@ func (e *Engine) Tracker() *tracker.Tracker { return e.tr }
 func (e *Engine) Decide(b []byte, now time.Time) Decision {
 	var p Parsed
 	p.Decode(b)
-	return e.decide(&p, now)
+	return e.decide(&p, b, now)
 }
 
-func (e *Engine) decide(p *Parsed, now time.Time) Decision {
+func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	if !p.Valid() {
 		return Decision{Verdict: Drop, Reason: ReasonMalformed, Src: p.Src}
 	}
-	set := e.rules.Load()
+	v := e.viewAt(now)
+	set := v.set
 	d := Decision{Src: p.Src, Proto: p.IPProto, Port: p.DstPort}
 	if p.IPProto == protoTCP && p.TCPFlags&(TCPSyn|TCPAck|TCPRst|TCPFin) != TCPSyn {
 		// The static rule diverts only connection-opening SYNs; the
@@ -108,18 +139,30 @@ func (e *Engine) decide(p *Parsed, now time.Time) Decision {
 		d.Verdict, d.Reason = Accept, ReasonNotSYN
 		return d
 	}
-	if p.IPProto == protoUDP && !set.IsKnockPort(rules.ProtoUDP, p.DstPort) {
-		d.Verdict, d.Reason = Accept, ReasonNotKnock
-		return d
+	spaSvc, isSPAPort := -1, false
+	if p.IPProto == protoUDP {
+		spaSvc, isSPAPort = set.SPAService(p.DstPort)
+		if !isSPAPort && !set.IsKnockPort(rules.ProtoUDP, p.DstPort) {
+			d.Verdict, d.Reason = Accept, ReasonNotKnock
+			return d
+		}
 	}
 
 	// Every diverted packet is shown to the tracker: what is not the
 	// source's next knock resets its progress.
-	d.Knock = e.tr.Observe(p.Src, rules.KnockKey(p.IPProto, p.DstPort), now, set)
+	d.Knock = e.tr.Observe(p.Src, rules.KnockKey(p.IPProto, p.DstPort), now, v)
 	if d.Knock.Event != tracker.EventNone {
-		d.Service = set.Services[d.Knock.Svc].Name
+		d.Service = set.Services[v.GrantFor(d.Knock.Svc)].Name
 	}
 
+	payload := b[p.PayloadOff : p.PayloadOff+p.PayloadLen]
+	if isSPAPort {
+		// The SPA port answers like a closed port whatever the token, so
+		// it is no oracle.
+		e.token(&d, set, payload, p.Src, 0, spaSvc, now)
+		d.Verdict = closed(set.Services[spaSvc].Closed)
+		return d
+	}
 	if p.IPProto == protoTCP {
 		if mask := set.Cover(p.DstPort); mask != 0 {
 			if e.tr.Granted(p.Src, mask, now) {
@@ -127,6 +170,17 @@ func (e *Engine) decide(p *Parsed, now time.Time) Decision {
 				return d
 			}
 			d.Verdict, d.Reason = closed(set.ClosedAction(mask)), ReasonNoGrant
+			if p.PayloadLen > 0 && set.HasSPA(mask) {
+				// A token in the SYN: granted or not, this SYN gets
+				// the closed answer; the client connects afterwards.
+				e.token(&d, set, payload, p.Src, mask, -1, now)
+			}
+			return d
+		}
+		if svc, ok := set.RotatingRange(p.DstPort); ok {
+			// The whole range is reserved for knocking and answers like
+			// closed ports, so it does not betray the current sequence.
+			d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonKnock
 			return d
 		}
 	}
@@ -138,6 +192,63 @@ func (e *Engine) decide(p *Parsed, now time.Time) Decision {
 	}
 	d.Verdict, d.Reason = Accept, ReasonUnprotected
 	return d
+}
+
+// token checks an SPA token and grants its service to src when it is good.
+// A token is good for the service it names only if that service takes SPA
+// and the token came the service's way: to its SPA port (wantSvc) or in a
+// SYN to one of its protected ports (mask).
+func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Addr, mask uint64, wantSvc int, now time.Time) {
+	d.Reason = ReasonBadToken
+	var t spa.Token
+	if err := spa.Parse(payload, &t); err != nil {
+		d.TokenErr = err
+		return
+	}
+	svc, ok := set.ServiceByName(t.Service)
+	if !ok || set.Services[svc].SPA == nil || (wantSvc >= 0 && svc != wantSvc) || (wantSvc < 0 && mask&(1<<uint(svc)) == 0) {
+		d.TokenErr = spa.ErrService
+		return
+	}
+	s := &set.Services[svc]
+	d.Service = s.Name
+	key := s.SPA.Key(t.KeyID)
+	if key == nil {
+		d.TokenErr = spa.ErrUnknownKey
+		return
+	}
+	if !key.Verify(&t) {
+		d.TokenErr = spa.ErrBadMAC
+		return
+	}
+	skew := int64(s.SPA.MaxSkew / time.Second)
+	unix := now.Unix()
+	switch {
+	case t.Timestamp < unix-skew:
+		d.TokenErr = spa.ErrStale
+		return
+	case t.Timestamp > unix+skew:
+		d.TokenErr = spa.ErrFuture
+		return
+	}
+	// The source is checked before the nonce is spent, so a bound token
+	// that someone else sends first cannot burn it.
+	if t.Bound() && t.Source != src.Unmap() {
+		d.TokenErr = spa.ErrWrongSource
+		return
+	}
+	// Remember the nonce until the token would be stale anyway.
+	forgetAt := (t.Timestamp + skew + 1) * int64(time.Second)
+	if err := e.nonces.Add(t.Nonce, forgetAt, now.UnixNano()); err != nil {
+		d.TokenErr = err
+		return
+	}
+	if !e.tr.Grant(src, svc, now, s.OpenFor) {
+		d.GrantRefused = true
+		d.TokenErr = tracker.ErrGrantTableFull
+		return
+	}
+	d.Reason = ReasonToken
 }
 
 func closed(a rules.Action) Verdict {

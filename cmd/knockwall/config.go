@@ -9,6 +9,7 @@ import (
 
 	"github.com/knockwall/knockwall/internal/config"
 	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/spa"
 )
 
 // configFlags are the flags every command that reads a config takes.
@@ -29,7 +30,7 @@ func (f *configFlags) load(env environment) (rules.Config, *rules.Set, error) {
 	if err != nil {
 		return rules.Config{}, nil, err
 	}
-	set, err := rules.Compile(c)
+	set, err := rules.Compile(c, rules.WithKeyReader(spa.ReadKeyFile))
 	if err != nil {
 		return rules.Config{}, nil, err
 	}
@@ -70,27 +71,60 @@ func newExampleCmd() *cobra.Command {
 }
 
 // writeEffective prints the configuration as YAML, each service preceded by
-// a plain sentence saying what it accepts.
+// plain sentences saying what opens it.
 func writeEffective(w io.Writer, s *rules.Set) {
 	fmt.Fprintf(w, "# configuration is valid\n")
 	fmt.Fprintf(w, "queue:\n  num: %d\n  count: %d\n  max_len: %d\n", s.Queue.Num, s.Queue.Count, s.Queue.MaxLen)
 	fmt.Fprintf(w, "firewall:\n  manage: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
 		s.Firewall.Manage, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
 	fmt.Fprintf(w, "log:\n  level: %s\n  format: %s\n", s.Log.Level, s.Log.Format)
-	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n", s.Tracker.MaxPending, s.Tracker.MaxGrants)
+	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n", s.Tracker.MaxPending, s.Tracker.MaxGrants, s.Tracker.MaxNonces)
 	fmt.Fprintf(w, "services:\n")
 	for _, svc := range s.Services {
-		ports := make([]string, len(svc.Ports))
-		for i, p := range svc.Ports {
-			ports[i] = fmt.Sprint(p)
-		}
+		ports := joinInts(svc.Ports)
 		seq := make([]string, len(svc.Sequence))
 		for i, k := range svc.Sequence {
 			seq[i] = k.String()
 		}
-		fmt.Fprintf(w, "  # %s: TCP port(s) %s open for %s to a source that knocks %s in order, each within %s of the one before; everyone else gets %s.\n",
-			svc.Name, strings.Join(ports, ", "), svc.OpenFor, strings.Join(seq, ", "), svc.StepTimeout, svc.Closed)
-		fmt.Fprintf(w, "  %s:\n    ports: [%s]\n    sequence: [%s]\n    step_timeout: %s\n    open_for: %s\n    closed: %s\n",
-			svc.Name, strings.Join(ports, ", "), strings.Join(seq, ", "), svc.StepTimeout, svc.OpenFor, svc.Closed)
+		fmt.Fprintf(w, "  # %s: TCP port(s) %s open for %s to a source that", svc.Name, ports, svc.OpenFor)
+		var ways []string
+		if len(seq) > 0 {
+			ways = append(ways, fmt.Sprintf("knocks %s in order, each within %s of the one before", strings.Join(seq, ", "), svc.StepTimeout))
+		}
+		if a := svc.SPA; a != nil {
+			where := "in a TCP SYN to a protected port"
+			if a.Port != 0 {
+				where = fmt.Sprintf("by UDP to port %d or %s", a.Port, where)
+			}
+			ways = append(ways, fmt.Sprintf("sends a valid SPA token (%d key(s), clock skew up to %s) %s", len(a.Keys), a.MaxSkew, where))
+		}
+		if r := svc.Rotate; r != nil {
+			ways = append(ways, fmt.Sprintf("knocks the %d TCP ports derived from the key for the current %s period (or the previous one), from the range %d-%d, each within %s",
+				r.Length, r.Period, r.Lo, r.Hi, svc.StepTimeout))
+		}
+		fmt.Fprintf(w, " %s; everyone else gets %s.\n", strings.Join(ways, "; or "), svc.Closed)
+		fmt.Fprintf(w, "  %s:\n    ports: [%s]\n", svc.Name, ports)
+		if len(seq) > 0 {
+			fmt.Fprintf(w, "    sequence: [%s]\n", strings.Join(seq, ", "))
+		}
+		fmt.Fprintf(w, "    step_timeout: %s\n    open_for: %s\n    closed: %s\n", svc.StepTimeout, svc.OpenFor, svc.Closed)
+		if a := svc.SPA; a != nil {
+			ids := make([]uint16, len(a.Keys))
+			for i, k := range a.Keys {
+				ids[i] = k.ID
+			}
+			fmt.Fprintf(w, "    spa:\n      port: %d\n      key_ids: [%s]\n      max_skew: %s\n", a.Port, joinInts(ids), a.MaxSkew)
+		}
+		if r := svc.Rotate; r != nil {
+			fmt.Fprintf(w, "    rotate:\n      key_id: %d\n      length: %d\n      period: %s\n      range: [%d, %d]\n", r.Key.ID, r.Length, r.Period, r.Lo, r.Hi)
+		}
 	}
+}
+
+func joinInts(ps []uint16) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = fmt.Sprint(p)
+	}
+	return strings.Join(s, ", ")
 }

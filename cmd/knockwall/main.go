@@ -68,6 +68,7 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 		newRulesCmd(env),
 		newExampleCmd(),
 		newDemoCmd(env),
+		newKeygenCmd(),
 	)
 	return root
 }

@@ -76,8 +76,8 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 	if err != nil {
 		return err
 	}
-	eng := verdict.New(set, tr)
 	clock := time.Now // the tracker measures durations on its monotonic reading
+	eng := verdict.New(set, tr, clock())
 	handler := newHandler(eng, set, log, clock)
 
 	qctx, cancelQueues := context.WithCancel(context.WithoutCancel(ctx))
@@ -141,7 +141,9 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 				"err", err, "remove_with", "knockwall rules print --remove | sh")
 			return err
 		case <-ticker.C:
-			for _, e := range tr.Expire(clock()) {
+			now := clock()
+			eng.Nonces().Purge(now.UnixNano())
+			for _, e := range tr.Expire(now) {
 				name := "?"
 				if e.Svc < len(set.Services) {
 					name = set.Services[e.Svc].Name
@@ -176,6 +178,16 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 		d := eng.Decide(pkt, clock())
 		if d.Knock.Event != tracker.EventNone {
 			logKnock(log, debug, d)
+		}
+		switch d.Reason {
+		case verdict.ReasonToken:
+			log.Info("grant", keySrc, d.Src.String(), keyService, d.Service, "by", "spa")
+		case verdict.ReasonBadToken:
+			if d.GrantRefused {
+				log.Warn("grant refused: the grant table is full of live grants", keySrc, d.Src.String(), keyService, d.Service, "by", "spa")
+			} else if debug {
+				log.Debug("token refused", keySrc, d.Src.String(), keyService, d.Service, keyReason, d.TokenErr.Error())
+			}
 		}
 		switch d.Verdict {
 		case verdict.Accept:

@@ -1,0 +1,101 @@
+package verdict
+
+import (
+	"math"
+	"time"
+
+	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/spa"
+)
+
+// rotBase is the first sequence id of a rotating variant. Ids below it are
+// service indexes (fixed sequences); id rotBase+2*svc+slot is service svc's
+// rotating sequence for the period whose index has parity slot. Parity keeps
+// a source's progress valid when the period rolls over: the sequence it was
+// following moves from "current" to "previous" but keeps its slot.
+const rotBase = rules.MaxServices
+
+// view is what the tracker follows: a rules.Set plus the rotating sequences
+// of the current and previous period. It is immutable and rebuilt when a
+// period rolls over or the rules change; the engine keeps it in an atomic
+// pointer, so passing it as tracker.Sequences does not allocate.
+type view struct {
+	set *rules.Set
+	// until is the unix second at which some rotating period rolls over.
+	until int64
+	rot   [rules.MaxServices]*rotSeqs // by service index; nil without rotation
+}
+
+type rotSeqs struct {
+	seq [2][]uint32 // by period parity
+	len int
+}
+
+func newView(set *rules.Set, now time.Time) *view {
+	v := &view{set: set, until: math.MaxInt64}
+	unix := now.Unix()
+	for _, i := range set.Rotating() {
+		svc := &set.Services[i]
+		r := svc.Rotate
+		idx := spa.Period(unix, r.Period)
+		rs := &rotSeqs{len: r.Length}
+		for _, p := range []int64{idx, idx - 1} {
+			for _, port := range r.Sequence(svc.Name, p) {
+				rs.seq[p&1] = append(rs.seq[p&1], rules.KnockKey(rules.ProtoTCP, port))
+			}
+		}
+		v.rot[i] = rs
+		periodSec := int64(r.Period / time.Second)
+		v.until = min(v.until, (idx+1)*periodSec)
+	}
+	return v
+}
+
+// CurrentRotating returns service svc's rotating sequence for now, for
+// clients.
+func CurrentRotating(set *rules.Set, svc int, now time.Time) []uint16 {
+	s := &set.Services[svc]
+	if s.Rotate == nil {
+		return nil
+	}
+	return s.Rotate.Sequence(s.Name, spa.Period(now.Unix(), s.Rotate.Period))
+}
+
+func (v *view) Begins(k uint32) (int, bool) {
+	if i, ok := v.set.Begins(k); ok {
+		return i, true
+	}
+	for _, i := range v.set.Rotating() {
+		rs := v.rot[i]
+		for slot := range 2 {
+			if len(rs.seq[slot]) > 0 && rs.seq[slot][0] == k {
+				return rotBase + 2*i + slot, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func (v *view) Len(id int) int {
+	if id < rotBase {
+		return v.set.Len(id)
+	}
+	return v.rot[(id-rotBase)/2].len
+}
+
+func (v *view) Step(id, i int) uint32 {
+	if id < rotBase {
+		return v.set.Step(id, i)
+	}
+	return v.rot[(id-rotBase)/2].seq[(id-rotBase)%2][i]
+}
+
+func (v *view) GrantFor(id int) int {
+	if id < rotBase {
+		return id
+	}
+	return (id - rotBase) / 2
+}
+
+func (v *view) StepTimeout(id int) time.Duration { return v.set.StepTimeout(v.GrantFor(id)) }
+func (v *view) OpenFor(id int) time.Duration     { return v.set.OpenFor(v.GrantFor(id)) }

@@ -5,7 +5,7 @@ BIN     := bin/knockwall
 PKGS    := ./...
 FUZZTIME ?= 10s
 # Fuzz targets: package:Target, each run for FUZZTIME by `make fuzz`.
-FUZZ    := ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode
+FUZZ    := ./spa:FuzzParse ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode
 
 .PHONY: all build cross deps demo test unit vet fmt-check fuzz bench bench-e2e clean
 

@@ -1,0 +1,5 @@
+//go:build !race
+
+package spa
+
+const raceEnabled = false

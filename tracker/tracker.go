@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/maphash"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -102,7 +103,7 @@ type Tracker struct {
 
 type shard struct {
 	mu      sync.Mutex
-	pending *simplelru.LRU[netip.Addr, progress]
+	pending *pendingTable
 	grants  *simplelru.LRU[grantKey, int64]
 	maxG    int
 	_       [64]byte // keep neighbouring shards' locks off one cache line
@@ -135,14 +136,25 @@ func New(c Config) (*Tracker, error) {
 		s := &t.shards[i]
 		s.maxG = ceilDiv(c.MaxGrants, n)
 		var err error
-		if s.pending, err = simplelru.NewLRU[netip.Addr, progress](ceilDiv(c.MaxPending, n), nil); err != nil {
-			return nil, err
-		}
+		s.pending = newPendingTable(ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0x9e3779b97f4a7c15)
 		if s.grants, err = simplelru.NewLRU[grantKey, int64](s.maxG, nil); err != nil {
 			return nil, err
 		}
 	}
 	return t, nil
+}
+
+// mix hashes a 16-byte address with a seed (murmur3's 64-bit finalizer over
+// both halves), so that neighbouring addresses spread evenly and an attacker
+// who does not know the seed cannot aim many sources at one bucket.
+func mix(k *[16]byte, seed uint64) uint64 {
+	h := binary.LittleEndian.Uint64(k[:8])*0x87c37b91114253d5 ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[8:])*0x4cf5ad432745937f, 31) ^ seed
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
 }
 
 // since converts a caller's time to the tracker's clock.
@@ -157,11 +169,9 @@ func (t *Tracker) shardOf(src netip.Addr) *shard {
 		return &t.shards[0]
 	}
 	b := src.As16()
-	h := binary.LittleEndian.Uint64(b[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(b[8:]) ^ t.seed
-	h ^= h >> 29
-	h *= 0xbf58476d1ce4e5b9
-	h ^= h >> 32
-	return &t.shards[h&t.mask]
+	// The top bits pick the shard; each shard's table indexes by the low
+	// bits of a differently seeded mix.
+	return &t.shards[mix(&b, t.seed)>>58&t.mask]
 }
 
 // Observe records that src sent knock k at now, and says what that did. Every

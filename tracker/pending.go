@@ -1,0 +1,170 @@
+package tracker
+
+import (
+	"net/netip"
+)
+
+// pendingTable is a fixed-capacity LRU map from source address to knock
+// progress. Pending progress is what a flood of spoofed sources churns, so it
+// must cost nothing per new source: every slot is allocated up front, the
+// index is open addressing with linear probing and backward-shift deletion (no
+// tombstones to rebuild), and nothing in it holds a pointer, so the garbage
+// collector never scans it. About 48 bytes per source. golang-lru (which
+// allocates an element per insert) keeps the grants, which only
+// authenticated clients create.
+type pendingTable struct {
+	slots []pendingSlot
+	index []int32 // slot number, or -1; len is a power of two ≥ 2×cap
+	mask  uint32
+	seed  uint64
+	head  int32 // most recently used, or -1
+	tail  int32 // least recently used, or -1
+	free  int32 // first free slot (linked by next), or -1
+	n     int
+}
+
+type pendingSlot struct {
+	key        [16]byte
+	p          progress
+	prev, next int32
+}
+
+func newPendingTable(capacity int, seed uint64) *pendingTable {
+	size := 1
+	for size < 2*capacity {
+		size <<= 1
+	}
+	t := &pendingTable{
+		slots: make([]pendingSlot, capacity),
+		index: make([]int32, size),
+		mask:  uint32(size - 1),
+		seed:  seed,
+		head:  -1,
+		tail:  -1,
+	}
+	for i := range t.index {
+		t.index[i] = -1
+	}
+	for i := range t.slots {
+		t.slots[i].next = int32(i + 1)
+	}
+	t.slots[capacity-1].next = -1
+	t.free = 0
+	return t
+}
+
+func (t *pendingTable) hash(k *[16]byte) uint32 {
+	return uint32(mix(k, t.seed))
+}
+
+// find returns the index position holding k, or -1.
+func (t *pendingTable) find(k *[16]byte) int32 {
+	for i := t.hash(k) & t.mask; ; i = (i + 1) & t.mask {
+		s := t.index[i]
+		if s < 0 {
+			return -1
+		}
+		if t.slots[s].key == *k {
+			return int32(i)
+		}
+	}
+}
+
+// Len is the number of sources held.
+func (t *pendingTable) Len() int { return t.n }
+
+// Peek returns src's progress without touching its recency.
+func (t *pendingTable) Peek(src netip.Addr) (progress, bool) {
+	k := src.As16()
+	pos := t.find(&k)
+	if pos < 0 {
+		return progress{}, false
+	}
+	return t.slots[t.index[pos]].p, true
+}
+
+// Add sets src's progress and makes it the most recent. It reports whether
+// the least recent source was evicted to make room.
+func (t *pendingTable) Add(src netip.Addr, p progress) (evicted bool) {
+	k := src.As16()
+	if pos := t.find(&k); pos >= 0 {
+		s := t.index[pos]
+		t.slots[s].p = p
+		t.unlink(s)
+		t.pushFront(s)
+		return false
+	}
+	if t.free < 0 {
+		t.removeSlot(t.tail)
+		evicted = true
+	}
+	s := t.free
+	t.free = t.slots[s].next
+	t.slots[s].key = k
+	t.slots[s].p = p
+	t.pushFront(s)
+	for i := t.hash(&k) & t.mask; ; i = (i + 1) & t.mask {
+		if t.index[i] < 0 {
+			t.index[i] = s
+			break
+		}
+	}
+	t.n++
+	return evicted
+}
+
+// Remove forgets src.
+func (t *pendingTable) Remove(src netip.Addr) {
+	k := src.As16()
+	if pos := t.find(&k); pos >= 0 {
+		t.removeSlot(t.index[pos])
+	}
+}
+
+func (t *pendingTable) removeSlot(s int32) {
+	pos := uint32(t.find(&t.slots[s].key))
+	// Backward-shift deletion: pull later entries of the probe run into
+	// the hole so that lookups never need tombstones.
+	t.index[pos] = -1
+	for j := (pos + 1) & t.mask; t.index[j] >= 0; j = (j + 1) & t.mask {
+		ideal := t.hash(&t.slots[t.index[j]].key) & t.mask
+		// Move entry j into the hole unless its ideal position lies
+		// cyclically in (pos, j].
+		if (j-ideal)&t.mask >= (j-pos)&t.mask {
+			t.index[pos] = t.index[j]
+			t.index[j] = -1
+			pos = j
+		}
+	}
+	t.unlink(s)
+	t.slots[s] = pendingSlot{next: t.free}
+	t.free = s
+	t.n--
+}
+
+func (t *pendingTable) unlink(s int32) {
+	sl := &t.slots[s]
+	if sl.prev >= 0 {
+		t.slots[sl.prev].next = sl.next
+	} else {
+		t.head = sl.next
+	}
+	if sl.next >= 0 {
+		t.slots[sl.next].prev = sl.prev
+	} else {
+		t.tail = sl.prev
+	}
+}
+
+func (t *pendingTable) pushFront(s int32) {
+	sl := &t.slots[s]
+	sl.prev = -1
+	sl.next = t.head
+	if t.head >= 0 {
+		t.slots[t.head].prev = s
+	}
+	t.head = s
+	if t.tail < 0 {
+		t.tail = s
+	}
+}

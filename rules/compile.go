@@ -307,6 +307,12 @@ func validateGlobal(c Config) error {
 		return keyErr("tracker.max_pending", "must be at least 1, got %d", c.Tracker.MaxPending)
 	case c.Tracker.MaxGrants < 1:
 		return keyErr("tracker.max_grants", "must be at least 1, got %d", c.Tracker.MaxGrants)
+	case c.Tracker.MaxNonces < 1:
+		return keyErr("tracker.max_nonces", "must be at least 1, got %d", c.Tracker.MaxNonces)
+	case c.Tracker.KnockRate < 0:
+		return keyErr("tracker.knock_rate", "must be 0 (no limit) or positive, got %g", c.Tracker.KnockRate)
+	case c.Tracker.KnockRate > 0 && c.Tracker.KnockBurst < 1:
+		return keyErr("tracker.knock_burst", "must be at least 1 when tracker.knock_rate is set, got %d", c.Tracker.KnockBurst)
 	case c.Firewall.MarkMask <= 0 || c.Firewall.MarkMask > 0xffffffff:
 		return keyErr("firewall.mark_mask", "must be a non-zero 32-bit mask")
 	case c.Firewall.AcceptMark <= 0 || c.Firewall.AcceptMark&^c.Firewall.MarkMask != 0:

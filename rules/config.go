@@ -55,6 +55,11 @@ type TrackerConfig struct {
 	// MaxNonces bounds the SPA replay cache. When it is full of nonces still
 	// inside their window, new tokens are refused (never old nonces forgotten).
 	MaxNonces int `mapstructure:"max_nonces" yaml:"max_nonces"`
+	// KnockRate is how many knock attempts (packets to knock ports, SPA
+	// ports, rotating ranges, tokens in SYNs) one source may make per
+	// second, KnockBurst how many at once. 0 turns the limit off.
+	KnockRate  float64 `mapstructure:"knock_rate" yaml:"knock_rate"`
+	KnockBurst int     `mapstructure:"knock_burst" yaml:"knock_burst"`
 }
 
 // ServiceConfig is one protected service. A service opens by a plain
@@ -100,7 +105,10 @@ func Defaults() Config {
 		Queue:    QueueConfig{Num: 0, Count: 1, MaxLen: DefaultQueueMaxLen},
 		Firewall: FirewallConfig{Manage: true, AcceptMark: DefaultAcceptMark, RejectMark: DefaultRejectMark, MarkMask: DefaultMarkMask},
 		Log:      LogConfig{Level: "info", Format: "text"},
-		Tracker:  TrackerConfig{MaxPending: DefaultMaxPending, MaxGrants: DefaultMaxGrants, MaxNonces: DefaultMaxNonces},
+		Tracker: TrackerConfig{
+			MaxPending: DefaultMaxPending, MaxGrants: DefaultMaxGrants, MaxNonces: DefaultMaxNonces,
+			KnockRate: DefaultKnockRate, KnockBurst: DefaultKnockBurst,
+		},
 	}
 }
 

@@ -10,6 +10,8 @@ const (
 	DefaultStepTimeout = 5 * time.Second
 	DefaultOpenFor     = 30 * time.Second
 	DefaultMaxNonces   = 65536
+	DefaultKnockRate   = 10.0
+	DefaultKnockBurst  = 20
 	// DefaultMaxSkew is how far a token's timestamp may be from our clock.
 	DefaultMaxSkew = 30 * time.Second
 	// DefaultRotatePeriod is how long a rotating sequence lives.

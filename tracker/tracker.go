@@ -74,6 +74,11 @@ type Outcome struct {
 type Config struct {
 	MaxPending int // sources with knock progress
 	MaxGrants  int // (source, service) grants
+	// KnockRate is the knock attempts per second one source may make, and
+	// KnockBurst how many it may make at once; KnockRate 0 means no limit.
+	// The buckets live in a table bounded like the pending one.
+	KnockRate  float64
+	KnockBurst int
 }
 
 // ErrBadConfig is returned by New for non-positive bounds.
@@ -97,13 +102,26 @@ type Tracker struct {
 	// router that booted in 1970) neither stretches nor cuts a grant.
 	epoch time.Time
 
+	// knockCost is the token-bucket price of one knock attempt and
+	// knockMax the bucket's size, both in nanoseconds of budget
+	// (wireguard-go's ratelimiter does the same).
+	knockCost, knockMax int64
+
 	evictedPending atomic.Uint64
 	refusedGrants  atomic.Uint64
+	limited        atomic.Uint64
+}
+
+// bucket is one source's knock budget.
+type bucket struct {
+	tokens int64 // nanoseconds of budget
+	last   int64 // when tokens was computed, on the tracker's clock
 }
 
 type shard struct {
 	mu      sync.Mutex
-	pending *pendingTable
+	pending *table[progress]
+	limits  *table[bucket] // nil without a knock rate
 	grants  *simplelru.LRU[grantKey, int64]
 	maxG    int
 	_       [64]byte // keep neighbouring shards' locks off one cache line
@@ -124,7 +142,7 @@ type grantKey struct {
 
 // New returns a tracker bounded by c.
 func New(c Config) (*Tracker, error) {
-	if c.MaxPending < 1 || c.MaxGrants < 1 {
+	if c.MaxPending < 1 || c.MaxGrants < 1 || c.KnockRate < 0 || (c.KnockRate > 0 && c.KnockBurst < 1) {
 		return nil, ErrBadConfig
 	}
 	n := defaultShards
@@ -132,11 +150,18 @@ func New(c Config) (*Tracker, error) {
 		n /= 2
 	}
 	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: new(maphash.Hash).Sum64(), epoch: time.Now()}
+	if c.KnockRate > 0 {
+		t.knockCost = int64(float64(time.Second) / c.KnockRate)
+		t.knockMax = t.knockCost * int64(c.KnockBurst)
+	}
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.maxG = ceilDiv(c.MaxGrants, n)
 		var err error
-		s.pending = newPendingTable(ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0x9e3779b97f4a7c15)
+		s.pending = newTable[progress](ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0x9e3779b97f4a7c15)
+		if c.KnockRate > 0 {
+			s.limits = newTable[bucket](ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0xc2b2ae3d27d4eb4f)
+		}
 		if s.grants, err = simplelru.NewLRU[grantKey, int64](s.maxG, nil); err != nil {
 			return nil, err
 		}
@@ -259,6 +284,35 @@ func (t *Tracker) Grant(src netip.Addr, svc int, now time.Time, openFor time.Dur
 	return t.addGrantLocked(s, src, svc, t.since(now), openFor)
 }
 
+// Allow spends one knock attempt of src's budget at now and reports whether
+// there was one. A source seen for the first time starts with a full bucket.
+// When the bucket table is full the least recently seen source's bucket is
+// forgotten; that source starts afresh, which a flood of spoofed sources can
+// cause but cannot turn against a real client's own bucket.
+func (t *Tracker) Allow(src netip.Addr, now time.Time) bool {
+	if t.knockCost == 0 {
+		return true
+	}
+	s := t.shardOf(src)
+	ts := t.since(now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.limits.Peek(src)
+	if !ok {
+		b = bucket{tokens: t.knockMax, last: ts}
+	}
+	b.tokens = min(b.tokens+ts-b.last, t.knockMax)
+	b.last = ts
+	allowed := b.tokens >= t.knockCost
+	if allowed {
+		b.tokens -= t.knockCost
+	} else {
+		t.limited.Add(1)
+	}
+	s.limits.Add(src, b)
+	return allowed
+}
+
 // Granted reports whether src holds a live grant for one of the services in
 // mask (bit i = service i).
 func (t *Tracker) Granted(src netip.Addr, mask uint64, now time.Time) bool {
@@ -314,11 +368,12 @@ func purgeExpiredLocked(s *shard, ts int64, out []Expired) []Expired {
 type Stats struct {
 	Pending, Grants               int
 	EvictedPending, RefusedGrants uint64
+	Limited                       uint64 // knock attempts refused by the rate limit
 }
 
 // Stats returns a snapshot.
 func (t *Tracker) Stats() Stats {
-	st := Stats{EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load()}
+	st := Stats{EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load(), Limited: t.limited.Load()}
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()

@@ -46,9 +46,10 @@ const (
 	ReasonNotKnock                  // UDP to a port that is no knock port
 	ReasonToken                     // a valid SPA token; granted, answered like a closed port
 	ReasonBadToken                  // an SPA token refused (see Decision.TokenErr); answered like a closed port
+	ReasonRateLimited               // a knock attempt over the source's rate; answered like a closed port
 )
 
-var reasonNames = [...]string{"malformed", "unprotected", "granted", "no-grant", "knock", "not-syn", "not-knock", "token", "bad-token"}
+var reasonNames = [...]string{"malformed", "unprotected", "granted", "no-grant", "knock", "not-syn", "not-knock", "token", "bad-token", "rate-limited"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -139,58 +140,81 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		d.Verdict, d.Reason = Accept, ReasonNotSYN
 		return d
 	}
-	spaSvc, isSPAPort := -1, false
+	// What the packet is to knockwall.
+	var (
+		svc     = -1   // the service whose closed action answers it
+		mask    uint64 // the services protecting its port
+		spaPort bool   // a datagram to an SPA port
+		attempt bool   // a knock attempt, limited per source
+	)
+	key := rules.KnockKey(p.IPProto, p.DstPort)
 	if p.IPProto == protoUDP {
-		spaSvc, isSPAPort = set.SPAService(p.DstPort)
-		if !isSPAPort && !set.IsKnockPort(rules.ProtoUDP, p.DstPort) {
+		if i, ok := set.SPAService(p.DstPort); ok {
+			svc, spaPort, attempt = i, true, true
+		} else if i, ok := set.KnockService(key); ok {
+			svc, attempt = i, true
+		} else {
 			d.Verdict, d.Reason = Accept, ReasonNotKnock
 			return d
 		}
+	} else if mask = set.Cover(p.DstPort); mask != 0 {
+		attempt = p.PayloadLen > 0 && set.HasSPA(mask)
+	} else if i, ok := set.RotatingRange(p.DstPort); ok {
+		// The whole range is reserved for knocking and answers like
+		// closed ports, so it does not betray the current sequence.
+		svc, attempt = i, true
+	} else if i, ok := set.KnockService(key); ok {
+		svc, attempt = i, true
+	}
+
+	if attempt && !e.tr.Allow(p.Src, now) {
+		// Over its knock rate: the packet neither advances nor resets
+		// anything, and is answered like a closed port.
+		if mask != 0 && e.tr.Granted(p.Src, mask, now) {
+			d.Verdict, d.Reason = Accept, ReasonGranted
+			return d
+		}
+		d.Reason = ReasonRateLimited
+		if mask != 0 {
+			d.Verdict = closed(set.ClosedAction(mask))
+		} else {
+			d.Verdict = closed(set.Services[svc].Closed)
+		}
+		return d
 	}
 
 	// Every diverted packet is shown to the tracker: what is not the
 	// source's next knock resets its progress.
-	d.Knock = e.tr.Observe(p.Src, rules.KnockKey(p.IPProto, p.DstPort), now, v)
+	d.Knock = e.tr.Observe(p.Src, key, now, v)
 	if d.Knock.Event != tracker.EventNone {
 		d.Service = set.Services[v.GrantFor(d.Knock.Svc)].Name
 	}
 
 	payload := b[p.PayloadOff : p.PayloadOff+p.PayloadLen]
-	if isSPAPort {
+	switch {
+	case spaPort:
 		// The SPA port answers like a closed port whatever the token, so
 		// it is no oracle.
-		e.token(&d, set, payload, p.Src, 0, spaSvc, now)
-		d.Verdict = closed(set.Services[spaSvc].Closed)
-		return d
-	}
-	if p.IPProto == protoTCP {
-		if mask := set.Cover(p.DstPort); mask != 0 {
-			if e.tr.Granted(p.Src, mask, now) {
-				d.Verdict, d.Reason = Accept, ReasonGranted
-				return d
-			}
-			d.Verdict, d.Reason = closed(set.ClosedAction(mask)), ReasonNoGrant
-			if p.PayloadLen > 0 && set.HasSPA(mask) {
-				// A token in the SYN: granted or not, this SYN gets
-				// the closed answer; the client connects afterwards.
-				e.token(&d, set, payload, p.Src, mask, -1, now)
-			}
+		e.token(&d, set, payload, p.Src, 0, svc, now)
+		d.Verdict = closed(set.Services[svc].Closed)
+	case mask != 0:
+		if e.tr.Granted(p.Src, mask, now) {
+			d.Verdict, d.Reason = Accept, ReasonGranted
 			return d
 		}
-		if svc, ok := set.RotatingRange(p.DstPort); ok {
-			// The whole range is reserved for knocking and answers like
-			// closed ports, so it does not betray the current sequence.
-			d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonKnock
-			return d
+		d.Verdict, d.Reason = closed(set.ClosedAction(mask)), ReasonNoGrant
+		if attempt {
+			// A token in the SYN: granted or not, this SYN gets the
+			// closed answer; the client connects afterwards.
+			e.token(&d, set, payload, p.Src, mask, -1, now)
 		}
-	}
-	if svc, ok := set.KnockService(rules.KnockKey(p.IPProto, p.DstPort)); ok {
+	case svc >= 0:
 		// Knock ports answer like any closed port, so a scan learns
 		// nothing from them.
 		d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonKnock
-		return d
+	default:
+		d.Verdict, d.Reason = Accept, ReasonUnprotected
 	}
-	d.Verdict, d.Reason = Accept, ReasonUnprotected
 	return d
 }
 

@@ -78,7 +78,8 @@ func writeEffective(w io.Writer, s *rules.Set) {
 	fmt.Fprintf(w, "firewall:\n  manage: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
 		s.Firewall.Manage, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
 	fmt.Fprintf(w, "log:\n  level: %s\n  format: %s\n", s.Log.Level, s.Log.Format)
-	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n", s.Tracker.MaxPending, s.Tracker.MaxGrants, s.Tracker.MaxNonces)
+	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n  knock_rate: %g\n  knock_burst: %d\n",
+		s.Tracker.MaxPending, s.Tracker.MaxGrants, s.Tracker.MaxNonces, s.Tracker.KnockRate, s.Tracker.KnockBurst)
 	fmt.Fprintf(w, "services:\n")
 	for _, svc := range s.Services {
 		ports := joinInts(svc.Ports)

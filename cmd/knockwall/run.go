@@ -72,7 +72,10 @@ func newLogger(w io.Writer, c rules.LogConfig) *slog.Logger {
 // exactly the rules it installed removed. On a fatal error it leaves the
 // rules in place: the guard keeps protected ports closed.
 func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runner) error {
-	tr, err := tracker.New(tracker.Config{MaxPending: set.Tracker.MaxPending, MaxGrants: set.Tracker.MaxGrants})
+	tr, err := tracker.New(tracker.Config{
+		MaxPending: set.Tracker.MaxPending, MaxGrants: set.Tracker.MaxGrants,
+		KnockRate: set.Tracker.KnockRate, KnockBurst: set.Tracker.KnockBurst,
+	})
 	if err != nil {
 		return err
 	}
@@ -164,7 +167,7 @@ func logStats(log *slog.Logger, tr *tracker.Tracker, queues []*nfq.Queue) {
 		panics += q.Counters.Panics.Load()
 	}
 	log.Info("stats", "packets", pkts, "overruns", overruns, "verdict_errors", verrs, "panics", panics,
-		"pending", st.Pending, "grants", st.Grants, "evicted_pending", st.EvictedPending, "refused_grants", st.RefusedGrants)
+		"pending", st.Pending, "grants", st.Grants, "evicted_pending", st.EvictedPending, "refused_grants", st.RefusedGrants, "rate_limited", st.Limited)
 }
 
 // newHandler adapts the engine to the queue: decision to verdict and mark,

@@ -4,16 +4,16 @@ import (
 	"net/netip"
 )
 
-// pendingTable is a fixed-capacity LRU map from source address to knock
-// progress. Pending progress is what a flood of spoofed sources churns, so it
+// table is a fixed-capacity LRU map from source address to a small value
+// (knock progress, a rate-limit bucket). Pending progress is what a flood of spoofed sources churns, so it
 // must cost nothing per new source: every slot is allocated up front, the
 // index is open addressing with linear probing and backward-shift deletion (no
 // tombstones to rebuild), and nothing in it holds a pointer, so the garbage
 // collector never scans it. About 48 bytes per source. golang-lru (which
 // allocates an element per insert) keeps the grants, which only
-// authenticated clients create.
-type pendingTable struct {
-	slots []pendingSlot
+// authenticated clients create. V must hold no pointers.
+type table[V any] struct {
+	slots []slot[V]
 	index []int32 // slot number, or -1; len is a power of two ≥ 2×cap
 	mask  uint32
 	seed  uint64
@@ -23,19 +23,19 @@ type pendingTable struct {
 	n     int
 }
 
-type pendingSlot struct {
+type slot[V any] struct {
 	key        [16]byte
-	p          progress
+	p          V
 	prev, next int32
 }
 
-func newPendingTable(capacity int, seed uint64) *pendingTable {
+func newTable[V any](capacity int, seed uint64) *table[V] {
 	size := 1
 	for size < 2*capacity {
 		size <<= 1
 	}
-	t := &pendingTable{
-		slots: make([]pendingSlot, capacity),
+	t := &table[V]{
+		slots: make([]slot[V], capacity),
 		index: make([]int32, size),
 		mask:  uint32(size - 1),
 		seed:  seed,
@@ -53,12 +53,12 @@ func newPendingTable(capacity int, seed uint64) *pendingTable {
 	return t
 }
 
-func (t *pendingTable) hash(k *[16]byte) uint32 {
+func (t *table[V]) hash(k *[16]byte) uint32 {
 	return uint32(mix(k, t.seed))
 }
 
 // find returns the index position holding k, or -1.
-func (t *pendingTable) find(k *[16]byte) int32 {
+func (t *table[V]) find(k *[16]byte) int32 {
 	for i := t.hash(k) & t.mask; ; i = (i + 1) & t.mask {
 		s := t.index[i]
 		if s < 0 {
@@ -71,21 +71,22 @@ func (t *pendingTable) find(k *[16]byte) int32 {
 }
 
 // Len is the number of sources held.
-func (t *pendingTable) Len() int { return t.n }
+func (t *table[V]) Len() int { return t.n }
 
-// Peek returns src's progress without touching its recency.
-func (t *pendingTable) Peek(src netip.Addr) (progress, bool) {
+// Peek returns src's value without touching its recency.
+func (t *table[V]) Peek(src netip.Addr) (V, bool) {
 	k := src.As16()
 	pos := t.find(&k)
 	if pos < 0 {
-		return progress{}, false
+		var zero V
+		return zero, false
 	}
 	return t.slots[t.index[pos]].p, true
 }
 
-// Add sets src's progress and makes it the most recent. It reports whether
+// Add sets src's value and makes it the most recent. It reports whether
 // the least recent source was evicted to make room.
-func (t *pendingTable) Add(src netip.Addr, p progress) (evicted bool) {
+func (t *table[V]) Add(src netip.Addr, p V) (evicted bool) {
 	k := src.As16()
 	if pos := t.find(&k); pos >= 0 {
 		s := t.index[pos]
@@ -114,14 +115,14 @@ func (t *pendingTable) Add(src netip.Addr, p progress) (evicted bool) {
 }
 
 // Remove forgets src.
-func (t *pendingTable) Remove(src netip.Addr) {
+func (t *table[V]) Remove(src netip.Addr) {
 	k := src.As16()
 	if pos := t.find(&k); pos >= 0 {
 		t.removeSlot(t.index[pos])
 	}
 }
 
-func (t *pendingTable) removeSlot(s int32) {
+func (t *table[V]) removeSlot(s int32) {
 	pos := uint32(t.find(&t.slots[s].key))
 	// Backward-shift deletion: pull later entries of the probe run into
 	// the hole so that lookups never need tombstones.
@@ -137,12 +138,12 @@ func (t *pendingTable) removeSlot(s int32) {
 		}
 	}
 	t.unlink(s)
-	t.slots[s] = pendingSlot{next: t.free}
+	t.slots[s] = slot[V]{next: t.free}
 	t.free = s
 	t.n--
 }
 
-func (t *pendingTable) unlink(s int32) {
+func (t *table[V]) unlink(s int32) {
 	sl := &t.slots[s]
 	if sl.prev >= 0 {
 		t.slots[sl.prev].next = sl.next
@@ -156,7 +157,7 @@ func (t *pendingTable) unlink(s int32) {
 	}
 }
 
-func (t *pendingTable) pushFront(s int32) {
+func (t *table[V]) pushFront(s int32) {
 	sl := &t.slots[s]
 	sl.prev = -1
 	sl.next = t.head

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +46,11 @@ const (
 	maxIfName = 15
 	// runDir is where `ip netns add` bind-mounts named namespaces.
 	runDir = "/run/netns"
+	// closeTimeout bounds Close, which has no context of its own.
+	closeTimeout = 10 * time.Second
+	// joinPolls and joinPollEvery bound the wait for IPv6 multicast joins.
+	joinPolls     = 200
+	joinPollEvery = 10 * time.Millisecond
 )
 
 // ErrNotRoot is returned by Check when the process cannot manage namespaces.
@@ -218,19 +224,79 @@ func (p *Pair) setup(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	// The kernel joins an address's solicited-node multicast group from a
+	// work queue after `ip addr add` returns; a neighbour solicitation
+	// that arrives before that is dropped and retried only a second
+	// later. Wait for the joins so the first IPv6 packet goes through.
+	joins := []struct {
+		ns    NS
+		dev   string
+		addrs []netip.Addr
+	}{
+		{p.Server, p.ServerIf, []netip.Addr{p.Server6}},
+		{p.Client, p.ClientIf, []netip.Addr{p.Client6, p.Client2v6}},
+	}
+	for _, j := range joins {
+		if err := waitJoined(ctx, j.ns, j.dev, j.addrs); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// waitJoined polls until dev in ns has joined the solicited-node group of
+// every valid address in addrs.
+func waitJoined(ctx context.Context, ns NS, dev string, addrs []netip.Addr) error {
+	var want []string
+	for _, a := range addrs {
+		if a.IsValid() {
+			want = append(want, solicitedNode(a).String())
+		}
+	}
+	var out []byte
+	for range joinPolls {
+		var err error
+		out, err = exec.CommandContext(ctx, "ip", "-n", string(ns), "-6", "maddr", "show", "dev", dev).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("netns: ip -n %s maddr: %w: %s", ns, err, bytes.TrimSpace(out))
+		}
+		missing := false
+		for _, w := range want {
+			if !bytes.Contains(out, []byte(w)) {
+				missing = true
+				break
+			}
+		}
+		if !missing {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("netns: %s %s: waiting for multicast joins %v: %w", ns, dev, want, ctx.Err())
+		case <-time.After(joinPollEvery):
+		}
+	}
+	return fmt.Errorf("netns: %s %s: multicast groups %v not joined after %v:\n%s", ns, dev, want, joinPolls*joinPollEvery, out)
+}
+
+// solicitedNode is ff02::1:ffXX:XXXX for the low 24 bits of a.
+func solicitedNode(a netip.Addr) netip.Addr {
+	b := a.As16()
+	return netip.AddrFrom16([16]byte{0xff, 0x02, 10: 0, 11: 0x01, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
 }
 
 // Close deletes both namespaces; the veth pair goes with them. Processes
 // still running inside keep their namespace alive until they exit, so stop
 // them first. Close may be called more than once.
 func (p *Pair) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
 	var errs []error
 	for _, n := range []NS{p.Client, p.Server} {
 		if _, err := os.Stat(n.Path()); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := ip(context.Background(), "netns", "delete", string(n)); err != nil {
+		if err := ip(ctx, "netns", "delete", string(n)); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -1,0 +1,278 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/knockwall/knockwall/internal/netns"
+)
+
+// rstFields is everything in a reply RST that could tell a rejected port
+// from a closed one. Fields that follow from the SYN are kept relative to it.
+type rstFields struct {
+	// IP
+	TTL       uint8  // IPv4 TTL or IPv6 hop limit
+	ID        uint16 // IPv4 only
+	DF        bool   // IPv4 only
+	TOS       uint8  // IPv4 TOS or IPv6 traffic class
+	FlowLabel uint32 // IPv6 only
+	IPLen     uint16 // IPv4 total length or IPv6 payload length
+	// TCP
+	Flags      string
+	Seq        uint32
+	AckMinusSN uint32 // ack - SYN's seq; 1 for a proper reset
+	Window     uint16
+	DataOffset uint8 // 5: no options
+	Options    int
+	Urgent     uint16
+	Payload    int
+}
+
+// TestRejectLooksClosed: the RST knockwall's reject produces for a SYN to
+// the protected port (and to a knock port) matches, field by field, the
+// RST the kernel sends for a SYN to a port where nothing listens.
+func TestRejectLooksClosed(t *testing.T) {
+	e := newEnv(t, envOptions{svc: service{closed: reject}})
+	ports := []struct {
+		name string
+		port uint16
+	}{
+		{name: "kernel, unused port", port: unusedPort},
+		{name: "knockwall reject, protected port", port: protectedPort},
+		{name: "knockwall reject, knock port", port: 7000},
+	}
+	families := []struct {
+		name     string
+		src, dst netip.Addr
+	}{
+		{name: "ipv4", src: e.pair.Client4, dst: e.pair.Server4},
+		{name: "ipv6", src: e.pair.Client6, dst: e.pair.Server6},
+	}
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			var ref rstFields
+			for i, p := range ports {
+				seq := randUint32(t)
+				got, err := synRST(e.pair, fam.src, netip.AddrPortFrom(fam.dst, p.port), seq)
+				if err != nil {
+					t.Fatalf("%s: %v", p.name, err)
+				}
+				t.Logf("%s: %+v", p.name, got)
+				if i == 0 {
+					ref = got
+					// The reference itself must be a bare reset.
+					want := rstFields{TTL: got.TTL, ID: got.ID, DF: got.DF, TOS: got.TOS, FlowLabel: got.FlowLabel, IPLen: got.IPLen,
+						Flags: "RST|ACK", Seq: 0, AckMinusSN: 1, Window: 0, DataOffset: 5, Options: 0, Urgent: 0, Payload: 0}
+					if got != want {
+						t.Errorf("kernel RST is not a bare RST|ACK: got %+v, want %+v", got, want)
+					}
+					continue
+				}
+				if got != ref {
+					t.Errorf("%s differs from a closed port:\n  closed: %+v\n  %s: %+v\n  differences: %v", p.name, ref, p.name, got, diffFields(ref, got))
+				}
+			}
+		})
+	}
+}
+
+func diffFields(a, b rstFields) []string {
+	var d []string
+	add := func(name string, x, y any) {
+		if x != y {
+			d = append(d, fmt.Sprintf("%s %v != %v", name, x, y))
+		}
+	}
+	add("TTL", a.TTL, b.TTL)
+	add("ID", a.ID, b.ID)
+	add("DF", a.DF, b.DF)
+	add("TOS", a.TOS, b.TOS)
+	add("FlowLabel", a.FlowLabel, b.FlowLabel)
+	add("IPLen", a.IPLen, b.IPLen)
+	add("Flags", a.Flags, b.Flags)
+	add("Seq", a.Seq, b.Seq)
+	add("AckMinusSN", a.AckMinusSN, b.AckMinusSN)
+	add("Window", a.Window, b.Window)
+	add("DataOffset", a.DataOffset, b.DataOffset)
+	add("Options", a.Options, b.Options)
+	add("Urgent", a.Urgent, b.Urgent)
+	add("Payload", a.Payload, b.Payload)
+	return d
+}
+
+func randUint32(t *testing.T) uint32 {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// synRST sends one bare SYN with sequence number seq from src to dst over a
+// raw socket in the client namespace and captures the reply on the
+// client's veth with a packet socket, which sees the whole IP header for
+// both families. The client kernel, which owns no socket for the SYN's
+// source port, ignores the reply.
+func synRST(p *netns.Pair, src netip.Addr, dst netip.AddrPort, seq uint32) (rstFields, error) {
+	var (
+		f   rstFields
+		err error
+	)
+	sport := 40000 + uint16(seq%20000)
+	doErr := p.Client.Do(func() error {
+		ifi, err := net.InterfaceByName(p.ClientIf)
+		if err != nil {
+			return fmt.Errorf("interface: %w", err)
+		}
+		// Capture first, so the reply cannot slip by before we listen.
+		capFD, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(capFD)
+		if err := unix.Bind(capFD, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+			return fmt.Errorf("bind packet socket: %w", err)
+		}
+		tv := unix.NsecToTimeval((100 * time.Millisecond).Nanoseconds())
+		if err := unix.SetsockoptTimeval(capFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return fmt.Errorf("capture timeout: %w", err)
+		}
+
+		if err := sendSYN(src, dst, sport, seq); err != nil {
+			return err
+		}
+		f, err = readRST(capFD, dst, sport, seq)
+		return err
+	})
+	if doErr != nil {
+		err = doErr
+	}
+	return f, err
+}
+
+// sendSYN writes a bare SYN (no options) through a raw IPPROTO_TCP socket:
+// the kernel adds the IP header, we supply the TCP header and checksum.
+func sendSYN(src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32) error {
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dst.Port()), Seq: seq, SYN: true, Window: 64240}
+	var (
+		family int
+		bindSA unix.Sockaddr
+		dstSA  unix.Sockaddr
+	)
+	if dst.Addr().Is4() {
+		family = unix.AF_INET
+		bindSA = &unix.SockaddrInet4{Addr: src.As4()}
+		dstSA = &unix.SockaddrInet4{Addr: dst.Addr().As4()}
+		tcp.SetNetworkLayerForChecksum(&layers.IPv4{SrcIP: src.AsSlice(), DstIP: dst.Addr().AsSlice(), Protocol: layers.IPProtocolTCP})
+	} else {
+		family = unix.AF_INET6
+		bindSA = &unix.SockaddrInet6{Addr: src.As16()}
+		dstSA = &unix.SockaddrInet6{Addr: dst.Addr().As16()}
+		tcp.SetNetworkLayerForChecksum(&layers.IPv6{SrcIP: src.AsSlice(), DstIP: dst.Addr().AsSlice(), NextHeader: layers.IPProtocolTCP})
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, tcp); err != nil {
+		return fmt.Errorf("build syn: %w", err)
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// Bound, so the kernel's source address is the one in our checksum.
+	if err := unix.Bind(fd, bindSA); err != nil {
+		return fmt.Errorf("bind raw socket to %v: %w", src, err)
+	}
+	if err := unix.Sendto(fd, buf.Bytes(), 0, dstSA); err != nil {
+		return fmt.Errorf("send syn: %w", err)
+	}
+	return nil
+}
+
+// readRST reads the capture socket until the reply from dst to sport
+// arrives or two seconds pass.
+func readRST(fd int, dst netip.AddrPort, sport uint16, seq uint32) (rstFields, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	buf := make([]byte, 2048)
+	for i := 0; i < 10000 && time.Now().Before(deadline); i++ {
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return rstFields{}, fmt.Errorf("capture: %w", err)
+		}
+		ll, ok := from.(*unix.SockaddrLinklayer)
+		if !ok || ll.Pkttype != unix.PACKET_HOST {
+			continue // our own outgoing SYN, or not for us
+		}
+		var first gopacket.LayerType
+		switch ntohs(ll.Protocol) {
+		case unix.ETH_P_IP:
+			first = layers.LayerTypeIPv4
+		case unix.ETH_P_IPV6:
+			first = layers.LayerTypeIPv6
+		default:
+			continue
+		}
+		pkt := gopacket.NewPacket(buf[:n], first, gopacket.DecodeOptions{NoCopy: true})
+		tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if !ok || uint16(tcp.SrcPort) != dst.Port() || uint16(tcp.DstPort) != sport {
+			continue
+		}
+		var f rstFields
+		switch ip := pkt.NetworkLayer().(type) {
+		case *layers.IPv4:
+			if netip.AddrFrom4([4]byte(ip.SrcIP.To4())) != dst.Addr() {
+				continue
+			}
+			f.TTL, f.ID, f.DF, f.TOS, f.IPLen = ip.TTL, ip.Id, ip.Flags&layers.IPv4DontFragment != 0, ip.TOS, ip.Length
+		case *layers.IPv6:
+			if netip.AddrFrom16([16]byte(ip.SrcIP.To16())) != dst.Addr() {
+				continue
+			}
+			f.TTL, f.TOS, f.FlowLabel, f.IPLen = ip.HopLimit, ip.TrafficClass, ip.FlowLabel, ip.Length
+		default:
+			continue
+		}
+		f.Flags = tcpFlags(tcp)
+		f.Seq = tcp.Seq
+		f.AckMinusSN = tcp.Ack - seq
+		f.Window = tcp.Window
+		f.DataOffset = tcp.DataOffset
+		f.Options = len(tcp.Options)
+		f.Urgent = tcp.Urgent
+		f.Payload = len(tcp.Payload)
+		return f, nil
+	}
+	return rstFields{}, fmt.Errorf("no reply from %v to port %d within 2s", dst, sport)
+}
+
+func tcpFlags(t *layers.TCP) string {
+	var s string
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{t.SYN, "SYN"}, {t.RST, "RST"}, {t.FIN, "FIN"}, {t.PSH, "PSH"}, {t.ACK, "ACK"}, {t.URG, "URG"}, {t.ECE, "ECE"}, {t.CWR, "CWR"}} {
+		if f.on {
+			if s != "" {
+				s += "|"
+			}
+			s += f.name
+		}
+	}
+	return s
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+func ntohs(v uint16) uint16 { return htons(v) }

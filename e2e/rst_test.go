@@ -41,6 +41,11 @@ type rstFields struct {
 // TestRejectLooksClosed: the RST knockwall's reject produces for a SYN to
 // the protected port (and to a knock port) matches, field by field, the
 // RST the kernel sends for a SYN to a port where nothing listens.
+//
+// The IPv6 flow label is the one field whose value cannot match: the kernel
+// derives it from the 4-tuple with a secret of its own (auto_flowlabels), so
+// two closed ports already differ. What must match is what an observer can
+// test: non-zero exactly when the kernel's is, and stable for a 4-tuple.
 func TestRejectLooksClosed(t *testing.T) {
 	e := newEnv(t, envOptions{svc: service{closed: reject}})
 	ports := []struct {
@@ -68,6 +73,15 @@ func TestRejectLooksClosed(t *testing.T) {
 					t.Fatalf("%s: %v", p.name, err)
 				}
 				t.Logf("%s: %+v", p.name, got)
+				// The same 4-tuple again: the label must not change.
+				again, err := synRST(e.pair, fam.src, netip.AddrPortFrom(fam.dst, p.port), seq)
+				if err != nil {
+					t.Fatalf("%s, again: %v", p.name, err)
+				}
+				if again.FlowLabel != got.FlowLabel {
+					t.Errorf("%s: flow label changed for the same 4-tuple: %d then %d", p.name, got.FlowLabel, again.FlowLabel)
+				}
+				got.FlowLabel = min(got.FlowLabel, 1) // compare only zero or not
 				if i == 0 {
 					ref = got
 					// The reference itself must be a bare reset.

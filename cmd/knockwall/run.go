@@ -12,6 +12,7 @@ import (
 
 	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/internal/rst"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
 	"github.com/knockwall/knockwall/verdict"
@@ -81,12 +82,21 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 	}
 	clock := time.Now // the tracker measures durations on its monotonic reading
 	eng := verdict.New(set, tr, clock())
-	handler := newHandler(eng, set, log, clock)
+	autoLabels := rst.AutoFlowLabels()
 
 	qctx, cancelQueues := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelQueues()
 	var queues []*nfq.Queue
 	for i := range set.Queue.Count {
+		// Each worker sends its own IPv6 resets; see package rst.
+		resets, err := rst.Open(autoLabels)
+		if err != nil {
+			log.Warn("cannot send IPv6 resets myself; IPv6 rejects will carry flow label 0, unlike the kernel's", "err", err)
+			resets = nil
+		} else {
+			defer resets.Close()
+		}
+		handler := newHandler(eng, set, log, clock, resets)
 		q, err := nfq.Open(qctx, nfq.Config{
 			Num:        uint16(set.Queue.Num + i),
 			MaxLen:     uint32(set.Queue.MaxLen),
@@ -172,7 +182,7 @@ func logStats(log *slog.Logger, tr *tracker.Tracker, queues []*nfq.Queue) {
 
 // newHandler adapts the engine to the queue: decision to verdict and mark,
 // and the log lines a decision deserves.
-func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock func() time.Time) nfq.Handler {
+func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock func() time.Time, resets *rst.Sender) nfq.Handler {
 	mask := uint32(set.Firewall.MarkMask)
 	acceptMark := uint32(set.Firewall.AcceptMark)
 	rejectMark := uint32(set.Firewall.RejectMark)
@@ -196,6 +206,9 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 		case verdict.Accept:
 			return nfq.Verdict{Accept: true, Mark: mark&^mask | acceptMark}
 		case verdict.Reject:
+			if resets != nil && d.Proto == rules.ProtoTCP && d.Src.Is6() && resets.Reset(pkt) == nil {
+				return nfq.Verdict{} // answered; the SYN itself goes no further
+			}
 			return nfq.Verdict{Accept: true, Mark: mark&^mask | rejectMark}
 		default:
 			return nfq.Verdict{}

@@ -1,0 +1,146 @@
+// Package rst answers IPv6 SYNs that knockwall rejects with a TCP reset built
+// the way Linux builds its own reset for a closed port.
+//
+// IPv4 rejects go through a static REJECT --reject-with tcp-reset rule, whose
+// reset is byte for byte the kernel's closed-port reset. Over IPv6 it is not:
+// with net.ipv6.auto_flowlabels on (the default), Linux puts a non-zero flow
+// label, stable for the 4-tuple, on its own resets, while ip6tables' REJECT
+// always writes 0. One SYN would then tell a protected port from a closed one.
+// So knockwall drops such a SYN and sends the reset itself, with a flow label
+// from a keyed hash of the 4-tuple: non-zero and stable, like the kernel's,
+// and as unpredictable to an outsider.
+package rst
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"os"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	ipv6Header = 40
+	tcpHeader  = 20
+	resetLen   = ipv6Header + tcpHeader
+	hopLimit   = 64 // what the kernel's closed-port reset carries by default
+	protoTCP   = 6
+)
+
+// ErrNotSYN is returned for a packet that is not an IPv6 TCP SYN without
+// extension headers, which this package does not answer.
+var ErrNotSYN = errors.New("rst: not a plain IPv6 TCP SYN")
+
+// Sender sends resets through a raw IPv6 socket. It is not safe for
+// concurrent use: give each queue worker its own.
+type Sender struct {
+	fd   int
+	buf  [resetLen]byte
+	sa   unix.SockaddrInet6
+	seed maphash.Seed
+	zero bool // send flow label 0: the host has auto_flowlabels off
+}
+
+// Open opens the raw socket (needs CAP_NET_RAW). autoFlowLabels says whether
+// the host labels its own resets (net.ipv6.auto_flowlabels != 0).
+func Open(autoFlowLabels bool) (*Sender, error) {
+	// IPPROTO_RAW implies IPV6_HDRINCL: the header below goes out as is.
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return nil, fmt.Errorf("raw IPv6 socket: %w", err)
+	}
+	return &Sender{fd: fd, seed: maphash.MakeSeed(), zero: !autoFlowLabels}, nil
+}
+
+// Close closes the socket.
+func (s *Sender) Close() error { return unix.Close(s.fd) }
+
+// Reset answers syn, an IPv6 TCP SYN as NFQUEUE delivered it. It does not
+// allocate.
+func (s *Sender) Reset(syn []byte) error {
+	label := uint32(0)
+	if !s.zero && len(syn) >= ipv6Header+4 {
+		// The kernel labels by the flow; so do we, keyed so that the
+		// label says nothing about knockwall.
+		label = uint32(maphash.Bytes(s.seed, syn[8:ipv6Header+4]))&0xfffff | 1
+	}
+	pkt, err := Build(s.buf[:0], syn, label)
+	if err != nil {
+		return err
+	}
+	s.sa.Addr = [16]byte(pkt[24:40])
+	return unix.Sendto(s.fd, pkt, 0, &s.sa)
+}
+
+// Build appends to dst the reset Linux sends for syn when no socket listens:
+// addresses and ports swapped, RST|ACK, seq 0, ack = SYN's seq + 1 + its
+// payload length, window 0, no options; hop limit 64, the SYN's traffic class
+// without ECN bits, and flow label label.
+func Build(dst, syn []byte, label uint32) ([]byte, error) {
+	if len(syn) < ipv6Header+tcpHeader || syn[0]>>4 != 6 || syn[6] != protoTCP {
+		return nil, ErrNotSYN
+	}
+	tcp := syn[ipv6Header:]
+	doff := int(tcp[12]>>4) * 4
+	plen := int(binary.BigEndian.Uint16(syn[4:6]))
+	// The copy NFQUEUE hands over may stop short of the payload; the
+	// header fields read here are whole, and plen says how long it was.
+	if tcp[13]&0x17 != 0x02 || doff < tcpHeader || plen < doff {
+		return nil, ErrNotSYN
+	}
+	dataLen := uint32(plen - doff)
+
+	dst = slices.Grow(dst, resetLen)
+	out := dst[len(dst) : len(dst)+resetLen]
+	tclass := (binary.BigEndian.Uint32(syn[0:4]) >> 20) & 0xfc
+	binary.BigEndian.PutUint32(out[0:], 6<<28|tclass<<20|label&0xfffff)
+	binary.BigEndian.PutUint16(out[4:], tcpHeader)
+	out[6] = protoTCP
+	out[7] = hopLimit
+	copy(out[8:24], syn[24:40]) // source: the SYN's destination
+	copy(out[24:40], syn[8:24]) // destination: the SYN's source
+	r := out[ipv6Header:]
+	copy(r[0:2], tcp[2:4]) // source port: the SYN's destination port
+	copy(r[2:4], tcp[0:2])
+	binary.BigEndian.PutUint32(r[4:], 0)
+	binary.BigEndian.PutUint32(r[8:], binary.BigEndian.Uint32(tcp[4:8])+1+dataLen)
+	r[12] = 5 << 4
+	r[13] = 0x14 // RST|ACK
+	binary.BigEndian.PutUint16(r[14:], 0)
+	binary.BigEndian.PutUint16(r[16:], 0)
+	binary.BigEndian.PutUint16(r[18:], 0)
+	binary.BigEndian.PutUint16(r[16:], checksum(out[8:24], out[24:40], r))
+	return dst[:len(dst)+resetLen], nil
+}
+
+// checksum is the TCP checksum over the IPv6 pseudo-header and segment.
+func checksum(src, dst, seg []byte) uint16 {
+	var sum uint32
+	for i := 0; i < 16; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(src[i:])) + uint32(binary.BigEndian.Uint16(dst[i:]))
+	}
+	sum += uint32(len(seg)) + protoTCP
+	for i := 0; i+1 < len(seg); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(seg[i:]))
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// AutoFlowLabels reads net.ipv6.auto_flowlabels of the calling thread's
+// network namespace and reports whether the kernel labels its own resets
+// (1: on unless opted out; 3: always). Unreadable means the default, on.
+func AutoFlowLabels() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/auto_flowlabels")
+	if err != nil {
+		return true
+	}
+	v := strings.TrimSpace(string(b))
+	return v == "1" || v == "3"
+}

@@ -1,0 +1,111 @@
+package rst
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+func synV6(t *testing.T, tclass uint8, payload []byte, opts bool) []byte {
+	t.Helper()
+	ip := &layers.IPv6{Version: 6, TrafficClass: tclass, FlowLabel: 0x12345, NextHeader: layers.IPProtocolTCP, HopLimit: 64,
+		SrcIP: net.ParseIP("fd00:77::2"), DstIP: net.ParseIP("fd00:77::1")}
+	tcp := &layers.TCP{SrcPort: 40001, DstPort: 2222, Seq: 0xfffffff0, SYN: true, ECE: true, CWR: true, Window: 64800}
+	if opts {
+		tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{5, 0xa0}}}
+	}
+	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestBuild(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		tclass  uint8
+		payload []byte
+		opts    bool
+		wantAck uint32
+		wantTC  uint8
+	}{
+		{"bare SYN", 0, nil, false, 0xfffffff1, 0},
+		{"options, DSCP with ECN bits", 0xb9, nil, true, 0xfffffff1, 0xb8},
+		{"SYN with data (token)", 0, make([]byte, 80), false, (0xfffffff1 + 80) & 0xffffffff, 0},
+		{"seq wraps", 0, make([]byte, 20), true, (0xfffffff1 + 20) & 0xffffffff, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			syn := synV6(t, tt.tclass, tt.payload, tt.opts)
+			out, err := Build(nil, syn, 0xabcde)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pkt := gopacket.NewPacket(out, layers.LayerTypeIPv6, gopacket.Default)
+			ip, _ := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+			tcp, _ := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if ip == nil || tcp == nil {
+				t.Fatalf("reset does not decode: %v", pkt.ErrorLayer())
+			}
+			if ip.HopLimit != 64 || ip.FlowLabel != 0xabcde || ip.TrafficClass != tt.wantTC || ip.Length != 20 {
+				t.Errorf("ip = hop %d label %#x tc %#x len %d", ip.HopLimit, ip.FlowLabel, ip.TrafficClass, ip.Length)
+			}
+			if !ip.SrcIP.Equal(net.ParseIP("fd00:77::1")) || !ip.DstIP.Equal(net.ParseIP("fd00:77::2")) {
+				t.Errorf("addresses %v -> %v", ip.SrcIP, ip.DstIP)
+			}
+			if tcp.SrcPort != 2222 || tcp.DstPort != 40001 || !tcp.RST || !tcp.ACK || tcp.SYN || tcp.ECE || tcp.CWR ||
+				tcp.Seq != 0 || tcp.Ack != tt.wantAck || tcp.Window != 0 || tcp.DataOffset != 5 || len(tcp.Payload) != 0 {
+				t.Errorf("tcp = %+v", tcp)
+			}
+			// The checksum must verify.
+			if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+				t.Fatal(err)
+			}
+			got := binary.BigEndian.Uint16(out[40+16:])
+			binary.BigEndian.PutUint16(out[40+16:], 0)
+			if want := checksum(out[8:24], out[24:40], out[40:]); got != want {
+				t.Errorf("checksum %#x, want %#x", got, want)
+			}
+		})
+	}
+}
+
+func TestBuildRefuses(t *testing.T) {
+	syn := synV6(t, 0, nil, false)
+	ack := append([]byte(nil), syn...)
+	ack[40+13] = 0x12 // SYN|ACK
+	v4 := append([]byte(nil), syn...)
+	v4[0] = 0x45
+	udp := append([]byte(nil), syn...)
+	udp[6] = 17
+	for name, pkt := range map[string][]byte{"short": syn[:50], "syn-ack": ack, "v4": v4, "udp": udp, "empty": nil} {
+		if _, err := Build(nil, pkt, 1); !errors.Is(err, ErrNotSYN) {
+			t.Errorf("%s: err = %v, want ErrNotSYN", name, err)
+		}
+	}
+}
+
+func TestBuildNoAllocs(t *testing.T) {
+	syn := synV6(t, 0, nil, false)
+	var buf [resetLen]byte
+	if n := testing.AllocsPerRun(100, func() { _, _ = Build(buf[:0], syn, 7) }); n != 0 {
+		t.Fatalf("Build allocates %v", n)
+	}
+}
+
+func FuzzBuild(f *testing.F) {
+	f.Add(make([]byte, 60))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := Build(nil, b, 1)
+		if err == nil && len(out) != resetLen {
+			t.Fatalf("len %d", len(out))
+		}
+	})
+}

@@ -1,0 +1,103 @@
+// Command bareconsumer is the NFQUEUE baseline for knockwall's end-to-end
+// benchmark: a go-nfqueue v2 consumer that accepts every packet and does
+// nothing else, written to be as fast as the library allows. With -batch N
+// it accepts with one SetVerdictBatch per N packets (and on a short idle
+// timer, so no packet waits long). It prints the packets it verdicted when
+// it gets SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	queue := flag.Uint("queue", 0, "queue number")
+	batch := flag.Int("batch", 1, "packets per verdict message (1: one verdict each)")
+	maxLen := flag.Uint("maxlen", 4096, "kernel queue length")
+	rcvbuf := flag.Int("rcvbuf", 4<<20, "socket receive buffer bytes")
+	flag.Parse()
+	if err := run(uint16(*queue), *batch, uint32(*maxLen), *rcvbuf); err != nil {
+		fmt.Fprintln(os.Stderr, "bareconsumer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(queue uint16, batch int, maxLen uint32, rcvbuf int) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	nf, err := nfqueue.Open(&nfqueue.Config{
+		NfQueue: queue, MaxQueueLen: maxLen, MaxPacketLen: 128,
+		Copymode: nfqueue.NfQnlCopyPacket, AfFamily: unix.AF_UNSPEC, WriteTimeout: time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	defer nf.Close()
+	_ = nf.Con.SetReadBuffer(rcvbuf)
+	_ = nf.SetOption(netlink.NoENOBUFS, true)
+
+	var verdicted, lastID, flushed atomic.Uint64
+	var pending atomic.Int64
+	hook := func(a nfqueue.Attribute) int {
+		id := *a.PacketID
+		if batch <= 1 {
+			_ = nf.SetVerdict(id, nfqueue.NfAccept)
+			verdicted.Add(1)
+			return 0
+		}
+		lastID.Store(uint64(id))
+		if pending.Add(1) >= int64(batch) {
+			_ = nf.SetVerdictBatch(id, nfqueue.NfAccept)
+			verdicted.Add(uint64(pending.Swap(0)))
+			flushed.Store(uint64(id))
+		}
+		return 0
+	}
+	errfn := func(e error) int {
+		if ctx.Err() != nil {
+			return 1
+		}
+		var op *netlink.OpError
+		if errors.As(e, &op) && (op.Timeout() || op.Temporary()) {
+			return 0
+		}
+		return 0 // keep going: the baseline must not stop on overruns
+	}
+	if err := nf.RegisterWithErrorFunc(ctx, hook, errfn); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	if batch > 1 {
+		// Idle flush: a packet never waits more than a millisecond.
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				fmt.Println("verdicted", verdicted.Load())
+				return nil
+			case <-t.C:
+				if id := uint32(lastID.Load()); pending.Load() > 0 && uint64(id) != flushed.Load() {
+					_ = nf.SetVerdictBatch(id, nfqueue.NfAccept)
+					verdicted.Add(uint64(pending.Swap(0)))
+					flushed.Store(uint64(id))
+				}
+			}
+		}
+	}
+	<-ctx.Done()
+	fmt.Println("verdicted", verdicted.Load())
+	return nil
+}

@@ -50,6 +50,9 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
+bench-e2e: build
+	KNOCKWALL_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 15m -run "^TestBench" ./e2e/
+
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./verdict/ ./tracker/
 

@@ -52,9 +52,15 @@ const (
 
 // service is the one service of a test's config, named "ssh".
 type service struct {
-	sequence []string // e.g. "7000", "9000/udp"
+	// sequence is e.g. "7000", "9000/udp". nil means defaultSequence; an
+	// empty, non-nil slice means none (the service opens by spa or rotate,
+	// set in extra).
+	sequence []string
 	openFor  time.Duration
 	closed   closedMode
+	// extra is YAML appended to the service's block verbatim, each line
+	// indented by four spaces (e.g. an spa or rotate section).
+	extra string
 }
 
 var defaultSequence = []string{"7000", "8000", "9000/udp"}
@@ -63,6 +69,10 @@ var defaultSequence = []string{"7000", "8000", "9000/udp"}
 // text/info on purpose: the daemon is started with the KNOCKWALL_LOG_*
 // environment overrides, so a broken override shows as "no ready line".
 func configYAML(s service) string {
+	var seq string
+	if len(s.sequence) > 0 {
+		seq = fmt.Sprintf("\n    sequence: [%s]", strings.Join(s.sequence, ", "))
+	}
 	return fmt.Sprintf(`queue:
   num: 0
   count: 1
@@ -76,12 +86,11 @@ tracker:
   max_grants: 1024
 services:
   ssh:
-    ports: [%d]
-    sequence: [%s]
+    ports: [%d]%s
     step_timeout: 5s
     open_for: %s
     closed: %s
-`, protectedPort, strings.Join(s.sequence, ", "), s.openFor, s.closed)
+%s`, protectedPort, seq, s.openFor, s.closed, s.extra)
 }
 
 // env is one test's world: a fresh namespace pair, a config file, echo
@@ -99,9 +108,13 @@ type envOptions struct {
 	// beforeStart runs after the namespaces and listeners exist and
 	// before the daemon starts.
 	beforeStart func(t *testing.T, e *env)
+	// noDaemon leaves the daemon unstarted (e.d is nil), for tests that
+	// run `knockwall run` themselves.
+	noDaemon bool
 }
 
-// newEnv builds the world and starts the daemon, waiting for "ready".
+// newEnv builds the world and, unless o.noDaemon, starts the daemon,
+// waiting for "ready".
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	bin := requireBinary(t)
@@ -137,7 +150,9 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.beforeStart != nil {
 		o.beforeStart(t, e)
 	}
-	e.d = startDaemon(t, pair.Server, bin, e.cfgPath)
+	if !o.noDaemon {
+		e.d = startDaemon(t, pair.Server, bin, e.cfgPath)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("iptables in %s at failure:\n%s", pair.Server, e.firewallDump())
@@ -311,21 +326,40 @@ func (d *daemon) has(msg string, attrs map[string]string) bool {
 	return ok
 }
 
+// mark is the number of lines logged so far: pass it to waitLogFrom or
+// hasFrom to look only at what comes after this moment.
+func (d *daemon) mark() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.lines)
+}
+
+// hasFrom reports whether a matching line was logged at or after index from.
+func (d *daemon) hasFrom(from int, msg string, attrs map[string]string) bool {
+	_, _, ok := d.find(from, msg, attrs)
+	return ok
+}
+
 // waitLog waits for a matching line, failing early if the daemon exits.
 func (d *daemon) waitLog(msg string, attrs map[string]string, timeout time.Duration) (logEntry, error) {
+	return d.waitLogFrom(0, msg, attrs, timeout)
+}
+
+// waitLogFrom is waitLog for lines at or after index from (see mark).
+func (d *daemon) waitLogFrom(from int, msg string, attrs map[string]string, timeout time.Duration) (logEntry, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		d.mu.Lock()
 		changed := d.changed
 		d.mu.Unlock()
-		if l, _, ok := d.find(0, msg, attrs); ok {
+		if l, _, ok := d.find(from, msg, attrs); ok {
 			return l, nil
 		}
 		select {
 		case <-changed:
 		case <-d.exited:
-			if l, _, ok := d.find(0, msg, attrs); ok {
+			if l, _, ok := d.find(from, msg, attrs); ok {
 				return l, nil
 			}
 			return nil, fmt.Errorf("daemon exited (%s) before logging msg=%q %v", d.state, msg, attrs)

@@ -138,17 +138,36 @@ func randUint32(t *testing.T) uint32 {
 // both families. The client kernel, which owns no socket for the SYN's
 // source port, ignores the reply.
 func synRST(p *netns.Pair, src netip.Addr, dst netip.AddrPort, seq uint32) (rstFields, error) {
-	var (
-		f   rstFields
-		err error
-	)
+	return synReply(p, src, dst, seq, nil)
+}
+
+// synReply is synRST for a SYN that carries payload (an SPA token, say).
+// A reset for it acknowledges the payload too: AckMinusSN is then
+// 1 + len(payload).
+func synReply(p *netns.Pair, src netip.Addr, dst netip.AddrPort, seq uint32, payload []byte) (rstFields, error) {
 	sport := 40000 + uint16(seq%20000)
-	doErr := p.Client.Do(func() error {
+	pkt, err := exchange(p, func() error { return sendSYN(src, dst, sport, seq, payload) },
+		func(pkt gopacket.Packet) bool {
+			tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			return ok && uint16(tcp.SrcPort) == dst.Port() && uint16(tcp.DstPort) == sport && replyFrom(pkt, dst.Addr())
+		})
+	if err != nil {
+		return rstFields{}, fmt.Errorf("reply from %v to port %d: %w", dst, sport, err)
+	}
+	return rstFieldsOf(pkt, seq), nil
+}
+
+// exchange runs send inside the client namespace with a capture already
+// open on the client's veth, so the reply cannot slip by before we listen,
+// and returns the first captured packet addressed to the client that keep
+// accepts, within captureTimeout.
+func exchange(p *netns.Pair, send func() error, keep func(gopacket.Packet) bool) (gopacket.Packet, error) {
+	var pkt gopacket.Packet
+	err := p.Client.Do(func() error {
 		ifi, err := net.InterfaceByName(p.ClientIf)
 		if err != nil {
 			return fmt.Errorf("interface: %w", err)
 		}
-		// Capture first, so the reply cannot slip by before we listen.
 		capFD, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 		if err != nil {
 			return fmt.Errorf("packet socket: %w", err)
@@ -161,62 +180,24 @@ func synRST(p *netns.Pair, src netip.Addr, dst netip.AddrPort, seq uint32) (rstF
 		if err := unix.SetsockoptTimeval(capFD, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 			return fmt.Errorf("capture timeout: %w", err)
 		}
-
-		if err := sendSYN(src, dst, sport, seq); err != nil {
+		if err := send(); err != nil {
 			return err
 		}
-		f, err = readRST(capFD, dst, sport, seq)
+		pkt, err = nextPacket(capFD, keep)
 		return err
 	})
-	if doErr != nil {
-		err = doErr
-	}
-	return f, err
+	return pkt, err
 }
 
-// sendSYN writes a bare SYN (no options) through a raw IPPROTO_TCP socket:
-// the kernel adds the IP header, we supply the TCP header and checksum.
-func sendSYN(src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32) error {
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dst.Port()), Seq: seq, SYN: true, Window: 64240}
-	var (
-		family int
-		bindSA unix.Sockaddr
-		dstSA  unix.Sockaddr
-	)
-	if dst.Addr().Is4() {
-		family = unix.AF_INET
-		bindSA = &unix.SockaddrInet4{Addr: src.As4()}
-		dstSA = &unix.SockaddrInet4{Addr: dst.Addr().As4()}
-		tcp.SetNetworkLayerForChecksum(&layers.IPv4{SrcIP: src.AsSlice(), DstIP: dst.Addr().AsSlice(), Protocol: layers.IPProtocolTCP})
-	} else {
-		family = unix.AF_INET6
-		bindSA = &unix.SockaddrInet6{Addr: src.As16()}
-		dstSA = &unix.SockaddrInet6{Addr: dst.Addr().As16()}
-		tcp.SetNetworkLayerForChecksum(&layers.IPv6{SrcIP: src.AsSlice(), DstIP: dst.Addr().AsSlice(), NextHeader: layers.IPProtocolTCP})
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, tcp); err != nil {
-		return fmt.Errorf("build syn: %w", err)
-	}
-	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
-	if err != nil {
-		return fmt.Errorf("raw socket: %w", err)
-	}
-	defer unix.Close(fd)
-	// Bound, so the kernel's source address is the one in our checksum.
-	if err := unix.Bind(fd, bindSA); err != nil {
-		return fmt.Errorf("bind raw socket to %v: %w", src, err)
-	}
-	if err := unix.Sendto(fd, buf.Bytes(), 0, dstSA); err != nil {
-		return fmt.Errorf("send syn: %w", err)
-	}
-	return nil
-}
+// captureTimeout bounds the wait for a reply in exchange.
+const captureTimeout = 2 * time.Second
 
-// readRST reads the capture socket until the reply from dst to sport
-// arrives or two seconds pass.
-func readRST(fd int, dst netip.AddrPort, sport uint16, seq uint32) (rstFields, error) {
-	deadline := time.Now().Add(2 * time.Second)
+// nextPacket reads the capture socket until keep accepts an IPv4 or IPv6
+// packet sent to this host, or captureTimeout passes.
+func nextPacket(fd int, keep func(gopacket.Packet) bool) (gopacket.Packet, error) {
+	deadline := time.Now().Add(captureTimeout)
+	// Reused: a packet that keep rejects is dropped before the next read,
+	// and the one returned (which points into buf) ends the loop.
 	buf := make([]byte, 2048)
 	for i := 0; i < 10000 && time.Now().Before(deadline); i++ {
 		n, from, err := unix.Recvfrom(fd, buf, 0)
@@ -224,11 +205,11 @@ func readRST(fd int, dst netip.AddrPort, sport uint16, seq uint32) (rstFields, e
 			continue
 		}
 		if err != nil {
-			return rstFields{}, fmt.Errorf("capture: %w", err)
+			return nil, fmt.Errorf("capture: %w", err)
 		}
 		ll, ok := from.(*unix.SockaddrLinklayer)
 		if !ok || ll.Pkttype != unix.PACKET_HOST {
-			continue // our own outgoing SYN, or not for us
+			continue // our own outgoing packet, or not for us
 		}
 		var first gopacket.LayerType
 		switch ntohs(ll.Protocol) {
@@ -240,36 +221,123 @@ func readRST(fd int, dst netip.AddrPort, sport uint16, seq uint32) (rstFields, e
 			continue
 		}
 		pkt := gopacket.NewPacket(buf[:n], first, gopacket.DecodeOptions{NoCopy: true})
-		tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
-		if !ok || uint16(tcp.SrcPort) != dst.Port() || uint16(tcp.DstPort) != sport {
-			continue
+		if keep(pkt) {
+			return pkt, nil
 		}
-		var f rstFields
-		switch ip := pkt.NetworkLayer().(type) {
-		case *layers.IPv4:
-			if netip.AddrFrom4([4]byte(ip.SrcIP.To4())) != dst.Addr() {
-				continue
-			}
-			f.TTL, f.ID, f.DF, f.TOS, f.IPLen = ip.TTL, ip.Id, ip.Flags&layers.IPv4DontFragment != 0, ip.TOS, ip.Length
-		case *layers.IPv6:
-			if netip.AddrFrom16([16]byte(ip.SrcIP.To16())) != dst.Addr() {
-				continue
-			}
-			f.TTL, f.TOS, f.FlowLabel, f.IPLen = ip.HopLimit, ip.TrafficClass, ip.FlowLabel, ip.Length
-		default:
-			continue
-		}
-		f.Flags = tcpFlags(tcp)
-		f.Seq = tcp.Seq
-		f.AckMinusSN = tcp.Ack - seq
-		f.Window = tcp.Window
-		f.DataOffset = tcp.DataOffset
-		f.Options = len(tcp.Options)
-		f.Urgent = tcp.Urgent
-		f.Payload = len(tcp.Payload)
-		return f, nil
 	}
-	return rstFields{}, fmt.Errorf("no reply from %v to port %d within 2s", dst, sport)
+	return nil, fmt.Errorf("nothing captured within %v", captureTimeout)
+}
+
+// replyFrom reports whether pkt's IP source is from.
+func replyFrom(pkt gopacket.Packet, from netip.Addr) bool {
+	switch ip := pkt.NetworkLayer().(type) {
+	case *layers.IPv4:
+		return netip.AddrFrom4([4]byte(ip.SrcIP.To4())) == from
+	case *layers.IPv6:
+		return netip.AddrFrom16([16]byte(ip.SrcIP.To16())) == from
+	}
+	return false
+}
+
+// checksummed is a transport layer whose checksum covers a pseudo-header:
+// *layers.TCP and *layers.UDP.
+type checksummed interface {
+	gopacket.SerializableLayer
+	SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+}
+
+// l4Segment serializes l4 (a TCP or UDP header) followed by payload, with
+// the checksum for src -> dst: exactly the IP payload of the packet.
+func l4Segment(src, dst netip.Addr, l4 checksummed, payload []byte) ([]byte, error) {
+	proto := layers.IPProtocolTCP
+	if _, ok := l4.(*layers.UDP); ok {
+		proto = layers.IPProtocolUDP
+	}
+	var err error
+	if dst.Is4() {
+		err = l4.SetNetworkLayerForChecksum(&layers.IPv4{SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), Protocol: proto})
+	} else {
+		err = l4.SetNetworkLayerForChecksum(&layers.IPv6{SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), NextHeader: proto})
+	}
+	if err != nil {
+		return nil, err
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, l4, gopacket.Payload(payload)); err != nil {
+		return nil, fmt.Errorf("build %v segment: %w", proto, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// sendRaw writes seg, a whole TCP or UDP segment, through a raw socket of
+// protocol proto (unix.IPPROTO_TCP or IPPROTO_UDP) in the calling thread's
+// namespace: the kernel adds the IP header, so seg is sent as the IP
+// payload byte for byte.
+func sendRaw(src, dst netip.Addr, proto int, seg []byte) error {
+	var (
+		family int
+		bindSA unix.Sockaddr
+		dstSA  unix.Sockaddr
+	)
+	if dst.Is4() {
+		family = unix.AF_INET
+		bindSA = &unix.SockaddrInet4{Addr: src.As4()}
+		dstSA = &unix.SockaddrInet4{Addr: dst.As4()}
+	} else {
+		family = unix.AF_INET6
+		bindSA = &unix.SockaddrInet6{Addr: src.As16()}
+		dstSA = &unix.SockaddrInet6{Addr: dst.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	// Bound, so the kernel's source address is the one in our checksum.
+	if err := unix.Bind(fd, bindSA); err != nil {
+		return fmt.Errorf("bind raw socket to %v: %w", src, err)
+	}
+	if err := unix.Sendto(fd, seg, 0, dstSA); err != nil {
+		return fmt.Errorf("send to %v: %w", dst, err)
+	}
+	return nil
+}
+
+// sendSYN writes a SYN (no options) carrying payload (nil: a bare SYN)
+// through a raw IPPROTO_TCP socket: the kernel adds the IP header, we
+// supply the TCP header and checksum.
+func sendSYN(src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32, payload []byte) error {
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dst.Port()), Seq: seq, SYN: true, Window: 64240}
+	seg, err := l4Segment(src, dst.Addr(), tcp, payload)
+	if err != nil {
+		return fmt.Errorf("build syn: %w", err)
+	}
+	if err := sendRaw(src, dst.Addr(), unix.IPPROTO_TCP, seg); err != nil {
+		return fmt.Errorf("send syn: %w", err)
+	}
+	return nil
+}
+
+// rstFieldsOf extracts the fields of a captured reply to a SYN with
+// sequence number seq.
+func rstFieldsOf(pkt gopacket.Packet, seq uint32) rstFields {
+	var f rstFields
+	switch ip := pkt.NetworkLayer().(type) {
+	case *layers.IPv4:
+		f.TTL, f.ID, f.DF, f.TOS, f.IPLen = ip.TTL, ip.Id, ip.Flags&layers.IPv4DontFragment != 0, ip.TOS, ip.Length
+	case *layers.IPv6:
+		f.TTL, f.TOS, f.FlowLabel, f.IPLen = ip.HopLimit, ip.TrafficClass, ip.FlowLabel, ip.Length
+	}
+	tcp := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	f.Flags = tcpFlags(tcp)
+	f.Seq = tcp.Seq
+	f.AckMinusSN = tcp.Ack - seq
+	f.Window = tcp.Window
+	f.DataOffset = tcp.DataOffset
+	f.Options = len(tcp.Options)
+	f.Urgent = tcp.Urgent
+	f.Payload = len(tcp.Payload)
+	return f
 }
 
 func tcpFlags(t *layers.TCP) string {

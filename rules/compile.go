@@ -90,7 +90,11 @@ func ParseKnock(s string) (Knock, error) {
 
 // Service is one compiled service.
 type Service struct {
-	Name        string
+	Name string
+	// ID names the service in the tracker's grants. It is derived from the
+	// name, so a grant stays with its service across a reload that adds or
+	// removes other services.
+	ID          uint64
 	Ports       []uint16
 	Sequence    []Knock // may be empty when SPA or Rotate opens the service
 	StepTimeout time.Duration
@@ -157,8 +161,10 @@ type Set struct {
 	protected [65536 / 64]uint64
 	// knockPorts is the same for knock ports, per protocol (0 tcp, 1 udp).
 	knockPorts [2][65536 / 64]uint64
-	// cover maps a protected port to the mask of services that protect it.
-	cover map[uint16]uint64
+	// cover maps a protected port to the mask of services that protect it,
+	// coverIDs to their ids.
+	cover    map[uint16]uint64
+	coverIDs map[uint16][]uint64
 	// knockSvc maps a knock key to the one service whose sequence uses it.
 	knockSvc map[uint32]int
 	// begins maps a first knock to its service.
@@ -197,6 +203,7 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 	slices.Sort(names)
 
 	s.cover = make(map[uint16]uint64)
+	s.coverIDs = make(map[uint16][]uint64)
 	s.knockSvc = make(map[uint32]int)
 	s.begins = make(map[uint32]int)
 	s.spaPorts = make(map[uint16]int)
@@ -222,6 +229,7 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 		}
 		for _, p := range svc.Ports {
 			s.cover[p] |= 1 << uint(i)
+			s.coverIDs[p] = append(s.coverIDs[p], svc.ID)
 			s.protected[p/64] |= 1 << (p % 64)
 		}
 		for j, k := range svc.Sequence {
@@ -330,7 +338,7 @@ func compileService(name string, c ServiceConfig, o compileOpts) (Service, error
 	if !serviceName.MatchString(name) {
 		return Service{}, keyErr(base, "service names use lower-case letters, digits and _ and start with a letter")
 	}
-	svc := Service{Name: name, StepTimeout: c.StepTimeout, OpenFor: c.OpenFor}
+	svc := Service{Name: name, ID: serviceID(name), StepTimeout: c.StepTimeout, OpenFor: c.OpenFor}
 	if len(c.Ports) == 0 {
 		return Service{}, keyErr(base+".ports", "at least one protected port is required")
 	}
@@ -529,8 +537,40 @@ func (s *Set) StepTimeout(svc int) time.Duration { return s.Services[svc].StepTi
 // OpenFor is how long a grant of service svc lasts.
 func (s *Set) OpenFor(svc int) time.Duration { return s.Services[svc].OpenFor }
 
-// GrantFor is svc itself: a Set's sequence ids are service indexes.
-func (s *Set) GrantFor(svc int) int { return svc }
+// GrantFor is service svc's id: a Set's sequence ids are service indexes.
+func (s *Set) GrantFor(svc int) uint64 { return s.Services[svc].ID }
+
+// Gen is 0: a Set alone is one configuration. The verdict engine numbers its
+// reloads.
+func (s *Set) Gen() uint16 { return 0 }
+
+// CoverIDs returns the ids of the services protecting TCP port p.
+func (s *Set) CoverIDs(p uint16) []uint64 {
+	if !s.IsProtected(p) {
+		return nil
+	}
+	return s.coverIDs[p]
+}
+
+// ServiceByID finds a service by its id.
+func (s *Set) ServiceByID(id uint64) (int, bool) {
+	for i := range s.Services {
+		if s.Services[i].ID == id {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// serviceID is FNV-1a of the name: stable across processes and reloads.
+func serviceID(name string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(name); i++ {
+		h ^= uint64(name[i])
+		h *= 1099511628211
+	}
+	return h
+}
 
 // knockPortList lists the fixed knock ports of proto, sorted.
 func (s *Set) knockPortList(proto uint8) []uint16 {

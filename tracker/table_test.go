@@ -64,7 +64,7 @@ func TestPendingTableModel(t *testing.T) {
 				k := key()
 				switch rng.IntN(4) {
 				case 0, 1:
-					p := progress{at: int64(op), last: uint32(op), svc: uint16(op % 7), next: uint16(op % 5)}
+					p := progress{at: int64(op), last: uint32(op), svc: uint8(op % 7), next: uint8(op % 5)}
 					if got, want := tb.Add(k, p), ref.add(k, p); got != want {
 						t.Fatalf("op %d Add(%v) evicted = %v, want %v", op, k, got, want)
 					}

@@ -35,10 +35,15 @@ type Sequences interface {
 	StepTimeout(svc int) time.Duration
 	// OpenFor is how long a grant of svc lasts.
 	OpenFor(svc int) time.Duration
-	// GrantFor is the service a completed sequence svc grants. Sequence
-	// ids may name variants of one service (a rotating sequence of this
-	// period and of the last); grants are kept per service.
-	GrantFor(svc int) int
+	// GrantFor is the id of the service a completed sequence svc grants.
+	// Sequence ids may name variants of one service (a rotating sequence
+	// of this period and of the last); grants are kept per service id, which
+	// must stay the same for the same service across reloads.
+	GrantFor(svc int) uint64
+	// Gen names the configuration the sequence ids belong to. Progress
+	// recorded under another generation is dropped, because after a reload
+	// the same sequence id may mean another sequence, or none.
+	Gen() uint16
 }
 
 // Event says what a knock did to a source's state.
@@ -73,7 +78,7 @@ type Outcome struct {
 // Config bounds the tracker.
 type Config struct {
 	MaxPending int // sources with knock progress
-	MaxGrants  int // (source, service) grants
+	MaxGrants  int // (source, service) grants, in all
 	// KnockRate is the knock attempts per second one source may make, and
 	// KnockBurst how many it may make at once; KnockRate 0 means no limit.
 	// The buckets live in a table bounded like the pending one.
@@ -107,6 +112,9 @@ type Tracker struct {
 	// (wireguard-go's ratelimiter does the same).
 	knockCost, knockMax int64
 
+	maxGrants int64
+	grants    atomic.Int64 // grants held in all shards
+
 	evictedPending atomic.Uint64
 	refusedGrants  atomic.Uint64
 	limited        atomic.Uint64
@@ -122,22 +130,26 @@ type shard struct {
 	mu      sync.Mutex
 	pending *table[progress]
 	limits  *table[bucket] // nil without a knock rate
-	grants  *simplelru.LRU[grantKey, int64]
-	maxG    int
-	_       [64]byte // keep neighbouring shards' locks off one cache line
+	// grants never evicts: each shard could hold every grant, and the
+	// tracker-wide count enforces MaxGrants.
+	grants *simplelru.LRU[grantKey, int64]
+	// lapsed holds grants purged to make room, until Expire reports them.
+	lapsed []Expired
+	_      [64]byte // keep neighbouring shards' locks off one cache line
 }
 
 // progress is one source's way through one sequence.
 type progress struct {
 	at   int64  // the last accepted knock, on the tracker's clock
 	last uint32 // the last accepted knock, to recognise its retransmission
-	svc  uint16
-	next uint16 // index of the knock expected next
+	gen  uint16 // Sequences.Gen when recorded
+	svc  uint8  // sequence id (rules.MaxServices and the rotating variants fit)
+	next uint8  // index of the knock expected next
 }
 
 type grantKey struct {
 	src netip.Addr
-	svc uint16
+	id  uint64 // service id
 }
 
 // New returns a tracker bounded by c.
@@ -149,20 +161,19 @@ func New(c Config) (*Tracker, error) {
 	for n > 1 && (n > c.MaxPending || n > c.MaxGrants) {
 		n /= 2
 	}
-	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: new(maphash.Hash).Sum64(), epoch: time.Now()}
+	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: new(maphash.Hash).Sum64(), epoch: time.Now(), maxGrants: int64(c.MaxGrants)}
 	if c.KnockRate > 0 {
 		t.knockCost = int64(float64(time.Second) / c.KnockRate)
 		t.knockMax = t.knockCost * int64(c.KnockBurst)
 	}
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.maxG = ceilDiv(c.MaxGrants, n)
 		var err error
 		s.pending = newTable[progress](ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0x9e3779b97f4a7c15)
 		if c.KnockRate > 0 {
 			s.limits = newTable[bucket](ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0xc2b2ae3d27d4eb4f)
 		}
-		if s.grants, err = simplelru.NewLRU[grantKey, int64](s.maxG, nil); err != nil {
+		if s.grants, err = simplelru.NewLRU[grantKey, int64](c.MaxGrants, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -210,7 +221,11 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 	defer s.mu.Unlock()
 
 	out := Outcome{Event: EventNone}
-	if p, ok := s.pending.Peek(src); ok {
+	if p, ok := s.pending.Peek(src); ok && p.gen != seqs.Gen() {
+		// Recorded under another configuration: the id may now mean
+		// another sequence. Start afresh.
+		s.pending.Remove(src)
+	} else if ok {
 		svc := int(p.svc)
 		switch {
 		case ts-p.at > int64(seqs.StepTimeout(svc)):
@@ -244,7 +259,7 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 	if seqs.Len(svc) == 1 {
 		return t.grantLocked(s, src, svc, ts, seqs)
 	}
-	if evicted := s.pending.Add(src, progress{at: ts, last: k, svc: uint16(svc), next: 1}); evicted {
+	if evicted := s.pending.Add(src, progress{at: ts, last: k, gen: seqs.Gen(), svc: uint8(svc), next: 1}); evicted {
 		t.evictedPending.Add(1)
 	}
 	return Outcome{Event: EventStep, Svc: svc, Done: 1}
@@ -258,30 +273,45 @@ func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs 
 	return Outcome{Event: EventGrant, Svc: svc, Done: seqs.Len(svc)}
 }
 
-// addGrantLocked records or extends a grant. When the grant table is full of
-// live grants the new grant is refused: evicting a live grant would lock out
-// its owner, while refusing leaves the newcomer free to try again later.
-func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, svc int, ts int64, openFor time.Duration) bool {
-	key := grantKey{src: src, svc: uint16(svc)}
-	if !s.grants.Contains(key) && s.grants.Len() >= s.maxG {
-		purgeExpiredLocked(s, ts, nil)
-		if s.grants.Len() >= s.maxG {
+// addGrantLocked records or extends a grant of service id. When the grant
+// table is full of live grants the new grant is refused: evicting a live grant
+// would lock out its owner, while refusing leaves the newcomer free to try
+// again later.
+func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, openFor time.Duration) bool {
+	key := grantKey{src: src, id: id}
+	if s.grants.Contains(key) {
+		s.grants.Add(key, ts+int64(openFor))
+		return true
+	}
+	if t.grants.Load() >= t.maxGrants {
+		t.purgeLocked(s, ts)
+		// Lapsed grants elsewhere are taken too, from the shards that are
+		// free right now (waiting for a lock while holding one could
+		// deadlock); the janitor takes the rest.
+		for i := range t.shards {
+			if o := &t.shards[i]; o != s && o.mu.TryLock() {
+				t.purgeLocked(o, ts)
+				o.mu.Unlock()
+			}
+		}
+		if t.grants.Load() >= t.maxGrants {
 			t.refusedGrants.Add(1)
 			return false
 		}
 	}
 	s.grants.Add(key, ts+int64(openFor))
+	t.grants.Add(1)
 	return true
 }
 
-// Grant records a grant of svc to src until now+openFor directly, as a
-// verified single-packet authorization does. It reports false when the
+// Grant records a grant of service id to src until now+openFor directly, as
+// a verified single-packet authorization does. It reports false when the
 // grant table is full of live grants.
-func (t *Tracker) Grant(src netip.Addr, svc int, now time.Time, openFor time.Duration) bool {
+func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.Duration) bool {
 	s := t.shardOf(src)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return t.addGrantLocked(s, src, svc, t.since(now), openFor)
+	return t.addGrantLocked(s, src, id, t.since(now), openFor)
 }
 
 // Allow spends one knock attempt of src's budget at now and reports whether
@@ -313,21 +343,17 @@ func (t *Tracker) Allow(src netip.Addr, now time.Time) bool {
 	return allowed
 }
 
-// Granted reports whether src holds a live grant for one of the services in
-// mask (bit i = service i).
-func (t *Tracker) Granted(src netip.Addr, mask uint64, now time.Time) bool {
-	if mask == 0 {
+// Granted reports whether src holds a live grant for one of the services ids.
+func (t *Tracker) Granted(src netip.Addr, ids []uint64, now time.Time) bool {
+	if len(ids) == 0 {
 		return false
 	}
 	s := t.shardOf(src)
 	ts := t.since(now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for svc := 0; mask != 0; svc, mask = svc+1, mask>>1 {
-		if mask&1 == 0 {
-			continue
-		}
-		if exp, ok := s.grants.Peek(grantKey{src: src, svc: uint16(svc)}); ok && exp > ts {
+	for _, id := range ids {
+		if exp, ok := s.grants.Peek(grantKey{src: src, id: id}); ok && exp > ts {
 			return true
 		}
 	}
@@ -337,7 +363,7 @@ func (t *Tracker) Granted(src netip.Addr, mask uint64, now time.Time) bool {
 // Expired is a grant that lapsed.
 type Expired struct {
 	Src netip.Addr
-	Svc int
+	ID  uint64 // the service id
 }
 
 // Expire removes grants that lapsed by now and returns them, for logging. It
@@ -348,20 +374,23 @@ func (t *Tracker) Expire(now time.Time) []Expired {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		out = purgeExpiredLocked(s, ts, out)
+		t.purgeLocked(s, ts)
+		out = append(out, s.lapsed...)
+		s.lapsed = s.lapsed[:0]
 		s.mu.Unlock()
 	}
 	return out
 }
 
-func purgeExpiredLocked(s *shard, ts int64, out []Expired) []Expired {
+// purgeLocked moves s's lapsed grants to s.lapsed, for Expire to report.
+func (t *Tracker) purgeLocked(s *shard, ts int64) {
 	for _, k := range s.grants.Keys() {
 		if exp, ok := s.grants.Peek(k); ok && exp <= ts {
 			s.grants.Remove(k)
-			out = append(out, Expired{Src: k.src, Svc: int(k.svc)})
+			t.grants.Add(-1)
+			s.lapsed = append(s.lapsed, Expired{Src: k.src, ID: k.id})
 		}
 	}
-	return out
 }
 
 // Stats is a snapshot of the tracker's size and counters.
@@ -373,12 +402,11 @@ type Stats struct {
 
 // Stats returns a snapshot.
 func (t *Tracker) Stats() Stats {
-	st := Stats{EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load(), Limited: t.limited.Load()}
+	st := Stats{Grants: int(t.grants.Load()), EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load(), Limited: t.limited.Load()}
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
 		st.Pending += s.pending.Len()
-		st.Grants += s.grants.Len()
 		s.mu.Unlock()
 	}
 	return st

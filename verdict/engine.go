@@ -89,12 +89,21 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 		max = rules.DefaultMaxNonces
 	}
 	e := &Engine{tr: tr, nonces: spa.NewReplayCache(max)}
-	e.view.Store(newView(set, now))
+	e.view.Store(newView(set, 0, now))
 	return e
 }
 
-// SetRules swaps the rules; tracker state and grants survive.
-func (e *Engine) SetRules(set *rules.Set, now time.Time) { e.view.Store(newView(set, now)) }
+// SetRules swaps the rules. Grants survive (they are kept per service id,
+// derived from the name); knock progress made under the old rules is dropped
+// at the source's next packet.
+func (e *Engine) SetRules(set *rules.Set, now time.Time) {
+	for {
+		old := e.view.Load()
+		if e.view.CompareAndSwap(old, newView(set, old.gen+1, now)) {
+			return
+		}
+	}
+}
 
 // Rules returns the rules in force.
 func (e *Engine) Rules() *rules.Set { return e.view.Load().set }
@@ -109,7 +118,7 @@ func (e *Engine) viewAt(now time.Time) *view {
 	if now.Unix() < v.until {
 		return v
 	}
-	nv := newView(v.set, now)
+	nv := newView(v.set, v.gen, now)
 	if !e.view.CompareAndSwap(v, nv) {
 		return e.view.Load()
 	}
@@ -170,7 +179,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	if attempt && !e.tr.Allow(p.Src, now) {
 		// Over its knock rate: the packet neither advances nor resets
 		// anything, and is answered like a closed port.
-		if mask != 0 && e.tr.Granted(p.Src, mask, now) {
+		if mask != 0 && e.tr.Granted(p.Src, set.CoverIDs(p.DstPort), now) {
 			d.Verdict, d.Reason = Accept, ReasonGranted
 			return d
 		}
@@ -187,7 +196,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	// source's next knock resets its progress.
 	d.Knock = e.tr.Observe(p.Src, key, now, v)
 	if d.Knock.Event != tracker.EventNone {
-		d.Service = set.Services[v.GrantFor(d.Knock.Svc)].Name
+		d.Service = set.Services[v.service(d.Knock.Svc)].Name
 	}
 
 	payload := b[p.PayloadOff : p.PayloadOff+p.PayloadLen]
@@ -198,7 +207,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		e.token(&d, set, payload, p.Src, 0, svc, now)
 		d.Verdict = closed(set.Services[svc].Closed)
 	case mask != 0:
-		if e.tr.Granted(p.Src, mask, now) {
+		if e.tr.Granted(p.Src, set.CoverIDs(p.DstPort), now) {
 			d.Verdict, d.Reason = Accept, ReasonGranted
 			return d
 		}
@@ -267,7 +276,7 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 		d.TokenErr = err
 		return
 	}
-	if !e.tr.Grant(src, svc, now, s.OpenFor) {
+	if !e.tr.Grant(src, s.ID, now, s.OpenFor) {
 		d.GrantRefused = true
 		d.TokenErr = tracker.ErrGrantTableFull
 		return

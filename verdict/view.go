@@ -21,6 +21,7 @@ const rotBase = rules.MaxServices
 // pointer, so passing it as tracker.Sequences does not allocate.
 type view struct {
 	set *rules.Set
+	gen uint16 // which configuration: bumped by every SetRules
 	// until is the unix second at which some rotating period rolls over.
 	until int64
 	rot   [rules.MaxServices]*rotSeqs // by service index; nil without rotation
@@ -31,8 +32,8 @@ type rotSeqs struct {
 	len int
 }
 
-func newView(set *rules.Set, now time.Time) *view {
-	v := &view{set: set, until: math.MaxInt64}
+func newView(set *rules.Set, gen uint16, now time.Time) *view {
+	v := &view{set: set, gen: gen, until: math.MaxInt64}
 	unix := now.Unix()
 	for _, i := range set.Rotating() {
 		svc := &set.Services[i]
@@ -90,12 +91,15 @@ func (v *view) Step(id, i int) uint32 {
 	return v.rot[(id-rotBase)/2].seq[(id-rotBase)%2][i]
 }
 
-func (v *view) GrantFor(id int) int {
+// service is the index of the service sequence id belongs to.
+func (v *view) service(id int) int {
 	if id < rotBase {
 		return id
 	}
 	return (id - rotBase) / 2
 }
 
-func (v *view) StepTimeout(id int) time.Duration { return v.set.StepTimeout(v.GrantFor(id)) }
-func (v *view) OpenFor(id int) time.Duration     { return v.set.OpenFor(v.GrantFor(id)) }
+func (v *view) GrantFor(id int) uint64           { return v.set.Services[v.service(id)].ID }
+func (v *view) Gen() uint16                      { return v.gen }
+func (v *view) StepTimeout(id int) time.Duration { return v.set.StepTimeout(v.service(id)) }
+func (v *view) OpenFor(id int) time.Duration     { return v.set.OpenFor(v.service(id)) }

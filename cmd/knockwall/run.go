@@ -158,8 +158,8 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 			eng.Nonces().Purge(now.UnixNano())
 			for _, e := range tr.Expire(now) {
 				name := "?"
-				if e.Svc < len(set.Services) {
-					name = set.Services[e.Svc].Name
+				if i, ok := eng.Rules().ServiceByID(e.ID); ok {
+					name = eng.Rules().Services[i].Name
 				}
 				log.Info("expire", keySrc, e.Src.String(), keyService, name)
 			}

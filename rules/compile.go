@@ -81,7 +81,7 @@ func ParseKnock(s string) (Knock, error) {
 		}
 	}
 	p, err := strconv.Atoi(num)
-	if err != nil || p < 1 || p > 65535 {
+	if err != nil || p < 1 || p > 65535 || num[0] < '0' || num[0] > '9' {
 		return Knock{}, fmt.Errorf("%q: port must be a number from 1 to 65535", s)
 	}
 	k.Port = uint16(p)
@@ -213,17 +213,6 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		if svc.SPA != nil && svc.SPA.Port != 0 {
-			key := "services." + name + ".spa.port"
-			if owner, ok := knockOwner[KnockKey(ProtoUDP, svc.SPA.Port)]; ok {
-				return nil, keyErr(key, "UDP port %d is already a knock port of service %q", svc.SPA.Port, owner)
-			}
-			if j, ok := s.spaPorts[svc.SPA.Port]; ok {
-				return nil, keyErr(key, "UDP port %d is already the SPA port of service %q", svc.SPA.Port, names[j])
-			}
-			s.spaPorts[svc.SPA.Port] = i
-			knockOwner[KnockKey(ProtoUDP, svc.SPA.Port)] = name
-		}
 		if svc.Rotate != nil {
 			s.rotating = append(s.rotating, i)
 		}
@@ -246,7 +235,21 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 		}
 		s.Services = append(s.Services, svc)
 	}
-	// A rotating range is reserved for knocking: it must not hold a
+	// An SPA port is a UDP port of its own: no knock, no other SPA port.
+	for i, svc := range s.Services {
+		if svc.SPA == nil || svc.SPA.Port == 0 {
+			continue
+		}
+		key := "services." + names[i] + ".spa.port"
+		if owner, ok := knockOwner[KnockKey(ProtoUDP, svc.SPA.Port)]; ok {
+			return nil, keyErr(key, "UDP port %d is already a knock port of service %q", svc.SPA.Port, owner)
+		}
+		if j, ok := s.spaPorts[svc.SPA.Port]; ok {
+			return nil, keyErr(key, "UDP port %d is already the SPA port of service %q", svc.SPA.Port, names[j])
+		}
+		s.spaPorts[svc.SPA.Port] = i
+	}
+		// A rotating range is reserved for knocking: it must not hold a
 	// protected port, a fixed TCP knock, or another service's range.
 	for _, i := range s.rotating {
 		r := s.Services[i].Rotate

@@ -557,6 +557,7 @@ func TestParseKnock(t *testing.T) {
 		{in: "9000/udp/tcp", wantErr: true},
 		{in: "9000 /udp", wantErr: true},
 		{in: "0x1f40", wantErr: true},
+		{in: "+7000", wantErr: true},
 		{in: "7000.0", wantErr: true},
 	}
 	for _, tt := range tests {

@@ -69,7 +69,7 @@ func Decode(raw []byte, environ []string) (rules.Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(raw)); err != nil {
-		return rules.Config{}, fmt.Errorf("parse yaml: %v: %w", err, rules.ErrInvalid)
+		return rules.Config{}, fmt.Errorf("parse yaml: %s: %w", strings.Join(strings.Fields(err.Error()), " "), rules.ErrInvalid)
 	}
 	if err := unknownKeys(v.AllSettings(), reflect.TypeFor[rules.Config](), ""); err != nil {
 		return rules.Config{}, err

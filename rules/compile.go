@@ -249,7 +249,7 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 		}
 		s.spaPorts[svc.SPA.Port] = i
 	}
-		// A rotating range is reserved for knocking: it must not hold a
+	// A rotating range is reserved for knocking: it must not hold a
 	// protected port, a fixed TCP knock, or another service's range.
 	for _, i := range s.rotating {
 		r := s.Services[i].Rotate

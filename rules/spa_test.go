@@ -72,7 +72,7 @@ func TestCompileSPAAndRotate(t *testing.T) {
 			s.Sequence = []string{"7000", "62201/udp"}
 		}, wantKey: "services.ssh.spa.port", wantMsg: "knock port"},
 		{name: "spa port is another service's udp knock", svc: func(s *rules.ServiceConfig) {},
-			other: &rules.ServiceConfig{Ports: []int{443}, Sequence: []string{"62201/udp"}, StepTimeout: time.Second, OpenFor: time.Second, Closed: "reject"},
+			other:   &rules.ServiceConfig{Ports: []int{443}, Sequence: []string{"62201/udp"}, StepTimeout: time.Second, OpenFor: time.Second, Closed: "reject"},
 			wantKey: "services.ssh.spa.port", wantMsg: "web"},
 		{name: "rotate without length", svc: func(s *rules.ServiceConfig) { s.Rotate.Range = []int{20000, 40000} },
 			wantKey: "services.ssh.rotate.length"},

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/knockwall/knockwall/rules"
+)
+
+func runCLI(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = execute(context.Background(), args, &out, &errOut, env)
+	return code, out.String(), errOut.String()
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "knockwall.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigCheck(t *testing.T) {
+	good := writeConfig(t, string(rules.ExampleYAML))
+	tests := []struct {
+		name       string
+		env        []string
+		args       []string
+		wantCode   int
+		wantOut    string // in stdout
+		wantErrOut string // in stderr
+	}{
+		{name: "example file", args: []string{"config", "check", "-c", good}, wantCode: 0, wantOut: "open for 30s"},
+		{name: "embedded example", args: []string{"config", "check", "--example"}, wantCode: 0, wantOut: "sequence: [7000/tcp, 8000/tcp, 9000/udp]"},
+		{name: "path from KNOCKWALL_CONFIG", env: []string{"KNOCKWALL_CONFIG=" + good}, args: []string{"config", "check"}, wantCode: 0},
+		{name: "env override of a service key", env: []string{"KNOCKWALL_SERVICES_SSH_OPEN_FOR=2m", "KNOCKWALL_QUEUE_NUM=7"},
+			args: []string{"config", "check", "-c", good}, wantCode: 0, wantOut: "open_for: 2m0s"},
+		{name: "env override with a bad value names the key", env: []string{"KNOCKWALL_SERVICES_SSH_OPEN_FOR=-1s"},
+			args: []string{"config", "check", "-c", good}, wantCode: 2, wantErrOut: "services.ssh.open_for"},
+		{name: "unknown key", args: []string{"config", "check", "-c", writeConfig(t, "bogus: 1\nservices: {ssh: {ports: [22], sequence: [1]}}\n")},
+			wantCode: 2, wantErrOut: "bogus: unknown key"},
+		{name: "knock on a protected port", args: []string{"config", "check", "-c", writeConfig(t, "services: {ssh: {ports: [22], sequence: [22]}}\n")},
+			wantCode: 2, wantErrOut: "services.ssh.sequence[0]"},
+		{name: "missing file", args: []string{"config", "check", "-c", "/nonexistent/knockwall.yaml"}, wantCode: 2, wantErrOut: "does not exist"},
+		{name: "usage error", args: []string{"config", "check", "--nope"}, wantCode: 2},
+		{name: "extra argument", args: []string{"config", "check", "x"}, wantCode: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCLI(t, tt.env, tt.args...)
+			if code != tt.wantCode || !strings.Contains(out, tt.wantOut) || !strings.Contains(errOut, tt.wantErrOut) {
+				t.Fatalf("exit %d (want %d)\nstdout: %s\nstderr: %s\nwant stdout ∋ %q, stderr ∋ %q", code, tt.wantCode, out, errOut, tt.wantOut, tt.wantErrOut)
+			}
+		})
+	}
+}
+
+func TestExampleRoundTrip(t *testing.T) {
+	code, out, _ := runCLI(t, nil, "example")
+	if code != 0 || out != string(rules.ExampleYAML) {
+		t.Fatalf("example: exit %d, output differs from the embedded example", code)
+	}
+}
+
+func TestRulesPrint(t *testing.T) {
+	code, out, errOut := runCLI(t, nil, "rules", "print", "--example")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"iptables -w -t security -N KNOCKWALL-GUARD", "ip6tables -w -t mangle -A INPUT", "--queue-bypass", "'!' --mark 0x4b01/0xffff"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rules print lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "fail-open") {
+		t.Error("rules print mentions fail-open")
+	}
+	code, out, _ = runCLI(t, nil, "rules", "print", "--example", "--remove")
+	if code != 0 || !strings.Contains(out, "-X KNOCKWALL-GUARD") || strings.Contains(out, " -A ") {
+		t.Fatalf("rules print --remove: exit %d\n%s", code, out)
+	}
+}
+
+func TestKeygen(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "k.key")
+	if code, _, errOut := runCLI(t, nil, "keygen", p); code != 0 {
+		t.Fatalf("keygen: %d %s", code, errOut)
+	}
+	if code, _, errOut := runCLI(t, nil, "keygen", p); code == 0 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("second keygen: exit %d, %s", code, errOut)
+	}
+	// A config naming a key readable by others is refused with the key's name.
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, "services: {ssh: {ports: [22], spa: {port: 62201, key_file: "+p+"}}}\n")
+	code, _, errOut := runCLI(t, nil, "config", "check", "-c", cfg)
+	if code != 2 || !strings.Contains(errOut, "services.ssh.spa.key_file") || !strings.Contains(errOut, "chmod 600") {
+		t.Fatalf("0644 key: exit %d, %s", code, errOut)
+	}
+}
+
+func TestKnockUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"knock"},
+		{"knock", "10.77.0.1"},
+		{"knock", "10.77.0.1", "70000"},
+		{"knock", "10.77.0.1", "7000", "--service", "ssh"},
+		{"knock", "10.77.0.1", "--service", "nope", "--example"},
+		{"knock", "10.77.0.1", "--service", "ssh", "--example", "--method", "spa"},
+	} {
+		if code, _, _ := runCLI(t, nil, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}

@@ -224,8 +224,14 @@ func (l logEntry) str(key string) string {
 
 func startDaemon(t *testing.T, ns netns.NS, bin, cfgPath string) *daemon {
 	t.Helper()
+	return startDaemonAt(t, ns, bin, cfgPath, "debug")
+}
+
+// startDaemonAt is startDaemon at log level level.
+func startDaemonAt(t *testing.T, ns netns.NS, bin, cfgPath, level string) *daemon {
+	t.Helper()
 	cmd := ns.Command(bin, "run", "-c", cfgPath)
-	cmd.Env = append(os.Environ(), "KNOCKWALL_LOG_FORMAT=json", "KNOCKWALL_LOG_LEVEL=debug")
+	cmd.Env = append(os.Environ(), "KNOCKWALL_LOG_FORMAT=json", "KNOCKWALL_LOG_LEVEL="+level)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,8 @@ const (
 	copyRange = 256
 	// janitorEvery is how often lapsed grants are removed and logged.
 	janitorEvery = 250 * time.Millisecond
+	// kernelStatsEvery is how often the kernel's queue drop counters are read.
+	kernelStatsEvery = time.Second
 	// socketBuffer is the netlink receive buffer per queue.
 	socketBuffer = 4 << 20
 )
@@ -135,6 +137,10 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 	}
 	ticker := time.NewTicker(janitorEvery)
 	defer ticker.Stop()
+	// The kernel drops what a full queue cannot take before knockwall sees
+	// it; say so, at most once per kernelStatsEvery.
+	lastKernel, _ := nfq.ReadKernelStats(set.Queue.Num, set.Queue.Count)
+	nextKernel := time.Now().Add(kernelStatsEvery)
 	for {
 		select {
 		case <-ctx.Done():
@@ -145,16 +151,26 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 				firewall.Remove(context.WithoutCancel(ctx), fw, plan)
 				log.Info("firewall rules removed")
 			}
+			logStats(log, set, tr, queues)
 			cancelQueues()
-			logStats(log, tr, queues)
 			return nil
 		case err := <-fatal:
-			logStats(log, tr, queues)
+			logStats(log, set, tr, queues)
 			log.Error("queue failed; static rules left in place so protected ports stay closed",
 				"err", err, "remove_with", "knockwall rules print --remove | sh")
 			return err
 		case <-ticker.C:
 			now := clock()
+			if now.After(nextKernel) {
+				nextKernel = now.Add(kernelStatsEvery)
+				if ks, err := nfq.ReadKernelStats(set.Queue.Num, set.Queue.Count); err == nil {
+					if dq, du := ks.QueueDropped-lastKernel.QueueDropped, ks.UserDropped-lastKernel.UserDropped; dq+du > 0 {
+						log.Warn("kernel dropped packets: knockwall is overloaded (protected ports stay closed)",
+							"queue_full", dq, "socket_full", du, "waiting", ks.Waiting)
+					}
+					lastKernel = ks
+				}
+			}
 			eng.Nonces().Purge(now.UnixNano())
 			for _, e := range tr.Expire(now) {
 				name := "?"
@@ -167,8 +183,9 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 	}
 }
 
-func logStats(log *slog.Logger, tr *tracker.Tracker, queues []*nfq.Queue) {
+func logStats(log *slog.Logger, set *rules.Set, tr *tracker.Tracker, queues []*nfq.Queue) {
 	st := tr.Stats()
+	ks, _ := nfq.ReadKernelStats(set.Queue.Num, set.Queue.Count)
 	var pkts, overruns, verrs, panics uint64
 	for _, q := range queues {
 		pkts += q.Counters.Packets.Load()
@@ -177,7 +194,8 @@ func logStats(log *slog.Logger, tr *tracker.Tracker, queues []*nfq.Queue) {
 		panics += q.Counters.Panics.Load()
 	}
 	log.Info("stats", "packets", pkts, "overruns", overruns, "verdict_errors", verrs, "panics", panics,
-		"pending", st.Pending, "grants", st.Grants, "evicted_pending", st.EvictedPending, "refused_grants", st.RefusedGrants, "rate_limited", st.Limited)
+		"pending", st.Pending, "grants", st.Grants, "evicted_pending", st.EvictedPending, "refused_grants", st.RefusedGrants, "rate_limited", st.Limited,
+		"kernel_queue_dropped", ks.QueueDropped, "kernel_user_dropped", ks.UserDropped)
 }
 
 // newHandler adapts the engine to the queue: decision to verdict and mark,

@@ -212,6 +212,9 @@ func startProc(t *testing.T, ns netns.NS, want string, env []string, name string
 			<-done
 		}
 	})
+	if want == "" {
+		return cmd
+	}
 	select {
 	case <-ready:
 	case <-time.After(readyTimeout):
@@ -292,5 +295,177 @@ func TestBenchThroughput(t *testing.T) {
 			ratio = fmt.Sprintf("%.2f", r.handledPPS/base)
 		}
 		t.Logf("%-26s %10d %10.0f %12.0f %10d %10d %10.0f %8s", r.mode, r.sent, r.sendPPS, r.handledPPS, r.queueDrops, r.userDrops, r.cpuNsPerPkt, ratio)
+	}
+}
+
+// connectTimes dials remote n times from the client namespace, timing each
+// connect alone (the namespace switch is outside the clock).
+func connectTimes(t *testing.T, p *netns.Pair, remote netip.AddrPort, n int) []time.Duration {
+	t.Helper()
+	out := make([]time.Duration, 0, n)
+	err := p.Client.Do(func() error {
+		for range n {
+			start := time.Now()
+			c, err := net.DialTimeout("tcp", remote.String(), time.Second)
+			el := time.Since(start)
+			if err != nil {
+				return err
+			}
+			c.Close()
+			out = append(out, el)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("connect %s: %v", remote, err)
+	}
+	return out
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}
+
+// openAfter sends knocks with send, then retries connecting every
+// millisecond; it returns the time from the last knock to the first
+// successful connect.
+func openAfter(t *testing.T, p *netns.Pair, remote netip.AddrPort, send func() error) time.Duration {
+	t.Helper()
+	if err := send(); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	var took time.Duration
+	err := p.Client.Do(func() error {
+		for deadline := sent.Add(3 * time.Second); time.Now().Before(deadline); {
+			c, err := net.DialTimeout("tcp", remote.String(), 50*time.Millisecond)
+			if err == nil {
+				took = time.Since(sent)
+				c.Close()
+				return nil
+			}
+			time.Sleep(500 * time.Microsecond)
+		}
+		return fmt.Errorf("not open within 3s of the knock")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return took
+}
+
+// goKnocks sends 7000/tcp, 8000/tcp, 9000/udp from the client namespace
+// without starting a process, so the clock measures the server alone.
+func goKnocks(p *netns.Pair) func() error {
+	return func() error {
+		return p.Client.Do(func() error {
+			for _, port := range []int{7000, 8000} {
+				d := net.Dialer{Timeout: 20 * time.Millisecond}
+				if c, err := d.Dial("tcp", netip.AddrPortFrom(p.Server4, uint16(port)).String()); err == nil {
+					c.Close()
+				}
+			}
+			c, err := net.Dial("udp", netip.AddrPortFrom(p.Server4, 9000).String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte{0})
+			return err
+		})
+	}
+}
+
+// TestBenchLatency: connect latency through knockwall against the kernel
+// alone, and knock-to-open latency of knockwall against knockd, in one run.
+func TestBenchLatency(t *testing.T) {
+	bin := requireBench(t)
+	type row struct {
+		what     string
+		p50, p99 time.Duration
+	}
+	var rows []row
+	measure := func(what string, d []time.Duration) {
+		rows = append(rows, row{what, percentile(d, 0.5), percentile(d, 0.99)})
+	}
+
+	t.Run("kernel alone", func(t *testing.T) {
+		b := newBenchPair(t)
+		echoServer(t, b.pair.Server, openPort)
+		echoServer(t, b.pair.Server, protectedPort)
+		measure("connect, kernel alone, port 4080", connectTimes(t, b.pair, netip.AddrPortFrom(b.pair.Server4, openPort), benchConnects))
+		measure("connect, kernel alone, port 2222", connectTimes(t, b.pair, netip.AddrPortFrom(b.pair.Server4, protectedPort), benchConnects))
+	})
+	t.Run("knockwall", func(t *testing.T) {
+		b := newBenchPair(t)
+		echoServer(t, b.pair.Server, openPort)
+		echoServer(t, b.pair.Server, protectedPort)
+		startProc(t, b.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, 1))
+		remote := netip.AddrPortFrom(b.pair.Server4, protectedPort)
+		var opens []time.Duration
+		for range benchKnockTrials {
+			opens = append(opens, openAfter(t, b.pair, remote, goKnocks(b.pair)))
+		}
+		measure("knock to open, knockwall", opens)
+		measure("connect, knockwall, unprotected 4080", connectTimes(t, b.pair, netip.AddrPortFrom(b.pair.Server4, openPort), benchConnects))
+		measure("connect, knockwall, granted 2222", connectTimes(t, b.pair, remote, benchConnects))
+	})
+	t.Run("knockd", func(t *testing.T) {
+		if _, err := exec.LookPath("knockd"); err != nil {
+			t.Skip("knockd not installed (apt-get install knockd)")
+		}
+		b := newBenchPair(t)
+		echoServer(t, b.pair.Server, protectedPort)
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		ipt := func(args ...string) {
+			if out, err := b.pair.Server.Run(ctx, "iptables", args...); err != nil {
+				t.Fatalf("iptables %v: %v %s", args, err, out)
+			}
+		}
+		ipt("-A", "INPUT", "-p", "tcp", "--dport", strconv.Itoa(protectedPort), "-j", "REJECT", "--reject-with", "tcp-reset")
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "knockd.conf")
+		// Same sequence; knockd opens with iptables -I, as it is deployed.
+		body := fmt.Sprintf(`[options]
+	LogFile = %s
+	Interface = %s
+[open]
+	sequence    = 7000:tcp,8000:tcp,9000:udp
+	seq_timeout = 5
+	tcpflags    = syn
+	start_command = /usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT
+	cmd_timeout = 3600
+	stop_command = /usr/sbin/iptables -D INPUT -s %%IP%% -p tcp --dport %d -j ACCEPT
+`, filepath.Join(dir, "knockd.log"), b.pair.ServerIf, protectedPort, protectedPort)
+		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		startProc(t, b.pair.Server, "", nil, "knockd", "-c", conf)
+		// knockd's stdout is block-buffered into a pipe; its log file says
+		// when it listens.
+		for deadline := time.Now().Add(readyTimeout); ; time.Sleep(20 * time.Millisecond) {
+			if l, _ := os.ReadFile(filepath.Join(dir, "knockd.log")); strings.Contains(string(l), "listening") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("knockd did not start listening")
+			}
+		}
+		remote := netip.AddrPortFrom(b.pair.Server4, protectedPort)
+		var opens []time.Duration
+		for range benchKnockTrials {
+			opens = append(opens, openAfter(t, b.pair, remote, goKnocks(b.pair)))
+			// Close again for the next trial, as knockd's stop command would.
+			ipt("-D", "INPUT", "-s", b.pair.Client4.String(), "-p", "tcp", "--dport", strconv.Itoa(protectedPort), "-j", "ACCEPT")
+		}
+		measure("knock to open, knockd", opens)
+	})
+
+	t.Logf("%-40s %10s %10s", "what", "p50", "p99")
+	for _, r := range rows {
+		t.Logf("%-40s %10s %10s", r.what, r.p50, r.p99)
 	}
 }

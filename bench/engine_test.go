@@ -61,7 +61,7 @@ type engineCase struct {
 // ssh and web, and other4/other6 are one knock into ssh's sequence.
 func newEngine(tb testing.TB, set *rules.Set, now time.Time) *verdict.Engine {
 	tb.Helper()
-	tr, err := tracker.New(tracker.Config{MaxPending: 65536, MaxGrants: 16384})
+	tr, err := tracker.New(tracker.Config{MaxPending: 65536, MaxGrants: 1 << 20})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -269,9 +269,16 @@ func TestBenchThroughput(t *testing.T) {
 		}
 	}
 	run("kernel alone", func(t *testing.T, b *benchPair) int { return 0 })
-	for _, batch := range []int{1, 64} {
-		run(fmt.Sprintf("bare consumer, batch %d", batch), func(t *testing.T, b *benchPair) int {
-			cmd := startProc(t, b.pair.Server, "ready", nil, bare, "-batch", strconv.Itoa(batch))
+	for _, mode := range []struct {
+		name string
+		args []string
+	}{
+		{"bare consumer, batch 1", []string{"-batch", "1"}},
+		{"bare consumer, batch 64", []string{"-batch", "64"}},
+		{"bare consumer, batch 64+peek", []string{"-batch", "64", "-peek"}},
+	} {
+		run(mode.name, func(t *testing.T, b *benchPair) int {
+			cmd := startProc(t, b.pair.Server, "ready", nil, bare, mode.args...)
 			queueRule(t, b, "--queue-num", "0")
 			return cmd.Process.Pid
 		})
@@ -283,7 +290,7 @@ func TestBenchThroughput(t *testing.T) {
 		})
 	}
 	var base float64
-	t.Logf("%-26s %10s %10s %12s %10s %10s %10s %8s", "mode", "sent", "sent/s", "handled/s", "q-drops", "u-drops", "cpu ns/p", "ratio")
+	t.Logf("%-30s %10s %10s %12s %10s %10s %10s %8s", "mode", "sent", "sent/s", "handled/s", "q-drops", "u-drops", "cpu ns/p", "ratio")
 	for _, r := range rows {
 		if strings.HasPrefix(r.mode, "bare consumer") && r.handledPPS > base {
 			base = r.handledPPS
@@ -294,7 +301,7 @@ func TestBenchThroughput(t *testing.T) {
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", r.handledPPS/base)
 		}
-		t.Logf("%-26s %10d %10.0f %12.0f %10d %10d %10.0f %8s", r.mode, r.sent, r.sendPPS, r.handledPPS, r.queueDrops, r.userDrops, r.cpuNsPerPkt, ratio)
+		t.Logf("%-30s %10d %10.0f %12.0f %10d %10d %10.0f %8s", r.mode, r.sent, r.sendPPS, r.handledPPS, r.queueDrops, r.userDrops, r.cpuNsPerPkt, ratio)
 	}
 }
 

@@ -1,9 +1,10 @@
 // Command bareconsumer is the NFQUEUE baseline for knockwall's end-to-end
 // benchmark: a go-nfqueue v2 consumer that accepts every packet and does
 // nothing else, written to be as fast as the library allows. With -batch N
-// it accepts with one SetVerdictBatch per N packets (and on a short idle
-// timer, so no packet waits long). It prints the packets it verdicted when
-// it gets SIGINT or SIGTERM.
+// it accepts with one SetVerdictBatch per N packets and on a short idle
+// timer, so no packet waits long; with -peek as well whenever the socket holds
+// no further message (what knockwall does). It prints the packets it
+// verdicted when it gets SIGINT or SIGTERM.
 package main
 
 import (
@@ -27,14 +28,15 @@ func main() {
 	batch := flag.Int("batch", 1, "packets per verdict message (1: one verdict each)")
 	maxLen := flag.Uint("maxlen", 4096, "kernel queue length")
 	rcvbuf := flag.Int("rcvbuf", 4<<20, "socket receive buffer bytes")
+	peek := flag.Bool("peek", false, "with -batch: also flush when the socket holds no further message")
 	flag.Parse()
-	if err := run(uint16(*queue), *batch, uint32(*maxLen), *rcvbuf); err != nil {
+	if err := run(uint16(*queue), *batch, uint32(*maxLen), *rcvbuf, *peek); err != nil {
 		fmt.Fprintln(os.Stderr, "bareconsumer:", err)
 		os.Exit(1)
 	}
 }
 
-func run(queue uint16, batch int, maxLen uint32, rcvbuf int) error {
+func run(queue uint16, batch int, maxLen uint32, rcvbuf int, peek bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	nf, err := nfqueue.Open(&nfqueue.Config{
@@ -50,6 +52,17 @@ func run(queue uint16, batch int, maxLen uint32, rcvbuf int) error {
 
 	var verdicted, lastID, flushed atomic.Uint64
 	var pending atomic.Int64
+	more := func() bool { return true }
+	if peek {
+		rc, err := nf.Con.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var n int
+		var buf [1]byte
+		probe := func(fd uintptr) { n, _, _ = unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT) }
+		more = func() bool { n = 0; _ = rc.Control(probe); return n > 0 }
+	}
 	hook := func(a nfqueue.Attribute) int {
 		id := *a.PacketID
 		if batch <= 1 {
@@ -58,7 +71,7 @@ func run(queue uint16, batch int, maxLen uint32, rcvbuf int) error {
 			return 0
 		}
 		lastID.Store(uint64(id))
-		if pending.Add(1) >= int64(batch) {
+		if pending.Add(1) >= int64(batch) || !more() {
 			_ = nf.SetVerdictBatch(id, nfqueue.NfAccept)
 			verdicted.Add(uint64(pending.Swap(0)))
 			flushed.Store(uint64(id))

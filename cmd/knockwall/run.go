@@ -186,14 +186,15 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 func logStats(log *slog.Logger, set *rules.Set, tr *tracker.Tracker, queues []*nfq.Queue) {
 	st := tr.Stats()
 	ks, _ := nfq.ReadKernelStats(set.Queue.Num, set.Queue.Count)
-	var pkts, overruns, verrs, panics uint64
+	var pkts, overruns, verrs, panics, batches uint64
 	for _, q := range queues {
+		batches += q.Batches.Load()
 		pkts += q.Counters.Packets.Load()
 		overruns += q.Counters.Overruns.Load()
 		verrs += q.Counters.VerdictErrors.Load()
 		panics += q.Counters.Panics.Load()
 	}
-	log.Info("stats", "packets", pkts, "overruns", overruns, "verdict_errors", verrs, "panics", panics,
+	log.Info("stats", "packets", pkts, "batch_verdicts", batches, "overruns", overruns, "verdict_errors", verrs, "panics", panics,
 		"pending", st.Pending, "grants", st.Grants, "evicted_pending", st.EvictedPending, "refused_grants", st.RefusedGrants, "rate_limited", st.Limited,
 		"kernel_queue_dropped", ks.QueueDropped, "kernel_user_dropped", ks.UserDropped)
 }
@@ -222,12 +223,17 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 		}
 		switch d.Verdict {
 		case verdict.Accept:
-			return nfq.Verdict{Accept: true, Mark: mark&^mask | acceptMark}
+			if d.Reason != verdict.ReasonGranted {
+				// Only protected ports need the accept mark (the guard
+				// looks for it); the rest may be answered in batches.
+				return nfq.Verdict{Accept: true}
+			}
+			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark}
 		case verdict.Reject:
 			if resets != nil && d.Proto == rules.ProtoTCP && d.Src.Is6() && resets.Reset(pkt) == nil {
 				return nfq.Verdict{} // answered; the SYN itself goes no further
 			}
-			return nfq.Verdict{Accept: true, Mark: mark&^mask | rejectMark}
+			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | rejectMark}
 		default:
 			return nfq.Verdict{}
 		}

@@ -69,8 +69,15 @@ func (s *Set) family(bin string) familyPlan {
 	mark := func(v int) string { return fmt.Sprintf("0x%x/0x%x", v, s.Firewall.MarkMask) }
 	comment := []string{"-m", "comment", "--comment", Comment}
 
+	// Loopback is the host talking to itself: local connections to a
+	// protected port (a health check, ssh to localhost) are neither judged
+	// nor guarded. Nothing from the network arrives on lo.
+	loopback := append([]string{"-i", "lo"}, comment...)
+	loopback = append(loopback, "-j", "RETURN")
+
 	// Guard (security table).
 	f.install = append(f.install, cmd("-t", "security", "-N", ChainGuard))
+	f.install = append(f.install, cmd(append([]string{"-t", "security", "-A", ChainGuard}, loopback...)...))
 	for _, ports := range chunk(s.ProtectedPorts(), multiportMax) {
 		args := []string{"-t", "security", "-A", ChainGuard, "-p", "tcp", "--syn"}
 		args = append(args, portMatch(ports)...)
@@ -110,6 +117,7 @@ func (s *Set) family(bin string) familyPlan {
 	// fail-open queue flag is never set: a full queue drops.
 	queue = append(queue, "--queue-bypass")
 	f.install = append(f.install, cmd("-t", "mangle", "-N", ChainQueue))
+	f.install = append(f.install, cmd(append([]string{"-t", "mangle", "-A", ChainQueue}, loopback...)...))
 	f.install = append(f.install, cmd(append(append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "tcp", "--syn"}, comment...), queue...)...))
 	for _, ports := range chunk(s.udpPorts(), multiportMax) {
 		args := append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "udp"}, portMatch(ports)...)

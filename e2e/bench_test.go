@@ -42,8 +42,7 @@ func requireBench(t *testing.T) string {
 	return requireBinary(t)
 }
 
-// benchPair is a namespace pair with the spoofed-source subnet routed back
-// to the client, and the flood generator ready in the client namespace.
+// benchPair is a namespace pair with the flood generator ready.
 type benchPair struct {
 	pair *netns.Pair
 	gen  *loadgen.Gen
@@ -51,31 +50,7 @@ type benchPair struct {
 
 func newBenchPair(t *testing.T) *benchPair {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	p, err := netns.NewPair(ctx, netns.Config{SecondClient: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	if out, err := p.Server.Run(ctx, "ip", "route", "add", "10.78.0.0/16", "via", p.Client4.String()); err != nil {
-		t.Fatalf("route: %v %s", err, out)
-	}
-	var srvMAC net.HardwareAddr
-	if err := p.Server.Do(func() error {
-		ifi, err := net.InterfaceByName(p.ServerIf)
-		if err == nil {
-			srvMAC = ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var gen *loadgen.Gen
-	if err := p.Client.Do(func() (err error) { gen, err = loadgen.Open(p.ClientIf, srvMAC); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = gen.Close() })
+	p, gen := newFloodPair(t)
 	return &benchPair{pair: p, gen: gen}
 }
 
@@ -152,7 +127,7 @@ func (b *benchPair) flood(t *testing.T, mode string, pid int) throughput {
 	var st loadgen.Stats
 	err := b.pair.Client.Do(func() (err error) {
 		st, err = b.gen.Run(context.Background(), loadgen.Config{
-			Kind: loadgen.SYN, Dst: b.pair.Server4, Sources: netip.MustParsePrefix("10.78.0.0/16"),
+			Kind: loadgen.SYN, Dst: b.pair.Server4, Sources: netip.MustParsePrefix(spoofedSources),
 			Ports: []uint16{5001, 5002, 5003, 5004, 5005, 5006, 5007, 5008}, Distinct: 8192,
 			Count: benchFloodPackets, Duration: benchFloodDuration, Seed: 1,
 		})

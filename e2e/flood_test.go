@@ -146,39 +146,11 @@ type floodEnv struct {
 func newFloodEnv(t *testing.T, c floodConfig) *floodEnv {
 	t.Helper()
 	bin := requireBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	pair, err := netns.NewPair(ctx, netns.Config{SecondClient: true})
-	if err != nil {
-		t.Fatalf("namespaces: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := pair.Close(); err != nil {
-			t.Errorf("delete namespaces: %v", err)
-		}
-	})
+	pair, gen := newFloodPair(t)
 	e := &env{bin: bin, pair: pair, cfgPath: filepath.Join(t.TempDir(), "knockwall.yaml")}
 	if err := os.WriteFile(e.cfgPath, []byte(c.yaml()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.run(pair.Server, "ip", "route", "add", spoofedSources, "via", pair.Client4.String()); err != nil {
-		t.Fatalf("route to the spoofed sources: %v", err)
-	}
-	var srvMAC net.HardwareAddr
-	if err := pair.Server.Do(func() error {
-		ifi, err := net.InterfaceByName(pair.ServerIf)
-		if err == nil {
-			srvMAC = ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		t.Fatalf("server MAC: %v", err)
-	}
-	var gen *loadgen.Gen
-	if err := pair.Client.Do(func() (err error) { gen, err = loadgen.Open(pair.ClientIf, srvMAC); return err }); err != nil {
-		t.Fatalf("flood generator: %v", err)
-	}
-	t.Cleanup(func() { gen.Close() })
 	echoServer(t, pair.Server, protectedPort)
 	echoServer(t, pair.Server, openPort)
 
@@ -988,4 +960,41 @@ func TestFloodGrantTableCapacity(t *testing.T) {
 	if s := fe.stopStats(t); s.refusedGrants != uint64(refusals) {
 		t.Errorf("refused_grants = %d, but %d refusals were logged", s.refusedGrants, refusals)
 	}
+}
+
+// newFloodPair is a namespace pair whose server routes the spoofed sources
+// back to the client (whose kernel drops the replies), with a flood
+// generator bound to the client's veth and aimed at the server's MAC.
+func newFloodPair(t *testing.T) (*netns.Pair, *loadgen.Gen) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	pair, err := netns.NewPair(ctx, netns.Config{SecondClient: true})
+	if err != nil {
+		t.Fatalf("namespaces: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := pair.Close(); err != nil {
+			t.Errorf("delete namespaces: %v", err)
+		}
+	})
+	if out, err := pair.Server.Run(ctx, "ip", "route", "add", spoofedSources, "via", pair.Client4.String()); err != nil {
+		t.Fatalf("route to the spoofed sources: %v %s", err, out)
+	}
+	var srvMAC net.HardwareAddr
+	if err := pair.Server.Do(func() error {
+		ifi, err := net.InterfaceByName(pair.ServerIf)
+		if err == nil {
+			srvMAC = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("server MAC: %v", err)
+	}
+	var gen *loadgen.Gen
+	if err := pair.Client.Do(func() (err error) { gen, err = loadgen.Open(pair.ClientIf, srvMAC); return err }); err != nil {
+		t.Fatalf("flood generator: %v", err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	return pair, gen
 }

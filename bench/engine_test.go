@@ -243,3 +243,17 @@ func TestEngineCasesReasons(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkParallelControl decodes one packet on all goroutines: no lock, no
+// shared write. It tells what a second core can give on this machine at all,
+// so BenchmarkDecideParallel's -cpu 1,2 ratios can be read against it.
+func BenchmarkParallelControl(b *testing.B) {
+	pkt := tcpSYN(other4, server4, 80, nil)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var p verdict.Parsed
+		for pb.Next() {
+			p.Decode(pkt)
+		}
+	})
+}

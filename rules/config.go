@@ -37,9 +37,9 @@ type FirewallConfig struct {
 	// packets it accepts or wants rejected; MarkMask selects the bits of the
 	// packet mark that belong to knockwall. Change them only if the host
 	// already uses these mark bits.
-	AcceptMark int `mapstructure:"accept_mark" yaml:"accept_mark"`
-	RejectMark int `mapstructure:"reject_mark" yaml:"reject_mark"`
-	MarkMask   int `mapstructure:"mark_mask" yaml:"mark_mask"`
+	AcceptMark int64 `mapstructure:"accept_mark" yaml:"accept_mark"`
+	RejectMark int64 `mapstructure:"reject_mark" yaml:"reject_mark"`
+	MarkMask   int64 `mapstructure:"mark_mask" yaml:"mark_mask"`
 }
 
 // LogConfig selects the log level and format.

@@ -66,7 +66,7 @@ type familyPlan struct{ install, remove, jumps []Command }
 func (s *Set) family(bin string) familyPlan {
 	var f familyPlan
 	cmd := func(args ...string) Command { return Command{Bin: bin, Args: append([]string{"-w"}, args...)} }
-	mark := func(v int) string { return fmt.Sprintf("0x%x/0x%x", v, s.Firewall.MarkMask) }
+	mark := func(v int64) string { return fmt.Sprintf("0x%x/0x%x", v, s.Firewall.MarkMask) }
 	comment := []string{"-m", "comment", "--comment", Comment}
 
 	// Loopback is the host talking to itself: local connections to a

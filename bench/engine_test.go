@@ -51,10 +51,9 @@ func spaSet(tb testing.TB) (*rules.Set, *spa.Key) {
 }
 
 type engineCase struct {
-	name  string
-	pkt   func(now time.Time) []byte // built once, before timing
-	want  verdict.Reason
-	fresh bool // needs a new packet each iteration (tokens are single use)
+	name string
+	pkt  func(now time.Time) []byte // built once, before timing
+	want verdict.Reason
 }
 
 // newEngine returns an engine in which granted4/granted6 hold grants for

@@ -240,7 +240,7 @@ func (q *Queue) handle(a nfqueue.Attribute, h Handler) {
 		// A marked verdict goes alone; the run before it goes first, so
 		// a batch verdict never covers this packet.
 		q.flushLocked()
-		if err := q.nf.SetVerdictWithMark(id, nfqueue.NfAccept, int(v.Mark)); err != nil {
+		if err := q.nf.SetVerdictWithOption(id, nfqueue.NfAccept, nfqueue.WithMark(v.Mark)); err != nil {
 			q.Counters.VerdictErrors.Add(1)
 			q.rateLimited("cannot send verdict", "err", err)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +16,8 @@ import (
 	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/verdict"
 )
+
+var errNoKnocks = errors.New("no knocks to send: give ports or --service")
 
 // knockOpts are the knock command's flags.
 type knockOpts struct {

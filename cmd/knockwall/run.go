@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -256,5 +255,3 @@ func logKnock(log *slog.Logger, debug bool, d verdict.Decision) {
 		}
 	}
 }
-
-var errNoKnocks = errors.New("no knocks to send")

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"hash/maphash"
 	"net/netip"
 )
 
@@ -16,7 +17,7 @@ type table[V any] struct {
 	slots []slot[V]
 	index []int32 // slot number, or -1; len is a power of two ≥ 2×cap
 	mask  uint32
-	seed  uint64
+	seed  maphash.Seed
 	head  int32 // most recently used, or -1
 	tail  int32 // least recently used, or -1
 	free  int32 // first free slot (linked by next), or -1
@@ -29,7 +30,7 @@ type slot[V any] struct {
 	prev, next int32
 }
 
-func newTable[V any](capacity int, seed uint64) *table[V] {
+func newTable[V any](capacity int, seed maphash.Seed) *table[V] {
 	size := 1
 	for size < 2*capacity {
 		size <<= 1

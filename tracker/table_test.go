@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"hash/maphash"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -51,7 +52,7 @@ func TestPendingTableModel(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, uint64(tt.capacity)))
-			tb := newTable[progress](tt.capacity, 99)
+			tb := newTable[progress](tt.capacity, maphash.MakeSeed())
 			ref := &refLRU{cap: tt.capacity, vals: map[netip.Addr]progress{}}
 			key := func() netip.Addr {
 				i := rng.IntN(tt.keySpace)
@@ -100,7 +101,7 @@ func TestPendingTableModel(t *testing.T) {
 // TestPendingTableNoAllocs: inserting new sources into a full table, which is
 // what a spoofed flood does, allocates nothing.
 func TestPendingTableNoAllocs(t *testing.T) {
-	tb := newTable[progress](1024, 7)
+	tb := newTable[progress](1024, maphash.MakeSeed())
 	i := 0
 	allocs := testing.AllocsPerRun(10000, func() {
 		i++

@@ -10,10 +10,8 @@
 package tracker
 
 import (
-	"encoding/binary"
 	"errors"
 	"hash/maphash"
-	"math/bits"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -100,7 +98,7 @@ const defaultShards = 16
 type Tracker struct {
 	shards []shard
 	mask   uint64
-	seed   uint64
+	seed   maphash.Seed
 	// epoch is the reference all stored times count from. Times are kept
 	// as now.Sub(epoch), which uses the monotonic clock when both carry a
 	// reading (as time.Now() values do), so a wall clock step (NTP on a
@@ -161,7 +159,7 @@ func New(c Config) (*Tracker, error) {
 	for n > 1 && (n > c.MaxPending || n > c.MaxGrants) {
 		n /= 2
 	}
-	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: new(maphash.Hash).Sum64(), epoch: time.Now(), maxGrants: int64(c.MaxGrants)}
+	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: maphash.MakeSeed(), epoch: time.Now(), maxGrants: int64(c.MaxGrants)}
 	if c.KnockRate > 0 {
 		t.knockCost = int64(float64(time.Second) / c.KnockRate)
 		t.knockMax = t.knockCost * int64(c.KnockBurst)
@@ -169,9 +167,9 @@ func New(c Config) (*Tracker, error) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		var err error
-		s.pending = newTable[progress](ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0x9e3779b97f4a7c15)
+		s.pending = newTable[progress](ceilDiv(c.MaxPending, n), maphash.MakeSeed())
 		if c.KnockRate > 0 {
-			s.limits = newTable[bucket](ceilDiv(c.MaxPending, n), t.seed^uint64(i)*0xc2b2ae3d27d4eb4f)
+			s.limits = newTable[bucket](ceilDiv(c.MaxPending, n), maphash.MakeSeed())
 		}
 		if s.grants, err = simplelru.NewLRU[grantKey, int64](c.MaxGrants, nil); err != nil {
 			return nil, err
@@ -180,18 +178,12 @@ func New(c Config) (*Tracker, error) {
 	return t, nil
 }
 
-// mix hashes a 16-byte address with a seed (murmur3's 64-bit finalizer over
-// both halves), so that neighbouring addresses spread evenly and an attacker
-// who does not know the seed cannot aim many sources at one bucket.
-func mix(k *[16]byte, seed uint64) uint64 {
-	h := binary.LittleEndian.Uint64(k[:8])*0x87c37b91114253d5 ^ bits.RotateLeft64(binary.LittleEndian.Uint64(k[8:])*0x4cf5ad432745937f, 31) ^ seed
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	h *= 0xc4ceb9fe1a85ec53
-	h ^= h >> 33
-	return h
-}
+// mix hashes a 16-byte address under a random per-process key (hash/maphash,
+// a keyed hash), so an attacker who does not know the key cannot pick
+// addresses that collide in one shard or one probe chain. An unkeyed mix
+// with the seed added afterwards would not do: addresses that collide before
+// the seed collide under every seed.
+func mix(k *[16]byte, seed maphash.Seed) uint64 { return maphash.Bytes(seed, k[:]) }
 
 // since converts a caller's time to the tracker's clock.
 func (t *Tracker) since(now time.Time) int64 { return int64(now.Sub(t.epoch)) }

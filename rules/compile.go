@@ -424,8 +424,8 @@ func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
 	if c.Port < 0 || c.Port > 65535 {
 		return nil, keyErr(base+".port", "must be from 1 to 65535 (or 0 for SYN tokens only), got %d", c.Port)
 	}
-	if c.MaxSkew < time.Second {
-		return nil, keyErr(base+".max_skew", "must be at least 1s, got %s", c.MaxSkew)
+	if c.MaxSkew < time.Second || c.MaxSkew > MaxSkewLimit {
+		return nil, keyErr(base+".max_skew", "must be from 1s to %s, got %s", MaxSkewLimit, c.MaxSkew)
 	}
 	a := &SPA{Port: uint16(c.Port), MaxSkew: c.MaxSkew}
 	for i, path := range append([]string{c.KeyFile}, c.KeyFiles...) {

@@ -14,6 +14,9 @@ const (
 	DefaultKnockBurst  = 20
 	// DefaultMaxSkew is how far a token's timestamp may be from our clock.
 	DefaultMaxSkew = 30 * time.Second
+	// MaxSkewLimit caps max_skew: a wider window only widens replay
+	// exposure, and the replay cache holds nonces for as long.
+	MaxSkewLimit = time.Hour
 	// DefaultRotatePeriod is how long a rotating sequence lives.
 	DefaultRotatePeriod = 30 * time.Second
 	// MinDuration is the shortest step_timeout or open_for accepted.

@@ -12,6 +12,7 @@ package tracker
 import (
 	"errors"
 	"hash/maphash"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -94,6 +95,10 @@ var ErrGrantTableFull = errors.New("tracker: grant table full of live grants")
 // defaultShards is the shard count for large tables; a power of two.
 const defaultShards = 16
 
+// purgeEvery bounds how often a full grant table is swept for lapsed grants
+// on the packet path.
+const purgeEvery = 100 * time.Millisecond
+
 // Tracker is safe for concurrent use.
 type Tracker struct {
 	shards []shard
@@ -112,6 +117,7 @@ type Tracker struct {
 
 	maxGrants int64
 	grants    atomic.Int64 // grants held in all shards
+	lastPurge atomic.Int64 // when a full table was last swept, on the tracker's clock
 
 	evictedPending atomic.Uint64
 	refusedGrants  atomic.Uint64
@@ -160,6 +166,7 @@ func New(c Config) (*Tracker, error) {
 		n /= 2
 	}
 	t := &Tracker{shards: make([]shard, n), mask: uint64(n - 1), seed: maphash.MakeSeed(), epoch: time.Now(), maxGrants: int64(c.MaxGrants)}
+	t.lastPurge.Store(math.MinInt64 / 2) // a sweep may run at once
 	if c.KnockRate > 0 {
 		t.knockCost = int64(float64(time.Second) / c.KnockRate)
 		t.knockMax = t.knockCost * int64(c.KnockBurst)
@@ -275,7 +282,7 @@ func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, 
 		s.grants.Add(key, ts+int64(openFor))
 		return true
 	}
-	if t.grants.Load() >= t.maxGrants {
+	if t.grants.Load() >= t.maxGrants && t.mayPurge(ts) {
 		t.purgeLocked(s, ts)
 		// Lapsed grants elsewhere are taken too, from the shards that are
 		// free right now (waiting for a lock while holding one could
@@ -286,14 +293,23 @@ func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, 
 				o.mu.Unlock()
 			}
 		}
-		if t.grants.Load() >= t.maxGrants {
-			t.refusedGrants.Add(1)
-			return false
-		}
+	}
+	if t.grants.Load() >= t.maxGrants {
+		t.refusedGrants.Add(1)
+		return false
 	}
 	s.grants.Add(key, ts+int64(openFor))
 	t.grants.Add(1)
 	return true
+}
+
+// mayPurge reports whether a full table may be swept for lapsed grants now.
+// A sweep walks every grant, so it runs at most once per purgeEvery: with the
+// table full of live grants, each refused grant then costs nothing more (the
+// janitor sweeps on its own schedule too).
+func (t *Tracker) mayPurge(ts int64) bool {
+	last := t.lastPurge.Load()
+	return ts-last >= int64(purgeEvery) && t.lastPurge.CompareAndSwap(last, ts)
 }
 
 // Grant records a grant of service id to src until now+openFor directly, as

@@ -713,3 +713,25 @@ func ids(mask uint64) []uint64 {
 	}
 	return out
 }
+
+// TestFullGrantTableRefusalIsCheap: once the table is full of live grants, a
+// refused grant does not sweep the whole table each time (a spoofed flood of
+// completed sequences would otherwise cost a sweep per packet).
+func TestFullGrantTableRefusalIsCheap(t *testing.T) {
+	tr := newTracker(t, 1024, 4096)
+	for i := range 4096 {
+		if !tr.Grant(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1, t0, time.Hour) {
+			t.Fatalf("grant %d refused below max_grants", i)
+		}
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		if tr.Grant(netip.MustParseAddr("10.2.0.1"), 1, t0, time.Hour) {
+			t.Fatal("grant accepted into a full table")
+		}
+	})
+	// A sweep lists every grant (golang-lru's Keys allocates the list); the
+	// first refusal may sweep, the next ones within purgeEvery must not.
+	if allocs > 1 {
+		t.Fatalf("a refused grant allocates %v times on average: it sweeps the table", allocs)
+	}
+}

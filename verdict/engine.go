@@ -159,7 +159,10 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	key := rules.KnockKey(p.IPProto, p.DstPort)
 	if p.IPProto == protoUDP {
 		if i, ok := set.SPAService(p.DstPort); ok {
-			svc, spaPort, attempt = i, true, true
+			// Not an attempt for the rate limit: anyone could spend a
+			// victim's budget by spoofing junk from its address, and a
+			// token costs about a microsecond to refuse anyway.
+			svc, spaPort = i, true
 		} else if i, ok := set.KnockService(key); ok {
 			svc, attempt = i, true
 		} else {
@@ -167,7 +170,8 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			return d
 		}
 	} else if mask = set.Cover(p.DstPort); mask != 0 {
-		attempt = p.PayloadLen > 0 && set.HasSPA(mask)
+		// A token in a SYN is, like a datagram to the SPA port, checked
+		// without charging the source's knock budget.
 	} else if i, ok := set.RotatingRange(p.DstPort); ok {
 		// The whole range is reserved for knocking and answers like
 		// closed ports, so it does not betray the current sequence.
@@ -212,7 +216,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			return d
 		}
 		d.Verdict, d.Reason = closed(set.ClosedAction(mask)), ReasonNoGrant
-		if attempt {
+		if p.PayloadLen > 0 && set.HasSPA(mask) {
 			// A token in the SYN: granted or not, this SYN gets the
 			// closed answer; the client connects afterwards.
 			e.token(&d, set, payload, p.Src, mask, -1, now)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -35,6 +36,8 @@ const (
 	copyRange = 256
 	// janitorEvery is how often lapsed grants are removed and logged.
 	janitorEvery = 250 * time.Millisecond
+	// refusedLogEvery limits "grant refused" lines.
+	refusedLogEvery = time.Second
 	// kernelStatsEvery is how often the kernel's queue drop counters are read.
 	kernelStatsEvery = time.Second
 	// socketBuffer is the netlink receive buffer per queue.
@@ -205,9 +208,20 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 	acceptMark := uint32(set.Firewall.AcceptMark)
 	rejectMark := uint32(set.Firewall.RejectMark)
 	debug := log.Enabled(context.Background(), slog.LevelDebug)
+	// Refused grants come in floods when the table is full; say so at most
+	// once per refusedLogEvery.
+	var lastRefusedLog atomic.Int64
+	refusedLog := func() bool {
+		now, last := time.Now().UnixNano(), lastRefusedLog.Load()
+		return now-last >= int64(refusedLogEvery) && lastRefusedLog.CompareAndSwap(last, now)
+	}
 	return func(pkt []byte, mark uint32) nfq.Verdict {
 		d := eng.Decide(pkt, clock())
-		if d.Knock.Event != tracker.EventNone {
+		if d.Knock.Event == tracker.EventGrantRefused {
+			if refusedLog() {
+				log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, d.Src.String(), keyService, d.Service)
+			}
+		} else if d.Knock.Event != tracker.EventNone {
 			logKnock(log, debug, d)
 		}
 		switch d.Reason {
@@ -215,7 +229,9 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 			log.Info("grant", keySrc, d.Src.String(), keyService, d.Service, "by", "spa")
 		case verdict.ReasonBadToken:
 			if d.GrantRefused {
-				log.Warn("grant refused: the grant table is full of live grants", keySrc, d.Src.String(), keyService, d.Service, "by", "spa")
+				if refusedLog() {
+					log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, d.Src.String(), keyService, d.Service, "by", "spa")
+				}
 			} else if debug {
 				log.Debug("token refused", keySrc, d.Src.String(), keyService, d.Service, keyReason, d.TokenErr.Error())
 			}
@@ -243,8 +259,6 @@ func logKnock(log *slog.Logger, debug bool, d verdict.Decision) {
 	switch d.Knock.Event {
 	case tracker.EventGrant:
 		log.Info("grant", keySrc, d.Src.String(), keyService, d.Service)
-	case tracker.EventGrantRefused:
-		log.Warn("grant refused: the grant table is full of live grants", keySrc, d.Src.String(), keyService, d.Service)
 	case tracker.EventStep, tracker.EventRepeat:
 		if debug {
 			log.Debug("knock", keySrc, d.Src.String(), keyService, d.Service, keyStep, d.Knock.Done, keyPort, d.Port, keyProto, d.Proto, "event", d.Knock.Event.String())

@@ -27,7 +27,7 @@ const (
 	ipv6Header = 40
 	tcpHeader  = 20
 	resetLen   = ipv6Header + tcpHeader
-	hopLimit   = 64 // what the kernel's closed-port reset carries by default
+	hopLimit   = 64 // the kernel's default, when the sysctl cannot be read
 	protoTCP   = 6
 )
 
@@ -42,7 +42,8 @@ type Sender struct {
 	buf  [resetLen]byte
 	sa   unix.SockaddrInet6
 	seed maphash.Seed
-	zero bool // send flow label 0: the host has auto_flowlabels off
+	zero bool  // send flow label 0: the host has auto_flowlabels off
+	hop  uint8 // hop limit, as the kernel's own resets carry
 }
 
 // Open opens the raw socket (needs CAP_NET_RAW). autoFlowLabels says whether
@@ -53,7 +54,7 @@ func Open(autoFlowLabels bool) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw IPv6 socket: %w", err)
 	}
-	return &Sender{fd: fd, seed: maphash.MakeSeed(), zero: !autoFlowLabels}, nil
+	return &Sender{fd: fd, seed: maphash.MakeSeed(), zero: !autoFlowLabels, hop: defaultHopLimit()}, nil
 }
 
 // Close closes the socket.
@@ -66,9 +67,14 @@ func (s *Sender) Reset(syn []byte) error {
 	if !s.zero && len(syn) >= ipv6Header+4 {
 		// The kernel labels by the flow; so do we, keyed so that the
 		// label says nothing about knockwall.
-		label = uint32(maphash.Bytes(s.seed, syn[8:ipv6Header+4]))&0xfffff | 1
+		// Uniform over 20 bits like the kernel's; only 0 is avoided, as
+		// 0 means "no label".
+		if label = uint32(maphash.Bytes(s.seed, syn[8:40]))&0xfffff ^ uint32(maphash.Bytes(s.seed, tcpPorts(syn))); label&0xfffff == 0 {
+			label = 1
+		}
+		label &= 0xfffff
 	}
-	pkt, err := Build(s.buf[:0], syn, label)
+	pkt, err := Build(s.buf[:0], syn, label, s.hop)
 	if err != nil {
 		return err
 	}
@@ -78,15 +84,20 @@ func (s *Sender) Reset(syn []byte) error {
 
 // Build appends to dst the reset Linux sends for syn when no socket listens:
 // addresses and ports swapped, RST|ACK, seq 0, ack = SYN's seq + 1 + its
-// payload length, window 0, no options; hop limit 64, the SYN's traffic class
-// without ECN bits, and flow label label.
-func Build(dst, syn []byte, label uint32) ([]byte, error) {
-	if len(syn) < ipv6Header+tcpHeader || syn[0]>>4 != 6 || syn[6] != protoTCP {
+// payload length, window 0, no options; hop limit hop, the SYN's traffic
+// class without ECN bits, and flow label label.
+func Build(dst, syn []byte, label uint32, hop uint8) ([]byte, error) {
+	if len(syn) < ipv6Header+tcpHeader || syn[0]>>4 != 6 || syn[24] == 0xff {
+		// Not IPv6, or to a multicast address, which is never answered.
 		return nil, ErrNotSYN
 	}
-	tcp := syn[ipv6Header:]
+	off := tcpOffset(syn)
+	if off < 0 || len(syn) < off+tcpHeader {
+		return nil, ErrNotSYN
+	}
+	tcp := syn[off:]
 	doff := int(tcp[12]>>4) * 4
-	plen := int(binary.BigEndian.Uint16(syn[4:6]))
+	plen := int(binary.BigEndian.Uint16(syn[4:6])) - (off - ipv6Header) // the TCP segment's length
 	// The copy NFQUEUE hands over may stop short of the payload; the
 	// header fields read here are whole, and plen says how long it was.
 	if tcp[13]&0x17 != 0x02 || doff < tcpHeader || plen < doff {
@@ -100,7 +111,7 @@ func Build(dst, syn []byte, label uint32) ([]byte, error) {
 	binary.BigEndian.PutUint32(out[0:], 6<<28|tclass<<20|label&0xfffff)
 	binary.BigEndian.PutUint16(out[4:], tcpHeader)
 	out[6] = protoTCP
-	out[7] = hopLimit
+	out[7] = hop
 	copy(out[8:24], syn[24:40]) // source: the SYN's destination
 	copy(out[24:40], syn[8:24]) // destination: the SYN's source
 	r := out[ipv6Header:]
@@ -115,6 +126,36 @@ func Build(dst, syn []byte, label uint32) ([]byte, error) {
 	binary.BigEndian.PutUint16(r[18:], 0)
 	binary.BigEndian.PutUint16(r[16:], checksum(out[8:24], out[24:40], r))
 	return dst[:len(dst)+resetLen], nil
+}
+
+// tcpOffset walks the IPv6 extension headers the kernel lets through to a
+// local socket (hop-by-hop, routing, destination options) to the TCP header;
+// -1 when there is none. The reset the kernel sends carries no extension
+// headers, and neither does ours.
+func tcpOffset(p []byte) int {
+	next, off := p[6], ipv6Header
+	for range 8 {
+		switch next {
+		case protoTCP:
+			return off
+		case 0, 43, 60: // hop-by-hop, routing, destination options
+			if len(p) < off+8 {
+				return -1
+			}
+			next, off = p[off], off+(int(p[off+1])+1)*8
+		default:
+			return -1
+		}
+	}
+	return -1
+}
+
+// tcpPorts is the SYN's port pair, for the flow label hash.
+func tcpPorts(syn []byte) []byte {
+	if off := tcpOffset(syn); off >= 0 && len(syn) >= off+4 {
+		return syn[off : off+4]
+	}
+	return nil
 }
 
 // checksum is the TCP checksum over the IPv6 pseudo-header and segment.
@@ -143,4 +184,18 @@ func AutoFlowLabels() bool {
 	}
 	v := strings.TrimSpace(string(b))
 	return v == "1" || v == "3"
+}
+
+// defaultHopLimit reads net.ipv6.conf.default.hop_limit, which the kernel's
+// own resets carry unless a route says otherwise.
+func defaultHopLimit() uint8 {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/default/hop_limit")
+	if err != nil {
+		return hopLimit
+	}
+	var v int
+	if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &v); err != nil || v < 1 || v > 255 {
+		return hopLimit
+	}
+	return uint8(v)
 }

@@ -44,7 +44,7 @@ func TestBuild(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			syn := synV6(t, tt.tclass, tt.payload, tt.opts)
-			out, err := Build(nil, syn, 0xabcde)
+			out, err := Build(nil, syn, 0xabcde, 64)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,6 +77,34 @@ func TestBuild(t *testing.T) {
 	}
 }
 
+// TestBuildExtensionHeaders: a SYN with IPv6 extension headers is answered
+// like any other (the kernel answers it too); the reset carries none.
+func TestBuildExtensionHeaders(t *testing.T) {
+	ip := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolIPv6Destination, HopLimit: 64,
+		SrcIP: net.ParseIP("fd00:77::2"), DstIP: net.ParseIP("fd00:77::1")}
+	dst := &layers.IPv6Destination{}
+	dst.NextHeader = layers.IPProtocolTCP
+	dst.Options = []*layers.IPv6DestinationOption{{OptionType: 1, OptionLength: 4, OptionData: make([]byte, 4)}}
+	tcp := &layers.TCP{SrcPort: 40001, DstPort: 2222, Seq: 100, SYN: true, Window: 64800}
+	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, dst, tcp, gopacket.Payload([]byte("tok"))); err != nil {
+		t.Fatal(err)
+	}
+	out, err := Build(nil, buf.Bytes(), 5, 64)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if out[6] != protoTCP || binary.BigEndian.Uint16(out[4:]) != 20 {
+		t.Fatalf("reset carries extension headers: next %d len %d", out[6], binary.BigEndian.Uint16(out[4:]))
+	}
+	if got := binary.BigEndian.Uint32(out[40+8:]); got != 100+1+3 {
+		t.Fatalf("ack = %d, want %d (seq + SYN + 3 bytes of payload)", got, 100+1+3)
+	}
+}
+
 func TestBuildRefuses(t *testing.T) {
 	syn := synV6(t, 0, nil, false)
 	ack := append([]byte(nil), syn...)
@@ -85,8 +113,10 @@ func TestBuildRefuses(t *testing.T) {
 	v4[0] = 0x45
 	udp := append([]byte(nil), syn...)
 	udp[6] = 17
-	for name, pkt := range map[string][]byte{"short": syn[:50], "syn-ack": ack, "v4": v4, "udp": udp, "empty": nil} {
-		if _, err := Build(nil, pkt, 1); !errors.Is(err, ErrNotSYN) {
+	mcast := append([]byte(nil), syn...)
+	mcast[24] = 0xff
+	for name, pkt := range map[string][]byte{"short": syn[:50], "syn-ack": ack, "v4": v4, "udp": udp, "empty": nil, "multicast": mcast} {
+		if _, err := Build(nil, pkt, 1, 64); !errors.Is(err, ErrNotSYN) {
 			t.Errorf("%s: err = %v, want ErrNotSYN", name, err)
 		}
 	}
@@ -95,7 +125,7 @@ func TestBuildRefuses(t *testing.T) {
 func TestBuildNoAllocs(t *testing.T) {
 	syn := synV6(t, 0, nil, false)
 	var buf [resetLen]byte
-	if n := testing.AllocsPerRun(100, func() { _, _ = Build(buf[:0], syn, 7) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { _, _ = Build(buf[:0], syn, 7, 64) }); n != 0 {
 		t.Fatalf("Build allocates %v", n)
 	}
 }
@@ -103,7 +133,7 @@ func TestBuildNoAllocs(t *testing.T) {
 func FuzzBuild(f *testing.F) {
 	f.Add(make([]byte, 60))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		out, err := Build(nil, b, 1)
+		out, err := Build(nil, b, 1, 64)
 		if err == nil && len(out) != resetLen {
 			t.Fatalf("len %d", len(out))
 		}

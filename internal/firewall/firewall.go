@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/knockwall/knockwall/rules"
@@ -33,28 +34,45 @@ func Exec(ctx context.Context, c rules.Command) error {
 // maxJumpDeletes bounds how many duplicate jumps Remove deletes per rule.
 const maxJumpDeletes = 64
 
-// Install removes any knockwall rules left by an earlier run, then adds the
-// plan's rules. If any command fails it removes what it added and returns the
-// error, so the firewall ends as it was found (without stale knockwall rules).
+// Install puts the plan's rules in place. The guard (security table) is made
+// sure of rather than replaced: if a guard from an earlier run is there, it is
+// never removed, not even for a moment, so a restart or a crash never exposes
+// a protected port. Diversion and reject rules left by an earlier run are
+// removed and installed afresh. If a command fails, the diversion and reject
+// rules are removed again and the guard stays: the host fails closed.
 func Install(ctx context.Context, run Runner, p rules.Plan) error {
-	Remove(ctx, run, p)
+	removeWhere(ctx, run, p, notGuard)
 	for _, c := range p.Install {
-		if err := run(ctx, c); err != nil {
-			Remove(ctx, run, p)
-			return fmt.Errorf("install firewall rules: %w", err)
+		var err error
+		if isGuard(c) {
+			err = ensure(ctx, run, c)
+		} else {
+			err = run(ctx, c)
+		}
+		if err != nil {
+			removeWhere(ctx, run, p, notGuard)
+			return fmt.Errorf("install firewall rules: %w (the guard stays in place, so protected ports stay closed; `knockwall rules print --remove | sh` removes it)", err)
 		}
 	}
 	return nil
 }
 
 // Remove deletes exactly the plan's rules: every copy of each jump from a
-// built-in chain, then knockwall's own chains. Missing rules are not errors.
+// built-in chain, then knockwall's own chains; the guard last. Missing rules
+// are not errors.
 func Remove(ctx context.Context, run Runner, p rules.Plan) {
+	removeWhere(ctx, run, p, func(rules.Command) bool { return true })
+}
+
+func removeWhere(ctx context.Context, run Runner, p rules.Plan, keep func(rules.Command) bool) {
 	isJump := make(map[string]bool, len(p.Jumps))
 	for _, j := range p.Jumps {
 		isJump[j.String()] = true
 	}
 	for _, c := range p.Remove {
+		if !keep(c) {
+			continue
+		}
 		if !isJump[c.String()] {
 			_ = run(ctx, c)
 			continue
@@ -65,4 +83,40 @@ func Remove(ctx context.Context, run Runner, p rules.Plan) {
 			}
 		}
 	}
+}
+
+// isGuard reports whether c is about the guard: it works on the security table.
+func isGuard(c rules.Command) bool { return slices.Contains(c.Args, "security") }
+
+func notGuard(c rules.Command) bool { return !isGuard(c) }
+
+// ensure runs c unless what it would add is there already: a chain that
+// exists, or a rule that -C finds.
+func ensure(ctx context.Context, run Runner, c rules.Command) error {
+	args := slices.Clone(c.Args)
+	for i, a := range args {
+		switch a {
+		case "-N":
+			err := run(ctx, c)
+			if err == nil {
+				return nil
+			}
+			// It may exist already, which is what we want.
+			args[i] = "-S"
+			if run(ctx, rules.Command{Bin: c.Bin, Args: args}) == nil {
+				return nil
+			}
+			return err
+		case "-A", "-I":
+			args[i] = "-C"
+			if a == "-I" && i+2 < len(args) && args[i+2] != "" && args[i+2][0] >= '0' && args[i+2][0] <= '9' {
+				args = slices.Delete(args, i+2, i+3) // -C takes no position
+			}
+			if run(ctx, rules.Command{Bin: c.Bin, Args: args}) == nil {
+				return nil
+			}
+			return run(ctx, c)
+		}
+	}
+	return run(ctx, c)
 }

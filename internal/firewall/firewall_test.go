@@ -78,7 +78,7 @@ func parse(c rules.Command) parsed {
 		case "-t":
 			i++
 			p.table = c.Args[i]
-		case "-N", "-A", "-D", "-F", "-X":
+		case "-N", "-A", "-D", "-F", "-X", "-C", "-S":
 			p.op = a
 			i++
 			p.chain = c.Args[i]
@@ -126,6 +126,14 @@ func (f *fakeTables) run(ctx context.Context, c rules.Command) error {
 			return errors.New("bad rule (does a matching rule exist in that chain?)")
 		}
 		f.rules[ruleKey]--
+	case "-C":
+		if f.rules[ruleKey] == 0 {
+			return errors.New("bad rule (does a matching rule exist in that chain?)")
+		}
+	case "-S":
+		if userChain && !f.chains[chainKey] {
+			return errors.New("no chain by that name")
+		}
 	case "-F":
 		if userChain && !f.chains[chainKey] {
 			return errors.New("no chain by that name")
@@ -235,38 +243,47 @@ func TestInstallOnCleanHost(t *testing.T) {
 			if err := Install(context.Background(), f.run, tc.plan); err != nil {
 				t.Fatalf("Install: %v", err)
 			}
-			got := f.rec.strings()
-			// On a clean host every removal fails at once: Remove is tried
-			// once per command, then Install runs in order.
-			want := append(strs(tc.plan.Remove), strs(tc.plan.Install)...)
-			if !slices.Equal(got, want) {
-				t.Errorf("commands run:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-			}
 			if st := f.state(); !slices.Equal(st, installedState(t, tc.plan)) {
 				t.Errorf("state after Install:\n%s", strings.Join(st, "\n"))
+			}
+			// The plan's commands ran in the plan's order.
+			var adds []string
+			for _, c := range f.rec.cmds {
+				if op := parse(c).op; op == "-N" || op == "-A" || op == "-I" {
+					adds = append(adds, c.String())
+				}
+			}
+			if !slices.Equal(adds, strs(tc.plan.Install)) {
+				t.Errorf("commands that add, in order:\n%s\nwant:\n%s", strings.Join(adds, "\n"), strings.Join(strs(tc.plan.Install), "\n"))
 			}
 		})
 	}
 }
 
-func TestInstallRemovesFirst(t *testing.T) {
-	// With a recorder on which everything succeeds, Install runs a whole
-	// Remove pass (each jump deleted until the bound) and then the plan.
+// isGuardCmd is a command on the security table (the guard).
+func isGuardCmd(c rules.Command) bool { return slices.Contains(c.Args, "security") }
+
+// TestInstallKeepsAnExistingGuard: a restart over rules left in place (a
+// crash, a SIGKILL) never removes the guard, not even for a moment, and
+// ends with exactly one copy of everything.
+func TestInstallKeepsAnExistingGuard(t *testing.T) {
 	for _, tc := range plans(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			var r recorder
-			if err := Install(context.Background(), r.run, tc.plan); err != nil {
+			f := newFake()
+			if err := Install(context.Background(), f.run, tc.plan); err != nil {
 				t.Fatal(err)
 			}
-			got := r.strings()
-			n := len(got) - len(tc.plan.Install)
-			if n < 0 || !slices.Equal(got[n:], strs(tc.plan.Install)) {
-				t.Fatalf("Install does not end with the plan in order:\n%s", strings.Join(got, "\n"))
+			f.rec = recorder{}
+			if err := Install(context.Background(), f.run, tc.plan); err != nil {
+				t.Fatal(err)
 			}
-			var removal recorder
-			Remove(context.Background(), removal.run, tc.plan)
-			if !slices.Equal(got[:n], removal.strings()) {
-				t.Errorf("Install did not begin with exactly a Remove pass")
+			for _, c := range f.rec.cmds {
+				if op := parse(c).op; isGuardCmd(c) && (op == "-D" || op == "-F" || op == "-X") {
+					t.Errorf("reinstall touched the guard: %s", c)
+				}
+			}
+			if st := f.state(); !slices.Equal(st, installedState(t, tc.plan)) {
+				t.Errorf("state after reinstall:\n%s", strings.Join(st, "\n"))
 			}
 		})
 	}
@@ -289,43 +306,83 @@ func TestInstallTwiceLeavesOneCopy(t *testing.T) {
 	}
 }
 
+// TestInstallFailsMidway fails each command of the plan in turn, on a clean
+// host and over an earlier install: the diversion and reject rules are gone
+// afterwards, the host's own rule is untouched, and a guard that was there
+// (or got installed before the failure) stays, so protected ports stay closed.
 func TestInstallFailsMidway(t *testing.T) {
 	for _, tc := range plans(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			// The first len(Remove) commands are the opening Remove pass
-			// on a clean host; fail each Install command in turn.
-			for i, c := range tc.plan.Install {
-				t.Run(fmt.Sprintf("%d %s", i, c), func(t *testing.T) {
-					f := newFake()
-					foreign := rules.Command{Bin: "iptables", Args: []string{"-w", "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "80", "-j", "ACCEPT"}}
-					if err := f.run(context.Background(), foreign); err != nil {
-						t.Fatal(err)
-					}
-					before := f.state()
-					f.rec = recorder{failAt: len(tc.plan.Remove) + i + 1}
-					err := Install(context.Background(), f.run, tc.plan)
-					if !errors.Is(err, errInjected) {
-						t.Fatalf("Install = %v, want the runner's error", err)
-					}
-					if !strings.Contains(err.Error(), "install firewall rules") {
-						t.Errorf("error %q does not say what failed", err)
-					}
-					got := f.rec.strings()
-					// Install stops at the failure...
-					done := len(tc.plan.Remove) + i + 1
-					if !slices.Equal(got[len(tc.plan.Remove):done], strs(tc.plan.Install[:i+1])) {
-						t.Errorf("commands before the failure are not the plan's first %d", i+1)
-					}
-					// ...and then removes.
-					after := got[done:]
-					if len(after) < len(tc.plan.Remove) {
-						t.Fatalf("only %d commands after the failure, want a Remove pass", len(after))
-					}
-					// The host is as it was found, foreign rule included.
-					if st := f.state(); !slices.Equal(st, before) {
-						t.Errorf("state after a failed Install:\n%s\nwant:\n%s", strings.Join(st, "\n"), strings.Join(before, "\n"))
-					}
-				})
+			for _, earlier := range []bool{false, true} {
+				for i, c := range tc.plan.Install {
+					t.Run(fmt.Sprintf("earlier=%v/%d %s", earlier, i, c), func(t *testing.T) {
+						f := newFake()
+						foreign := rules.Command{Bin: "iptables", Args: []string{"-w", "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "80", "-j", "ACCEPT"}}
+						if err := f.run(context.Background(), foreign); err != nil {
+							t.Fatal(err)
+						}
+						if earlier {
+							if err := Install(context.Background(), f.run, tc.plan); err != nil {
+								t.Fatal(err)
+							}
+						}
+						target := c.String()
+						failed := false
+						f.rec = recorder{fail: func(_ int, got rules.Command) error {
+							// Fail the command the first time it would change
+							// something (a -C or -S probe is not it).
+							if got.String() == target && !failed {
+								failed = true
+								return errInjected
+							}
+							return nil
+						}}
+						err := Install(context.Background(), f.run, tc.plan)
+						if !failed || (err == nil && earlier && parse(c).op == "-N") {
+							// An earlier install made this command unnecessary,
+							// or the chain it failed to create was there.
+							if err != nil {
+								t.Fatalf("Install = %v with nothing failing", err)
+							}
+							want := append(installedState(t, tc.plan), "rule iptables filter INPUT | -p tcp --dport 80 -j ACCEPT")
+							slices.Sort(want)
+							if st := f.state(); !slices.Equal(st, want) {
+								t.Errorf("state:\n%s\nwant:\n%s", strings.Join(st, "\n"), strings.Join(want, "\n"))
+							}
+							return
+						}
+						if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), "install firewall rules") {
+							t.Fatalf("Install = %v, want the runner's error, saying what failed", err)
+						}
+						st := f.state()
+						if !slices.Contains(st, "rule iptables filter INPUT | -p tcp --dport 80 -j ACCEPT") {
+							t.Errorf("the host's own rule is gone:\n%s", strings.Join(st, "\n"))
+						}
+						for _, line := range st {
+							if strings.Contains(line, "KNOCKWALL") && !strings.Contains(line, "security") {
+								t.Errorf("a diversion or reject rule is left: %s", line)
+							}
+						}
+						// What the guard had before the failure is still there:
+						// all of it over an earlier install, else what the
+						// plan's guard commands before the failing one made.
+						want := installedState(t, tc.plan)
+						if !earlier {
+							g := newFake()
+							for _, pc := range tc.plan.Install[:i] {
+								if isGuardCmd(pc) {
+									_ = g.run(context.Background(), pc)
+								}
+							}
+							want = g.state()
+						}
+						for _, line := range want {
+							if strings.Contains(line, "security") && !slices.Contains(st, line) {
+								t.Errorf("the guard lost %s", line)
+							}
+						}
+					})
+				}
 			}
 		})
 	}

@@ -22,11 +22,13 @@ const (
 	// MinDuration is the shortest step_timeout or open_for accepted.
 	MinDuration = time.Millisecond
 
-	// Mark bits: "KW" in the low 16 bits. Accept and reject differ so that one
-	// static REJECT rule and one static guard rule can tell them apart.
-	DefaultAcceptMark = 0x4b01
-	DefaultRejectMark = 0x4b02
-	DefaultMarkMask   = 0xffff
+	// Mark bits: two bits of their own, so knockwall changes nothing else of
+	// a packet's mark (OpenWrt's mwan3 uses 0x3f00, kube-proxy 0x4000 and
+	// 0x8000). Accept and reject differ so that one static REJECT rule and
+	// one static guard rule can tell them apart.
+	DefaultAcceptMark = 0x10000000
+	DefaultRejectMark = 0x20000000
+	DefaultMarkMask   = 0x30000000
 
 	// MaxServices bounds the services of one configuration: each protected
 	// port keeps a 64-bit mask of the services that cover it.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // MinKeySize is the shortest key accepted, in bytes.
@@ -85,7 +86,9 @@ func ParseKey(content []byte) (*Key, error) {
 // ReadKeyFile reads and parses a key file, refusing one that group or others
 // may read or write: a key others can read is no secret.
 func ReadKeyFile(path string) (*Key, error) {
-	f, err := os.Open(path)
+	// No symlink (its target's permissions are not what ls shows), and no
+	// blocking on a FIFO before the regular-file check.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +102,9 @@ func ReadKeyFile(path string) (*Key, error) {
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("key file %s has mode %04o: %w (run: chmod 600 %s)", path, perm, ErrKeyPerm, path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("key file %s is owned by uid %d: %w (it must belong to root or to the user running knockwall)", path, sys.Uid, ErrKeyPerm)
 	}
 	content, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
 	if err != nil {

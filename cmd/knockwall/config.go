@@ -104,6 +104,9 @@ func writeEffective(w io.Writer, s *rules.Set) {
 				r.Length, r.Period, r.Lo, r.Hi, svc.StepTimeout))
 		}
 		fmt.Fprintf(w, " %s; everyone else gets %s.\n", strings.Join(ways, "; or "), svc.Closed)
+		for _, warn := range weaknesses(svc) {
+			fmt.Fprintf(w, "  # WARNING: %s\n", warn)
+		}
 		fmt.Fprintf(w, "  %s:\n    ports: [%s]\n", svc.Name, ports)
 		if len(seq) > 0 {
 			fmt.Fprintf(w, "    sequence: [%s]\n", strings.Join(seq, ", "))
@@ -128,4 +131,16 @@ func joinInts(ps []uint16) string {
 		s[i] = fmt.Sprint(p)
 	}
 	return strings.Join(s, ", ")
+}
+
+// weaknesses names what makes a service easy to open by guessing.
+func weaknesses(svc rules.Service) []string {
+	var out []string
+	if n := len(svc.Sequence); n > 0 && n < 3 {
+		out = append(out, fmt.Sprintf("%s's sequence has %d knock(s); a port scan can stumble on it. Use 3 or more, or spa.", svc.Name, n))
+	}
+	if r := svc.Rotate; r != nil && r.Length < 3 {
+		out = append(out, fmt.Sprintf("%s's rotating sequence has length %d; guessing it is cheap. Use 3 or more.", svc.Name, r.Length))
+	}
+	return out
 }

@@ -62,7 +62,9 @@ syn --port P) send a token for --service.`,
 	o.cfg.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.service, "service", "", "take what to send from this service of the config")
-	f.DurationVar(&o.delay, "delay", 0, "pause between knocks")
+	// A small default pause keeps knocks in order even when the server
+	// spreads packets over several queues (queue.count > 1).
+	f.DurationVar(&o.delay, "delay", 10*time.Millisecond, "pause between knocks")
 	f.StringVar(&o.method, "method", "auto", "auto | sequence | rotate | spa")
 	f.StringVar(&o.transport, "transport", "udp", "how an SPA token travels: udp | syn")
 	f.IntVar(&o.port, "port", 0, "with --transport syn: the protected port to send the token to (default: the service's first)")

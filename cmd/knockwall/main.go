@@ -27,6 +27,8 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// No reload on SIGHUP yet; a HUP must not kill the daemon and its grants.
+	signal.Ignore(syscall.SIGHUP)
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
 	stop()
 	os.Exit(code)

@@ -74,7 +74,7 @@ func TestRulesPrint(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"iptables -w -t security -N KNOCKWALL-GUARD", "ip6tables -w -t mangle -A INPUT", "--queue-bypass", "'!' --mark 0x4b01/0xffff"} {
+	for _, want := range []string{"iptables -w -t security -N KNOCKWALL-GUARD", "ip6tables -w -t mangle -A INPUT", "--queue-bypass", "'!' --mark 0x10000000/0x30000000"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rules print lacks %q", want)
 		}

@@ -124,6 +124,9 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 		log.Info("firewall.manage is false: install the static rules yourself (knockwall rules print)")
 	}
 	for _, svc := range set.Services {
+		for _, warn := range weaknesses(svc) {
+			log.Warn(warn)
+		}
 		log.Info("service", keyService, svc.Name, "ports", fmt.Sprint(svc.Ports), "knocks", len(svc.Sequence),
 			keyOpenFor, svc.OpenFor.String(), "closed", svc.Closed.String())
 	}

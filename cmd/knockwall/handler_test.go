@@ -1,0 +1,76 @@
+package main
+
+import (
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/tracker"
+	"github.com/knockwall/knockwall/verdict"
+)
+
+// syn4 is an IPv4 TCP SYN (checksums are not read by the engine).
+func syn4(src netip.Addr, dport uint16) []byte {
+	b := make([]byte, 40)
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], 40)
+	b[8], b[9] = 64, 6
+	s := src.As4()
+	copy(b[12:], s[:])
+	copy(b[16:], []byte{10, 77, 0, 1})
+	binary.BigEndian.PutUint16(b[20:], 40000)
+	binary.BigEndian.PutUint16(b[22:], dport)
+	b[32] = 5 << 4
+	b[33] = 0x02
+	return b
+}
+
+// TestHandlerMarks: the handler turns decisions into verdicts and marks,
+// changing only knockwall's own mark bits.
+func TestHandlerMarks(t *testing.T) {
+	c := rules.Defaults()
+	ssh := rules.ServiceDefaults()
+	ssh.Ports, ssh.Sequence = []int{22}, []string{"7000", "8000", "9000"}
+	c.Services = map[string]rules.ServiceConfig{"ssh": ssh}
+	set, err := rules.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := tracker.New(tracker.Config{MaxPending: 64, MaxGrants: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	eng := verdict.New(set, tr, now)
+	granted := netip.MustParseAddr("10.77.0.2")
+	tr.Grant(granted, set.Services[0].ID, now, time.Hour)
+	h := newHandler(eng, set, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now }, nil)
+
+	const foreign = 0x00003f00 // mwan3's bits: knockwall must leave them alone
+	stranger := netip.MustParseAddr("10.77.0.3")
+	for _, tt := range []struct {
+		name string
+		pkt  []byte
+		want nfq.Verdict
+	}{
+		{"unprotected: accept, mark untouched, batchable", syn4(stranger, 80), nfq.Verdict{Accept: true}},
+		{"granted: accept with the accept mark", syn4(granted, 22), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultAcceptMark}},
+		{"no grant: the reject mark", syn4(stranger, 22), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
+		{"knock: the reject mark", syn4(stranger, 7000), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
+		{"malformed: drop", syn4(stranger, 22)[:30], nfq.Verdict{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// A stale knockwall bit in the incoming mark is replaced, not
+			// kept. Mark means nothing without SetMark.
+			got := h(tt.pkt, foreign|rules.DefaultRejectMark|rules.DefaultAcceptMark)
+			if got.Accept != tt.want.Accept || got.SetMark != tt.want.SetMark || (got.SetMark && got.Mark != tt.want.Mark) {
+				t.Fatalf("verdict = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -41,6 +41,13 @@ type Config struct {
 	ReadBuffer int
 }
 
+// verdictSender is the part of *nfqueue.Nfqueue that answers packets.
+type verdictSender interface {
+	SetVerdict(id uint32, verdict int) error
+	SetVerdictBatch(id uint32, verdict int) error
+	SetVerdictWithOption(id uint32, verdict int, options ...nfqueue.VerdictOption) error
+}
+
 // Counters are a queue's statistics.
 type Counters struct {
 	Packets       atomic.Uint64
@@ -52,6 +59,7 @@ type Counters struct {
 // Queue is one bound NFQUEUE.
 type Queue struct {
 	nf       *nfqueue.Nfqueue
+	out      verdictSender // nf, or a recorder in tests
 	cfg      Config
 	log      *slog.Logger
 	Counters Counters
@@ -102,7 +110,7 @@ func Open(ctx context.Context, c Config, h Handler, log *slog.Logger) (*Queue, e
 	if err != nil {
 		return nil, fmt.Errorf("open nfqueue %d: %w", c.Num, err)
 	}
-	q := &Queue{nf: nf, cfg: c, log: log.With("queue", c.Num), fatal: make(chan error, 1)}
+	q := &Queue{nf: nf, out: nf, cfg: c, log: log.With("queue", c.Num), fatal: make(chan error, 1)}
 	if c.ReadBuffer > 0 {
 		if err := nf.Con.SetReadBuffer(c.ReadBuffer); err != nil {
 			q.log.Warn("cannot set socket receive buffer", "bytes", c.ReadBuffer, "err", err)
@@ -200,9 +208,9 @@ func (q *Queue) flushLocked() {
 	}
 	var err error
 	if q.run == 1 {
-		err = q.nf.SetVerdict(q.runID, v)
+		err = q.out.SetVerdict(q.runID, v)
 	} else {
-		err = q.nf.SetVerdictBatch(q.runID, v)
+		err = q.out.SetVerdictBatch(q.runID, v)
 		q.Batches.Add(1)
 	}
 	q.run = 0
@@ -240,7 +248,7 @@ func (q *Queue) handle(a nfqueue.Attribute, h Handler) {
 		// A marked verdict goes alone; the run before it goes first, so
 		// a batch verdict never covers this packet.
 		q.flushLocked()
-		if err := q.nf.SetVerdictWithOption(id, nfqueue.NfAccept, nfqueue.WithMark(v.Mark)); err != nil {
+		if err := q.out.SetVerdictWithOption(id, nfqueue.NfAccept, nfqueue.WithMark(v.Mark)); err != nil {
 			q.Counters.VerdictErrors.Add(1)
 			q.rateLimited("cannot send verdict", "err", err)
 		}

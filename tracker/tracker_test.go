@@ -674,8 +674,8 @@ func TestConcurrent(t *testing.T) {
 
 // TestGrantTableHoldsMaxGrants checks the documented bound: a tracker made
 // with MaxGrants N holds N live grants of distinct sources before it refuses
-// one. The grant table is split into shards, each refusing on its own at
-// ceil(N/shards), so an unlucky spread of sources fills one shard early.
+// one, however the sources spread over the shards (a regression test: the
+// bound used to be split per shard, so an unlucky spread refused early).
 func TestGrantTableHoldsMaxGrants(t *testing.T) {
 	tests := []struct {
 		name                  string

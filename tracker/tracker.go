@@ -322,14 +322,21 @@ func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.D
 	return t.addGrantLocked(s, src, id, t.since(now), openFor)
 }
 
-// Allow spends one knock attempt of src's budget at now and reports whether
-// there was one. A source seen for the first time starts with a full bucket.
+// Allow spends one knock attempt of src's budget (its /64, for IPv6) at now
+// and reports whether there was one. A source seen for the first time starts with a full bucket.
 // When the bucket table is full the least recently seen source's bucket is
 // forgotten; that source starts afresh, which a flood of spoofed sources can
 // cause but cannot turn against a real client's own bucket.
 func (t *Tracker) Allow(src netip.Addr, now time.Time) bool {
 	if t.knockCost == 0 {
 		return true
+	}
+	// IPv6 sources are limited per /64: one host usually holds a whole
+	// /64, and would otherwise have 2^64 budgets.
+	if src.Is6() && !src.Is4In6() {
+		b := src.As16()
+		clear(b[8:])
+		src = netip.AddrFrom16(b)
 	}
 	s := t.shardOf(src)
 	ts := t.since(now)

@@ -735,3 +735,30 @@ func TestFullGrantTableRefusalIsCheap(t *testing.T) {
 		t.Fatalf("a refused grant allocates %v times on average: it sweeps the table", allocs)
 	}
 }
+
+// TestAllowPerIPv6Prefix: IPv6 sources share one knock budget per /64, so
+// a host cannot multiply its budget by rotating addresses in its prefix.
+func TestAllowPerIPv6Prefix(t *testing.T) {
+	tr, err := tracker.New(tracker.Config{MaxPending: 64, MaxGrants: 64, KnockRate: 1, KnockBurst: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := 0
+	for i := range 10 {
+		src := netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x77, 7: 1, 15: byte(i + 1)}) // fd00:77:0:1::i
+		if tr.Allow(src, t0) {
+			allowed++
+		}
+	}
+	if allowed != 3 {
+		t.Fatalf("%d of 10 knocks from one /64 allowed at once, want the burst of 3", allowed)
+	}
+	if !tr.Allow(netip.MustParseAddr("fd00:77:0:2::1"), t0) {
+		t.Fatal("another /64 shares the first one's budget")
+	}
+	for i := range 3 {
+		if !tr.Allow(netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), t0) {
+			t.Fatal("IPv4 sources are not limited one by one")
+		}
+	}
+}

@@ -40,3 +40,32 @@ func TestRestartAfterCrash(t *testing.T) {
 	e.knock(t, e.pair.Server4, defaultSequence...)
 	e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
 }
+
+// TestKeepGuardOnStop: with firewall.keep_guard (set here from the
+// environment), a clean stop removes diversion and reject but leaves the
+// guard: the protected port stays closed until the next start, other ports
+// work, and the next start takes the guard over.
+func TestKeepGuardOnStop(t *testing.T) {
+	t.Setenv("KNOCKWALL_FIREWALL_KEEP_GUARD", "true")
+	e := newEnv(t, envOptions{svc: service{closed: reject}})
+	if _, err := e.d.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		for _, l := range knockwallLines(e.iptablesSave(t, bin)) {
+			if !strings.Contains(l, "KNOCKWALL-GUARD") {
+				t.Errorf("%s: left after a clean stop with keep_guard: %s", bin, l)
+			}
+		}
+		if !strings.Contains(strings.Join(knockwallLines(e.iptablesSave(t, bin)), "\n"), "-j DROP") {
+			t.Errorf("%s: no guard left after a clean stop with keep_guard", bin)
+		}
+	}
+	e.expectClosed(t, drop, e.pair.Client4, e.server4(protectedPort))
+	e.expectClosed(t, drop, e.pair.Client6, e.server6(protectedPort))
+	e.expectOpen(t, e.pair.Client4, e.server4(openPort)).Close()
+
+	e.d = startDaemon(t, e.pair.Server, e.bin, e.cfgPath)
+	e.knock(t, e.pair.Server4, defaultSequence...)
+	e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
+}

@@ -33,6 +33,10 @@ type FirewallConfig struct {
 	// Manage makes `run` install the static rules on start and remove exactly
 	// those on exit.
 	Manage bool `mapstructure:"manage" yaml:"manage"`
+	// KeepGuard leaves the guard in place when knockwall stops cleanly, so
+	// protected ports stay closed between a stop and the next start (a
+	// service restart). Off by default: a clean stop removes every rule.
+	KeepGuard bool `mapstructure:"keep_guard" yaml:"keep_guard"`
 	// AcceptMark and RejectMark are the packet mark values knockwall sets on
 	// packets it accepts or wants rejected; MarkMask selects the bits of the
 	// packet mark that belong to knockwall. Change them only if the host

@@ -75,8 +75,8 @@ func newExampleCmd() *cobra.Command {
 func writeEffective(w io.Writer, s *rules.Set) {
 	fmt.Fprintf(w, "# configuration is valid\n")
 	fmt.Fprintf(w, "queue:\n  num: %d\n  count: %d\n  max_len: %d\n", s.Queue.Num, s.Queue.Count, s.Queue.MaxLen)
-	fmt.Fprintf(w, "firewall:\n  manage: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
-		s.Firewall.Manage, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
+	fmt.Fprintf(w, "firewall:\n  manage: %t\n  keep_guard: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
+		s.Firewall.Manage, s.Firewall.KeepGuard, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
 	fmt.Fprintf(w, "log:\n  level: %s\n  format: %s\n", s.Log.Level, s.Log.Format)
 	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n  knock_rate: %g\n  knock_burst: %d\n",
 		s.Tracker.MaxPending, s.Tracker.MaxGrants, s.Tracker.MaxNonces, s.Tracker.KnockRate, s.Tracker.KnockBurst)

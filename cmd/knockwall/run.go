@@ -153,8 +153,13 @@ func run(ctx context.Context, set *rules.Set, log *slog.Logger, fw firewall.Runn
 			if set.Firewall.Manage {
 				// Stop diverting before the queues go, so no packet waits
 				// for a verdict that will not come.
-				firewall.Remove(context.WithoutCancel(ctx), fw, plan)
-				log.Info("firewall rules removed")
+				if set.Firewall.KeepGuard {
+					firewall.RemoveKeepingGuard(context.WithoutCancel(ctx), fw, plan)
+					log.Info("firewall rules removed; the guard stays (firewall.keep_guard), protected ports stay closed")
+				} else {
+					firewall.Remove(context.WithoutCancel(ctx), fw, plan)
+					log.Info("firewall rules removed")
+				}
 			}
 			logStats(log, set, tr, queues)
 			cancelQueues()

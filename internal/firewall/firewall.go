@@ -64,6 +64,12 @@ func Remove(ctx context.Context, run Runner, p rules.Plan) {
 	removeWhere(ctx, run, p, func(rules.Command) bool { return true })
 }
 
+// RemoveKeepingGuard deletes the plan's diversion and reject rules and
+// leaves the guard, so protected ports stay closed.
+func RemoveKeepingGuard(ctx context.Context, run Runner, p rules.Plan) {
+	removeWhere(ctx, run, p, notGuard)
+}
+
 func removeWhere(ctx context.Context, run Runner, p rules.Plan, keep func(rules.Command) bool) {
 	isJump := make(map[string]bool, len(p.Jumps))
 	for _, j := range p.Jumps {

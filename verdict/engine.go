@@ -70,8 +70,8 @@ type Decision struct {
 	Service string // the service of Knock or of the token, when there is one
 	// TokenErr says why an SPA token was refused (Reason is ReasonBadToken).
 	TokenErr error
-	// GrantRefused is set when a valid token could not be granted because
-	// the grant table is full of live grants.
+	// GrantRefused is set when a completed sequence or a valid token could
+	// not be granted because the grant table is full of live grants.
 	GrantRefused bool
 }
 
@@ -154,51 +154,41 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		svc     = -1   // the service whose closed action answers it
 		mask    uint64 // the services protecting its port
 		spaPort bool   // a datagram to an SPA port
-		attempt bool   // a knock attempt, limited per source
 	)
 	key := rules.KnockKey(p.IPProto, p.DstPort)
 	if p.IPProto == protoUDP {
 		if i, ok := set.SPAService(p.DstPort); ok {
-			// Not an attempt for the rate limit: anyone could spend a
-			// victim's budget by spoofing junk from its address, and a
-			// token costs about a microsecond to refuse anyway.
 			svc, spaPort = i, true
 		} else if i, ok := set.KnockService(key); ok {
-			svc, attempt = i, true
+			svc = i
 		} else {
 			d.Verdict, d.Reason = Accept, ReasonNotKnock
 			return d
 		}
-	} else if mask = set.Cover(p.DstPort); mask != 0 {
-		// A token in a SYN is, like a datagram to the SPA port, checked
-		// without charging the source's knock budget.
-	} else if i, ok := set.RotatingRange(p.DstPort); ok {
-		// The whole range is reserved for knocking and answers like
-		// closed ports, so it does not betray the current sequence.
-		svc, attempt = i, true
-	} else if i, ok := set.KnockService(key); ok {
-		svc, attempt = i, true
+	} else if mask = set.Cover(p.DstPort); mask == 0 {
+		if i, ok := set.RotatingRange(p.DstPort); ok {
+			// The whole range is reserved for knocking and answers like
+			// closed ports, so it does not betray the current sequence.
+			svc = i
+		} else if i, ok := set.KnockService(key); ok {
+			svc = i
+		}
 	}
 
-	if attempt && !e.tr.Allow(p.Src, now) {
-		// Over its knock rate: the packet neither advances nor resets
-		// anything, and is answered like a closed port.
-		if mask != 0 && e.tr.Granted(p.Src, set.CoverIDs(p.DstPort), now) {
-			d.Verdict, d.Reason = Accept, ReasonGranted
-			return d
-		}
-		d.Reason = ReasonRateLimited
-		if mask != 0 {
-			d.Verdict = closed(set.ClosedAction(mask))
-		} else {
-			d.Verdict = closed(set.Services[svc].Closed)
-		}
+	// Knocks (fixed knock ports, rotating ranges) are charged to the
+	// source's budget; over it, the packet neither advances nor resets
+	// anything and is answered like a closed port. SPA tokens, by UDP or in
+	// a SYN, are not: anyone could spend a victim's budget by spoofing junk
+	// from its address, and a token costs about a microsecond to refuse.
+	if svc >= 0 && !spaPort && !e.tr.Allow(p.Src, now) {
+		d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonRateLimited
 		return d
 	}
 
 	// Every diverted packet is shown to the tracker: what is not the
 	// source's next knock resets its progress.
 	d.Knock = e.tr.Observe(p.Src, key, now, v)
+	d.GrantRefused = d.Knock.Event == tracker.EventGrantRefused
 	if d.Knock.Event != tracker.EventNone {
 		d.Service = set.Services[v.service(d.Knock.Svc)].Name
 	}

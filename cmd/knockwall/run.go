@@ -225,24 +225,18 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 	}
 	return func(pkt []byte, mark uint32) nfq.Verdict {
 		d := eng.Decide(pkt, clock())
-		if d.Knock.Event == tracker.EventGrantRefused {
+		if d.GrantRefused {
 			if refusedLog() {
 				log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, d.Src.String(), keyService, d.Service)
 			}
 		} else if d.Knock.Event != tracker.EventNone {
 			logKnock(log, debug, d)
 		}
-		switch d.Reason {
-		case verdict.ReasonToken:
+		switch {
+		case d.Reason == verdict.ReasonToken:
 			log.Info("grant", keySrc, d.Src.String(), keyService, d.Service, "by", "spa")
-		case verdict.ReasonBadToken:
-			if d.GrantRefused {
-				if refusedLog() {
-					log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, d.Src.String(), keyService, d.Service, "by", "spa")
-				}
-			} else if debug {
-				log.Debug("token refused", keySrc, d.Src.String(), keyService, d.Service, keyReason, d.TokenErr.Error())
-			}
+		case d.Reason == verdict.ReasonBadToken && !d.GrantRefused && debug:
+			log.Debug("token refused", keySrc, d.Src.String(), keyService, d.Service, keyReason, d.TokenErr.Error())
 		}
 		switch d.Verdict {
 		case verdict.Accept:

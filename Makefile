@@ -7,7 +7,7 @@ PKGS    := ./...
 # deadline exceeded" from the fuzz coordinator (golang/go#75804).
 FUZZTIME ?= 20000x
 # Fuzz targets: package:Target, each run for FUZZTIME by `make fuzz`.
-FUZZ    := ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode
+FUZZ    := ./internal/nfq:FuzzProcess ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode
 
 .PHONY: all build cross deps demo test unit vet vet32 fmt-check fuzz bench bench-e2e clean
 
@@ -62,7 +62,7 @@ bench-e2e: build
 	KNOCKWALL_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 15m -run "^TestBench" ./e2e/
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./verdict/ ./tracker/
+	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./verdict/ ./tracker/ ./internal/nfq/
 
 clean:
 	rm -rf bin

@@ -32,24 +32,24 @@ import (
 	"github.com/knockwall/knockwall/rules"
 )
 
-// floodCapacity is C, the SYN verdicts per second knockwall is assumed to
-// sustain, set conservatively for a noisy 2-core CI machine. Measured in a
-// throwaway experiment (Debian 12, kernel 6.18, 2 shared cores): loadgen
-// flooded closed, unrelated ports from 10.78.0.0/16 for 2 s against the
-// daemon (queue.max_len 4096, log level info), and the packets sent were
-// compared with the daemon's stats "packets" and with queue_dropped and
-// id_sequence in /proc/net/netfilter/nfnetlink_queue:
+// The flood tests scale their floods to C, the SYN verdicts per second the
+// daemon sustains, measured at the start of each test in the same run
+// (measureCapacity): a fixed number would be wrong for a faster or a busier
+// machine. For scale, measured in a throwaway experiment (Debian 12, kernel
+// 6.18, 2 shared cores; loadgen flooding closed, unrelated ports from
+// 10.78.0.0/16 for 2 s; queue.max_len 4096; log level info), the packets
+// sent compared with the server's TCP resets and queue_dropped in
+// /proc/net/netfilter/nfnetlink_queue:
 //
-//	paced 30k, 45k, 60k/s               every packet verdicted, queue_dropped 0
-//	paced 90k/s                         ~75k/s verdicted, ~14k/s queue_dropped
-//	unpaced (loadgen sends ~600k/s)     62k–75k/s verdicted, the rest queue_dropped
-//	unpaced, one core busy elsewhere    48k–50k/s verdicted (paced 40k/s: no drop)
-//	unpaced, two such floods at once    27k–39k/s each
+//	paced 100k–300k/s                  every packet verdicted, queue_dropped 0
+//	unpaced (loadgen sends ~570k/s)    ~320k/s verdicted, the rest queue_dropped
+//	one core busy elsewhere: paced 150k/s no drop; unpaced ~225k/s verdicted
 //
-// The overload test measures C again at its start (see measureCapacity)
-// and floods at 3× the larger of the two, so it overloads a faster machine
-// too.
-const floodCapacity = 40_000
+// (With go-nfqueue as the queue edge, before knockwall's own receive loop,
+// the same experiment gave 62k–75k/s.) loadgen on this machine cannot send
+// 3×C, so the overload test floods as fast as loadgen can, which is ~1.6–1.8×C
+// (~1.2× under the race detector, which slows loadgen in the test binary),
+// and proves the overload by the kernel's queue drops.
 
 // Flood timing and shape.
 const (
@@ -70,6 +70,9 @@ const (
 	tryBudget  = 300 * time.Millisecond
 	// grantGap is waited beyond open_for before a source knocks again.
 	grantGap = 50 * time.Millisecond
+	// minOverload is the least flood, as a multiple of the capacity
+	// measured in the same test, that counts as an overload.
+	minOverload = 1.1
 	// recoverWithin is how soon after an overload a fresh knock+connect
 	// must succeed.
 	recoverWithin = time.Second
@@ -503,28 +506,29 @@ func (d *daemon) overrunTimes(t *testing.T) map[string][]time.Time {
 // short open_for). The flood aims at unrelated ports and the protected
 // port, or at the knock ports themselves.
 func TestFloodLegitimate(t *testing.T) {
-	const rate = floodCapacity / 2
 	tests := []struct {
 		name  string
-		flood []loadgen.Config
+		flood func(rate int) []loadgen.Config
 	}{
 		{
-			name:  "unrelated and protected ports",
-			flood: []loadgen.Config{synFlood(rate, 1, unrelatedPorts(64, 1)...)},
+			name: "unrelated and protected ports",
+			flood: func(rate int) []loadgen.Config {
+				return []loadgen.Config{synFlood(rate, 1, unrelatedPorts(64, 1)...)}
+			},
 		},
 		{
 			name: "knock ports",
-			flood: []loadgen.Config{
-				synFlood(rate*2/3, 2, 7000, 8000),
-				udpFlood(rate/3, 3, 9000),
+			flood: func(rate int) []loadgen.Config {
+				return []loadgen.Config{synFlood(rate*2/3, 2, 7000, 8000), udpFlood(rate/3, 3, 9000)}
 			},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fe := newFloodEnv(t, floodConfig{openFor: tryOpenFor})
+			rate := int(fe.measureCapacity(t) / 2)
 			before := fe.queueCounters(t)
-			f := fe.startFlood(t, tt.flood...)
+			f := fe.startFlood(t, tt.flood(rate)...)
 			time.Sleep(200 * time.Millisecond) // the flood is under way
 
 			start := time.Now()
@@ -555,11 +559,9 @@ func TestFloodLegitimate(t *testing.T) {
 // connects during and after the flood, pending progress was evicted, and no
 // grant was refused.
 func TestFloodPendingChurn(t *testing.T) {
-	const (
-		rate     = floodCapacity / 2
-		duration = 2 * time.Second
-	)
+	const duration = 2 * time.Second
 	fe := newFloodEnv(t, floodConfig{maxPending: 64})
+	rate := int(fe.measureCapacity(t) / 2)
 	holder := fe.pair.Client4
 	if err := fe.knockFrom(holder, fe.pair.Server4, defaultSequence...); err != nil {
 		t.Fatal(err)
@@ -621,7 +623,10 @@ func (fe *floodEnv) measureCapacity(t *testing.T) float64 {
 	return capacity
 }
 
-// TestFloodOverload: a flood at ~3× capacity for 2 s. The legitimate
+// TestFloodOverload: a flood as fast as loadgen can send, for 2 s: the issue
+// asks for 3× capacity, which this machine's generator cannot reach (see
+// above); the test requires at least minOverload× and the kernel's drops as
+// proof of the overload, and logs the factor reached. The legitimate
 // success rate is only reported; what must hold: the protected port stays
 // closed to a source that never knocked, an established connection keeps
 // passing data, the daemon keeps running and recovers within a second,
@@ -655,10 +660,9 @@ func TestFloodOverload(t *testing.T) {
 			start := time.Now()
 
 			capacity := fe.measureCapacity(t)
-			rate := 3 * int(max(capacity, floodCapacity))
 			before := fe.queueCounters(t)
-			c := synFlood(rate, 6, unrelatedPorts(64, 6)...)
-			c.Duration, c.Count = duration, rate*int(duration/time.Second)
+			c := synFlood(0, 6, unrelatedPorts(64, 6)...) // as fast as loadgen can
+			c.Duration, c.Count = duration, 3*int(capacity)*int(duration/time.Second)
 			f := fe.startFlood(t, c)
 
 			var wg sync.WaitGroup
@@ -716,8 +720,10 @@ func TestFloodOverload(t *testing.T) {
 			rssAfter := vmRSS(t, fe.pid)
 			running := fe.d.running()
 
-			t.Logf("capacity %.0f/s; overload at %d/s", capacity, rate)
-			requireRate(t, st, rate)
+			t.Logf("capacity %.0f/s; overload at %.0f/s (%.2f× capacity)", capacity, st.PPS(), st.PPS()/capacity)
+			if st.PPS() < minOverload*capacity {
+				t.Errorf("the flood reached only %.2f× capacity, want at least %.1f×", st.PPS()/capacity, minOverload)
+			}
 			t.Logf("legitimate tries during the overload: %d/%d succeeded (%.0f%%); failures: %q",
 				r.ok, r.total, 100*float64(r.ok)/float64(max(r.total, 1)), r.fails)
 			t.Logf("stranger during the overload: %d refused, %d timed out", refused, timedOut)
@@ -745,7 +751,7 @@ func TestFloodOverload(t *testing.T) {
 				t.Errorf("no recovery within %v of the overload: after %v: %v", recoverWithin, recoveredIn, recovered)
 			}
 			if drops := (after.queueDropped - before.queueDropped) + (after.userDropped - before.userDropped); drops == 0 {
-				t.Errorf("no queue drop at %d/s: the flood did not overload the daemon", rate)
+				t.Errorf("no queue drop at %.0f/s: the flood did not overload the daemon", st.PPS())
 			}
 			if grew := rssAfter - rssBefore; grew > maxRSSGrowth {
 				t.Errorf("daemon RSS grew by %d MiB over the overload, want at most %d MiB", grew>>20, maxRSSGrowth>>20)

@@ -2,6 +2,15 @@
 // each packet's bytes to a handler and sends the handler's verdict back. All
 // policy lives in the handler; this package only moves bytes and counts what
 // goes wrong.
+//
+// It speaks netlink itself rather than through go-nfqueue (which stays the
+// baseline in bench/bareconsumer). Each queue is served by one goroutine
+// locked to its own OS thread, blocked in recv(2) on a blocking socket: the
+// kernel wakes that thread directly, not Go's netpoller, and nothing on the
+// way from packet to verdict allocates. go-nfqueue receives through a
+// non-blocking socket (a netpoller wake per idle packet), peeks every
+// message to size its buffer and allocates per packet and per verdict; the
+// end-to-end figures in bench/RESULTS.md compare the two.
 package nfq
 
 import (
@@ -9,12 +18,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
-	nfqueue "github.com/florianl/go-nfqueue/v2"
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,230 +50,286 @@ type Config struct {
 	ReadBuffer int
 }
 
-// verdictSender is the part of *nfqueue.Nfqueue that answers packets.
-type verdictSender interface {
-	SetVerdict(id uint32, verdict int) error
-	SetVerdictBatch(id uint32, verdict int) error
-	SetVerdictWithOption(id uint32, verdict int, options ...nfqueue.VerdictOption) error
-}
-
 // Counters are a queue's statistics.
 type Counters struct {
 	Packets       atomic.Uint64
 	Overruns      atomic.Uint64 // ENOBUFS: the kernel dropped messages to our socket
 	VerdictErrors atomic.Uint64
 	Panics        atomic.Uint64
+	Malformed     atomic.Uint64 // netlink messages that did not parse
+}
+
+// conn is the socket as the receive loop uses it; a test feeds it messages.
+type conn interface {
+	// recv reads one datagram into b; block false returns EAGAIN at once
+	// when nothing is queued. n may exceed len(b): the datagram was cut.
+	recv(b []byte, block bool) (n int, errno unix.Errno)
+	send(b []byte) error
 }
 
 // Queue is one bound NFQUEUE.
 type Queue struct {
-	nf       *nfqueue.Nfqueue
-	out      verdictSender // nf, or a recorder in tests
+	c        conn
 	cfg      Config
 	log      *slog.Logger
 	Counters Counters
+	Batches  atomic.Uint64
 
 	fatal     chan error
 	fatalOnce sync.Once
 	lastLog   atomic.Int64 // unix nanos of the last rate-limited log
+	stop      atomic.Bool
+	done      chan struct{}
+	closeOnce sync.Once
 
-	// Verdict batching: a run of consecutive packets with the same
-	// unmarked verdict is answered with one batch verdict, sent when the
-	// run ends, reaches maxBatch, or the socket has nothing more queued
-	// (so an idle queue answers at once and a busy one in batches).
-	mu        sync.Mutex
+	// Verdict batching, owned by the receive loop: a run of consecutive
+	// packets with the same unmarked verdict is answered with one batch
+	// verdict, sent when the run ends, reaches maxBatch, or the socket has
+	// nothing more queued (so an idle queue answers at once and a busy one
+	// in batches).
 	run       int    // packets in the run; 0: none
 	runID     uint32 // id of the run's last packet
 	runAccept bool
-	runSince  time.Time
-	queued    func() bool // whether the socket holds more messages
-	Batches   atomic.Uint64
+	vbuf      [verdictMax]byte
 }
 
-// logEvery limits per-packet error logs.
-const logEvery = time.Second
-
 const (
+	// logEvery limits per-packet error logs.
+	logEvery = time.Second
 	// maxBatch bounds a batch verdict.
 	maxBatch = 64
-	// batchAge is how long a run may wait if no packet comes to end it (a
-	// safety net: runs end with the socket's queue).
-	batchAge     = 2 * time.Millisecond
-	batchJanitor = time.Millisecond
+	// recvBuf holds one packet message: with a copy range of a few hundred
+	// bytes a message is well under 1 KiB.
+	recvBuf = 16 << 10
+	// wakeEvery is how often a receive loop with nothing to read looks
+	// whether it should stop (the socket's receive timeout).
+	wakeEvery = 200 * time.Millisecond
+	// ackTimeout bounds the wait for the kernel's answer to the bind.
+	ackTimeout = 5 * time.Second
 )
 
 // Open opens and binds queue c.Num and starts delivering packets to h until
-// ctx is done. It returns once the queue is bound, so the caller knows when
-// it is safe to divert traffic.
+// ctx is done or Close is called. It returns once the queue is bound, so the
+// caller knows when it is safe to divert traffic.
 func Open(ctx context.Context, c Config, h Handler, log *slog.Logger) (*Queue, error) {
-	nf, err := nfqueue.Open(&nfqueue.Config{
-		NfQueue:      c.Num,
-		MaxQueueLen:  c.MaxLen,
-		MaxPacketLen: c.CopyRange,
-		Copymode:     nfqueue.NfQnlCopyPacket,
-		AfFamily:     unix.AF_UNSPEC,
-		// Never NfQaCfgFlagFailOpen: a full queue must drop, not accept.
-		Flags:        0,
-		WriteTimeout: time.Second,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open nfqueue %d: %w", c.Num, err)
-	}
-	q := &Queue{nf: nf, out: nf, cfg: c, log: log.With("queue", c.Num), fatal: make(chan error, 1)}
-	if c.ReadBuffer > 0 {
-		if err := nf.Con.SetReadBuffer(c.ReadBuffer); err != nil {
-			q.log.Warn("cannot set socket receive buffer", "bytes", c.ReadBuffer, "err", err)
-		}
-	}
-	// Report ENOBUFS instead of hiding it: an overrun is counted and logged.
-	_ = nf.SetOption(netlink.NoENOBUFS, false)
-	if q.queued, err = queuedFunc(nf.Con); err != nil {
-		nf.Close()
-		return nil, fmt.Errorf("nfqueue %d: %w", c.Num, err)
-	}
-
-	hook := func(a nfqueue.Attribute) int {
-		q.handle(a, h)
-		return 0
-	}
-	errfn := func(err error) int {
-		if ctx.Err() != nil {
-			return 1
-		}
-		if errors.Is(err, unix.ENOBUFS) {
-			q.Counters.Overruns.Add(1)
-			q.rateLimited("kernel queue overrun: the kernel dropped packets for this queue", "err", err)
-			return 0
-		}
-		var op *netlink.OpError
-		if errors.As(err, &op) && (op.Timeout() || op.Temporary()) {
-			return 0
-		}
-		q.fatalOnce.Do(func() { q.fatal <- fmt.Errorf("queue %d receive: %w", c.Num, err) })
-		return 1
-	}
-	if err := nf.RegisterWithErrorFunc(ctx, hook, errfn); err != nil {
-		nf.Close()
-		if errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("bind nfqueue %d: %w (knockwall run needs root or CAP_NET_ADMIN)", c.Num, err)
-		}
-		return nil, fmt.Errorf("bind nfqueue %d: %w", c.Num, err)
-	}
-	go q.flushStale(ctx)
-	return q, nil
-}
-
-// queuedFunc returns a function reporting whether the socket's receive
-// queue holds another message. Netlink sockets do not answer SIOCINQ, so it
-// peeks at one byte without waiting. Made once, so the per-packet call does
-// not allocate.
-func queuedFunc(c *netlink.Conn) (func() bool, error) {
-	rc, err := c.SyscallConn()
+	s, err := openSocket(c)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		n   int
-		buf [1]byte
-	)
-	probe := func(fd uintptr) {
-		n, _, _ = unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	q := newQueue(s, c, log)
+	if err := q.bind(); err != nil {
+		s.close()
+		return nil, err
 	}
-	return func() bool {
-		n = 0
-		if rc.Control(probe) != nil {
-			return false
-		}
-		return n > 0
-	}, nil
+	q.start(ctx, h)
+	return q, nil
 }
 
-// flushStale sends a run that nothing ended, should a message that is no
-// packet have kept the socket's queue non-empty.
-func (q *Queue) flushStale(ctx context.Context) {
-	t := time.NewTicker(batchJanitor)
-	defer t.Stop()
-	for {
+func newQueue(c conn, cfg Config, log *slog.Logger) *Queue {
+	return &Queue{c: c, cfg: cfg, log: log.With("queue", cfg.Num),
+		fatal: make(chan error, 1), done: make(chan struct{})}
+}
+
+func (q *Queue) start(ctx context.Context, h Handler) {
+	go q.loop(h)
+	go func() {
 		select {
 		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			q.mu.Lock()
-			if q.run > 0 && now.Sub(q.runSince) >= batchAge {
-				q.flushLocked()
-			}
-			q.mu.Unlock()
+			q.stop.Store(true)
+		case <-q.done:
 		}
-	}
-}
-
-func (q *Queue) flushLocked() {
-	if q.run == 0 {
-		return
-	}
-	v := nfqueue.NfDrop
-	if q.runAccept {
-		v = nfqueue.NfAccept
-	}
-	var err error
-	if q.run == 1 {
-		err = q.out.SetVerdict(q.runID, v)
-	} else {
-		err = q.out.SetVerdictBatch(q.runID, v)
-		q.Batches.Add(1)
-	}
-	q.run = 0
-	if err != nil {
-		q.Counters.VerdictErrors.Add(1)
-		q.rateLimited("cannot send verdict", "err", err)
-	}
+	}()
 }
 
 // Fatal delivers an error when the queue stopped receiving for good.
 func (q *Queue) Fatal() <-chan error { return q.fatal }
 
-// Close unbinds the queue.
-func (q *Queue) Close() error { return q.nf.Close() }
+// Close stops the receive loop (within wakeEvery), answers what it holds and
+// closes the socket; the kernel then drops whatever is still queued, so
+// nothing is let through by closing.
+func (q *Queue) Close() error {
+	q.closeOnce.Do(func() {
+		q.stop.Store(true)
+		<-q.done
+		if s, ok := q.c.(*socket); ok {
+			s.close()
+		}
+	})
+	return nil
+}
 
-func (q *Queue) handle(a nfqueue.Attribute, h Handler) {
-	if a.PacketID == nil {
-		return
+// bind configures the queue in one acknowledged message and waits for the
+// acknowledgement.
+func (q *Queue) bind() error {
+	const seq = 1
+	if err := q.c.send(configMsg(seq, q.cfg.Num, q.cfg.CopyRange, q.cfg.MaxLen)); err != nil {
+		return fmt.Errorf("bind nfqueue %d: %w", q.cfg.Num, err)
 	}
-	id := *a.PacketID
-	q.Counters.Packets.Add(1)
-	var pkt []byte
-	if a.Payload != nil {
-		pkt = *a.Payload
+	buf := make([]byte, recvBuf)
+	deadline := time.Now().Add(ackTimeout)
+	for time.Now().Before(deadline) {
+		n, errno := q.c.recv(buf, true)
+		switch errno {
+		case 0:
+		case unix.EAGAIN, unix.EINTR:
+			continue
+		default:
+			return fmt.Errorf("bind nfqueue %d: %w", q.cfg.Num, errno)
+		}
+		b := buf[:min(n, len(buf))]
+		for len(b) > 0 {
+			typ, m, rest, err := nextMsg(b)
+			if err != nil {
+				break
+			}
+			b = rest
+			switch typ {
+			case nlmsgError:
+				errno, s, err := parseError(m)
+				if err != nil || s != seq {
+					continue
+				}
+				switch e := unix.Errno(errno); {
+				case e == 0:
+					return nil
+				case e == unix.EPERM:
+					return fmt.Errorf("bind nfqueue %d: %w (knockwall run needs root or CAP_NET_ADMIN)", q.cfg.Num, e)
+				case e == unix.EBUSY:
+					return fmt.Errorf("bind nfqueue %d: %w (another process holds this queue; is knockwall already running?)", q.cfg.Num, e)
+				default:
+					return fmt.Errorf("bind nfqueue %d: %w", q.cfg.Num, e)
+				}
+			case msgPacket:
+				// Cannot happen before the bind is acknowledged; should
+				// it, the packet is dropped, never let through.
+				if p, _ := parsePacket(m); p.hasID {
+					_ = q.c.send(putVerdict(q.vbuf[:], q.cfg.Num, p.id, false, false, false, 0))
+				}
+			}
+		}
 	}
-	var mark uint32
-	if a.Mark != nil {
-		mark = *a.Mark
-	}
-	v := q.safeHandle(h, pkt, mark)
+	return fmt.Errorf("bind nfqueue %d: no answer from the kernel in %s", q.cfg.Num, ackTimeout)
+}
 
-	q.mu.Lock()
-	defer q.mu.Unlock()
+// loop is the receive loop. It runs on its own OS thread, so a packet wakes
+// this thread straight from the kernel.
+func (q *Queue) loop(h Handler) {
+	runtime.LockOSThread() // never unlocked: the thread ends with the loop
+	defer close(q.done)
+	buf := make([]byte, recvBuf)
+	for !q.stop.Load() {
+		// With a run pending, look without waiting: an empty socket is
+		// the moment to answer the run.
+		block := q.run == 0
+		n, errno := q.c.recv(buf, block)
+		switch errno {
+		case 0:
+			if n > len(buf) {
+				q.truncated(buf)
+				continue
+			}
+			q.process(buf[:n], h)
+		case unix.EAGAIN, unix.EINTR:
+			if !block {
+				q.flush()
+			}
+		case unix.ENOBUFS:
+			// The kernel could not hand us some packets and dropped them
+			// (fail closed: the queue is never fail-open).
+			q.Counters.Overruns.Add(1)
+			q.rateLimited("kernel queue overrun: the kernel dropped packets for this queue", "err", errno)
+		default:
+			q.flush()
+			q.fatalOnce.Do(func() { q.fatal <- fmt.Errorf("queue %d receive: %w", q.cfg.Num, errno) })
+			return
+		}
+	}
+	q.flush()
+}
+
+// process handles one datagram of netlink messages.
+func (q *Queue) process(b []byte, h Handler) {
+	for len(b) > 0 {
+		typ, m, rest, err := nextMsg(b)
+		if err != nil {
+			q.Counters.Malformed.Add(1)
+			return
+		}
+		b = rest
+		switch typ {
+		case msgPacket:
+			p, err := parsePacket(m)
+			if err != nil {
+				q.Counters.Malformed.Add(1)
+				if p.hasID {
+					q.answer(p.id, Verdict{}) // unreadable: drop
+				}
+				continue
+			}
+			q.Counters.Packets.Add(1)
+			q.answer(p.id, q.safeHandle(h, p.payload, p.mark))
+		case nlmsgError:
+			// Verdicts ask for no acknowledgement, so this is a refused
+			// one (say, for an id the kernel no longer holds).
+			if errno, _, err := parseError(m); err == nil && errno != 0 {
+				q.Counters.VerdictErrors.Add(1)
+				q.rateLimited("the kernel refused a verdict", "err", unix.Errno(errno))
+			}
+		case nlmsgNoop, nlmsgDone:
+		default:
+			q.Counters.Malformed.Add(1)
+		}
+	}
+}
+
+// truncated handles a datagram longer than the buffer: it cannot happen with
+// the copy ranges knockwall asks for, and should it, the packet is dropped.
+func (q *Queue) truncated(b []byte) {
+	q.Counters.Malformed.Add(1)
+	if len(b) >= nlmsgHdrLen && ne.Uint16(b[4:6]) == msgPacket {
+		if p, _ := parsePacket(b[nlmsgHdrLen:]); p.hasID {
+			q.answer(p.id, Verdict{})
+		}
+	}
+}
+
+// answer adds packet id's verdict to the run, or sends it.
+func (q *Queue) answer(id uint32, v Verdict) {
 	if v.Accept && v.SetMark {
 		// A marked verdict goes alone; the run before it goes first, so
 		// a batch verdict never covers this packet.
-		q.flushLocked()
-		if err := q.out.SetVerdictWithOption(id, nfqueue.NfAccept, nfqueue.WithMark(v.Mark)); err != nil {
-			q.Counters.VerdictErrors.Add(1)
-			q.rateLimited("cannot send verdict", "err", err)
-		}
+		q.flush()
+		q.sendVerdict(putVerdict(q.vbuf[:], q.cfg.Num, id, true, false, true, v.Mark))
 		return
 	}
 	if q.run > 0 && q.runAccept != v.Accept {
-		q.flushLocked()
-	}
-	if q.run == 0 {
-		q.runSince = time.Now()
+		q.flush()
 	}
 	q.run++
 	q.runID = id
 	q.runAccept = v.Accept
-	if q.run >= maxBatch || !q.queued() {
-		q.flushLocked()
+	if q.run >= maxBatch {
+		q.flush()
+	}
+}
+
+// flush sends the run's verdict.
+func (q *Queue) flush() {
+	if q.run == 0 {
+		return
+	}
+	batch := q.run > 1
+	q.sendVerdict(putVerdict(q.vbuf[:], q.cfg.Num, q.runID, q.runAccept, batch, false, 0))
+	if batch {
+		q.Batches.Add(1)
+	}
+	q.run = 0
+}
+
+func (q *Queue) sendVerdict(m []byte) {
+	if err := q.c.send(m); err != nil {
+		q.Counters.VerdictErrors.Add(1)
+		q.rateLimited("cannot send verdict", "err", err)
 	}
 }
 
@@ -289,3 +354,62 @@ func (q *Queue) rateLimited(msg string, args ...any) {
 	}
 	q.log.Error(msg, args...)
 }
+
+// socket is a blocking NETLINK_NETFILTER socket.
+type socket struct {
+	fd int
+}
+
+func openSocket(c Config) (*socket, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("open nfqueue %d: netlink socket: %w", c.Num, err)
+	}
+	s := &socket{fd: fd}
+	fail := func(what string, err error) (*socket, error) {
+		s.close()
+		return nil, fmt.Errorf("open nfqueue %d: %s: %w", c.Num, what, err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fail("bind", err)
+	}
+	tv := unix.NsecToTimeval(int64(wakeEvery))
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fail("receive timeout", err)
+	}
+	if c.ReadBuffer > 0 {
+		// FORCE passes net.core.rmem_max when we may; else ask within it.
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, c.ReadBuffer) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, c.ReadBuffer)
+		}
+	}
+	// Errors echo only the header of the request they answer; overruns
+	// are reported (ENOBUFS), which is the default, set here to be sure.
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_NO_ENOBUFS, 0)
+	return s, nil
+}
+
+func (s *socket) recv(b []byte, block bool) (int, unix.Errno) {
+	flags := unix.MSG_TRUNC
+	if !block {
+		flags |= unix.MSG_DONTWAIT
+	}
+	// recvfrom without an address: unix.Recvfrom would allocate one.
+	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(flags), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+func (s *socket) send(b []byte) error {
+	for {
+		_, err := unix.Write(s.fd, b)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+func (s *socket) close() { _ = unix.Close(s.fd) }

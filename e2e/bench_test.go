@@ -30,7 +30,7 @@ import (
 const (
 	benchFloodPackets  = 3_000_000
 	benchFloodDuration = 3 * time.Second
-	benchConnects      = 1000
+	benchConnects      = 3000
 	benchKnockTrials   = 20
 )
 
@@ -220,13 +220,20 @@ services:
 	return path
 }
 
-// TestBenchThroughput: SYN verdicts per second through each consumer, in one run.
-func TestBenchThroughput(t *testing.T) {
-	bin := requireBench(t)
+// buildBare builds bench/bareconsumer.
+func buildBare(t *testing.T) string {
+	t.Helper()
 	bare := filepath.Join(t.TempDir(), "bareconsumer")
 	if out, err := exec.Command("go", "build", "-o", bare, "../bench/bareconsumer").CombinedOutput(); err != nil {
 		t.Fatalf("build bareconsumer: %v\n%s", err, out)
 	}
+	return bare
+}
+
+// TestBenchThroughput: SYN verdicts per second through each consumer, in one run.
+func TestBenchThroughput(t *testing.T) {
+	bin := requireBench(t)
+	bare := buildBare(t)
 	var rows []throughput
 	run := func(mode string, setup func(t *testing.T, b *benchPair) int) {
 		t.Run(mode, func(t *testing.T) {
@@ -251,6 +258,7 @@ func TestBenchThroughput(t *testing.T) {
 		{"bare consumer, batch 1", []string{"-batch", "1"}},
 		{"bare consumer, batch 64", []string{"-batch", "64"}},
 		{"bare consumer, batch 64+peek", []string{"-batch", "64", "-peek"}},
+		{"bare consumer, own loop", []string{"-direct"}},
 	} {
 		run(mode.name, func(t *testing.T, b *benchPair) int {
 			cmd := startProc(t, b.pair.Server, "ready", nil, bare, mode.args...)
@@ -258,6 +266,22 @@ func TestBenchThroughput(t *testing.T) {
 			return cmd.Process.Pid
 		})
 	}
+	// The same bare loop behind knockwall's whole static ruleset (diversion,
+	// reject and guard chains, as `knockwall rules print` gives them): what
+	// the kernel's side of knockwall costs, without its engine.
+	run("bare consumer, loop + rules", func(t *testing.T, b *benchPair) int {
+		cmd := startProc(t, b.pair.Server, "ready", nil, bare, "-direct")
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		defer cancel()
+		script, err := exec.CommandContext(ctx, bin, "rules", "print", "-c", benchConfig(t, 1)).Output()
+		if err != nil {
+			t.Fatalf("rules print: %v", err)
+		}
+		if out, err := b.pair.Server.Run(ctx, "sh", "-c", string(script)); err != nil {
+			t.Fatalf("install rules: %v %s", err, out)
+		}
+		return cmd.Process.Pid
+	})
 	for _, queues := range []int{1, 2} {
 		run(fmt.Sprintf("knockwall, %d queue(s)", queues), func(t *testing.T, b *benchPair) int {
 			cmd := startProc(t, b.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, queues))
@@ -373,27 +397,69 @@ func TestBenchLatency(t *testing.T) {
 		rows = append(rows, row{what, percentile(d, 0.5), percentile(d, 0.99)})
 	}
 
-	t.Run("kernel alone", func(t *testing.T) {
+	// Connect latency. Every setup lives at once, each in its own pair of
+	// namespaces, and the connects take turns, one to each target per
+	// round, so the machine's noise falls on all of them alike. The bare
+	// consumers show the NFQUEUE round trip without knockwall: go-nfqueue's
+	// (one verdict per packet, its fastest answer to a lone SYN) and
+	// knockwall's own loop accepting everything.
+	type target struct {
+		what   string
+		pair   *netns.Pair
+		remote netip.AddrPort
+	}
+	var targets []target
+	kernel := newBenchPair(t)
+	echoServer(t, kernel.pair.Server, openPort)
+	echoServer(t, kernel.pair.Server, protectedPort)
+	targets = append(targets,
+		target{"connect, kernel alone, port 4080", kernel.pair, netip.AddrPortFrom(kernel.pair.Server4, openPort)},
+		target{"connect, kernel alone, port 2222", kernel.pair, netip.AddrPortFrom(kernel.pair.Server4, protectedPort)})
+	bare := buildBare(t)
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"go-nfqueue", []string{"-batch", "1"}},
+		{"own loop", []string{"-direct"}},
+	} {
 		b := newBenchPair(t)
 		echoServer(t, b.pair.Server, openPort)
-		echoServer(t, b.pair.Server, protectedPort)
-		measure("connect, kernel alone, port 4080", connectTimes(t, b.pair, netip.AddrPortFrom(b.pair.Server4, openPort), benchConnects))
-		measure("connect, kernel alone, port 2222", connectTimes(t, b.pair, netip.AddrPortFrom(b.pair.Server4, protectedPort), benchConnects))
-	})
-	t.Run("knockwall", func(t *testing.T) {
-		b := newBenchPair(t)
-		echoServer(t, b.pair.Server, openPort)
-		echoServer(t, b.pair.Server, protectedPort)
-		startProc(t, b.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, 1))
-		remote := netip.AddrPortFrom(b.pair.Server4, protectedPort)
-		var opens []time.Duration
-		for range benchKnockTrials {
-			opens = append(opens, openAfter(t, b.pair, remote, goKnocks(b.pair)))
+		startProc(t, b.pair.Server, "ready", nil, bare, c.args...)
+		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+		out, err := b.pair.Server.Run(ctx, "iptables", "-t", "mangle", "-A", "INPUT", "-p", "tcp", "--syn", "-j", "NFQUEUE", "--queue-num", "0")
+		cancel()
+		if err != nil {
+			t.Fatalf("%v %s", err, out)
 		}
-		measure("knock to open, knockwall", opens)
-		measure("connect, knockwall, unprotected 4080", connectTimes(t, b.pair, netip.AddrPortFrom(b.pair.Server4, openPort), benchConnects))
-		measure("connect, knockwall, granted 2222", connectTimes(t, b.pair, remote, benchConnects))
-	})
+		targets = append(targets, target{"connect, bare " + c.name + ", port 4080", b.pair, netip.AddrPortFrom(b.pair.Server4, openPort)})
+	}
+	kw := newBenchPair(t)
+	echoServer(t, kw.pair.Server, openPort)
+	echoServer(t, kw.pair.Server, protectedPort)
+	startProc(t, kw.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, 1))
+	granted := netip.AddrPortFrom(kw.pair.Server4, protectedPort)
+	var opens []time.Duration
+	for range benchKnockTrials {
+		opens = append(opens, openAfter(t, kw.pair, granted, goKnocks(kw.pair)))
+	}
+	measure("knock to open, knockwall", opens)
+	targets = append(targets,
+		target{"connect, knockwall, unprotected 4080", kw.pair, netip.AddrPortFrom(kw.pair.Server4, openPort)},
+		target{"connect, knockwall, granted 2222", kw.pair, granted})
+
+	times := make([][]time.Duration, len(targets))
+	for range benchConnects {
+		for i, tg := range targets {
+			times[i] = append(times[i], connectTimes(t, tg.pair, tg.remote, 1)...)
+		}
+	}
+	for i, tg := range targets {
+		measure(tg.what, times[i])
+	}
+	k4080, k2222, kw4080, kw2222 := rows[1], rows[2], rows[len(rows)-2], rows[len(rows)-1]
+	t.Logf("added by knockwall: unprotected %+v p50, %+v p99; granted %+v p50, %+v p99",
+		kw4080.p50-k4080.p50, kw4080.p99-k4080.p99, kw2222.p50-k2222.p50, kw2222.p99-k2222.p99)
 	t.Run("knockd", func(t *testing.T) {
 		if _, err := exec.LookPath("knockd"); err != nil {
 			t.Skip("knockd not installed (apt-get install knockd)")

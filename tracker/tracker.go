@@ -139,7 +139,11 @@ type shard struct {
 	grants *simplelru.LRU[grantKey, int64]
 	// lapsed holds grants purged to make room, until Expire reports them.
 	lapsed []Expired
-	_      [64]byte // keep neighbouring shards' locks off one cache line
+	// npending mirrors pending.Len() for a look without the lock: a
+	// packet that begins no sequence changes nothing in a shard where no
+	// source has progress.
+	npending atomic.Int32
+	_        [64]byte // keep neighbouring shards' locks off one cache line
 }
 
 // progress is one source's way through one sequence.
@@ -215,9 +219,17 @@ func (t *Tracker) shardOf(src netip.Addr) *shard {
 // ascending port scan never completes an ascending sequence.
 func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequences) Outcome {
 	s := t.shardOf(src)
+	if s.npending.Load() == 0 {
+		// Most packets of a flood to unrelated ports: nothing to reset.
+		// A concurrent first knock from src on another queue is as
+		// unordered against this packet with the lock as without.
+		if _, ok := seqs.Begins(k); !ok {
+			return Outcome{Event: EventNone}
+		}
+	}
 	ts := t.since(now)
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer s.unlockObserved()
 
 	out := Outcome{Event: EventNone}
 	if p, ok := s.pending.Peek(src); ok && p.gen != seqs.Gen() {
@@ -262,6 +274,12 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 		t.evictedPending.Add(1)
 	}
 	return Outcome{Event: EventStep, Svc: svc, Done: 1}
+}
+
+// unlockObserved publishes the pending count and unlocks the shard.
+func (s *shard) unlockObserved() {
+	s.npending.Store(int32(s.pending.Len()))
+	s.mu.Unlock()
 }
 
 // grantLocked records a grant of svc to src for the sequence just completed.

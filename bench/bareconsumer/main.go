@@ -1,10 +1,12 @@
 // Command bareconsumer is the NFQUEUE baseline for knockwall's end-to-end
-// benchmark: a go-nfqueue v2 consumer that accepts every packet and does
-// nothing else, written to be as fast as the library allows. With -batch N
-// it accepts with one SetVerdictBatch per N packets and on a short idle
-// timer, so no packet waits long; with -peek as well whenever the socket holds
-// no further message (what knockwall does). It prints the packets it
-// verdicted when it gets SIGINT or SIGTERM.
+// benchmark: a consumer that accepts every packet and does nothing else.
+// By default it is a go-nfqueue v2 consumer, written to be as fast as the
+// library allows: with -batch N it accepts with one SetVerdictBatch per N
+// packets and on a short idle timer, so no packet waits long; with -peek as
+// well whenever the socket holds no further message. With -direct it is
+// knockwall's own queue loop (internal/nfq) with a handler that accepts
+// everything: knockwall minus its engine. It prints the packets it verdicted
+// when it gets SIGINT or SIGTERM.
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -19,6 +22,7 @@ import (
 	"time"
 
 	nfqueue "github.com/florianl/go-nfqueue/v2"
+	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -29,11 +33,35 @@ func main() {
 	maxLen := flag.Uint("maxlen", 4096, "kernel queue length")
 	rcvbuf := flag.Int("rcvbuf", 4<<20, "socket receive buffer bytes")
 	peek := flag.Bool("peek", false, "with -batch: also flush when the socket holds no further message")
+	direct := flag.Bool("direct", false, "use knockwall's own queue loop (internal/nfq) instead of go-nfqueue")
 	flag.Parse()
+	if *direct {
+		if err := runDirect(uint16(*queue), uint32(*maxLen), *rcvbuf); err != nil {
+			fmt.Fprintln(os.Stderr, "bareconsumer:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(uint16(*queue), *batch, uint32(*maxLen), *rcvbuf, *peek); err != nil {
 		fmt.Fprintln(os.Stderr, "bareconsumer:", err)
 		os.Exit(1)
 	}
+}
+
+func runDirect(queue uint16, maxLen uint32, rcvbuf int) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	q, err := nfq.Open(ctx, nfq.Config{Num: queue, MaxLen: maxLen, CopyRange: 128, ReadBuffer: rcvbuf},
+		func([]byte, uint32) nfq.Verdict { return nfq.Verdict{Accept: true} },
+		slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	_ = q.Close()
+	fmt.Println("verdicted", q.Counters.Packets.Load())
+	return nil
 }
 
 func run(queue uint16, batch int, maxLen uint32, rcvbuf int, peek bool) error {

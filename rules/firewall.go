@@ -71,13 +71,14 @@ func (s *Set) family(bin string) familyPlan {
 
 	// Loopback is the host talking to itself: local connections to a
 	// protected port (a health check, ssh to localhost) are neither judged
-	// nor guarded. Nothing from the network arrives on lo.
-	loopback := append([]string{"-i", "lo"}, comment...)
-	loopback = append(loopback, "-j", "RETURN")
+	// nor guarded. Nothing from the network arrives on lo. The jumps into
+	// knockwall's chains leave it out, and the guard's jump takes only
+	// SYNs, so established traffic costs one rule in each table, and a
+	// diverted SYN no rule it does not need.
+	notLoopback := []string{"!", "-i", "lo"}
 
 	// Guard (security table).
 	f.install = append(f.install, cmd("-t", "security", "-N", ChainGuard))
-	f.install = append(f.install, cmd(append([]string{"-t", "security", "-A", ChainGuard}, loopback...)...))
 	for _, ports := range chunk(s.ProtectedPorts(), multiportMax) {
 		args := []string{"-t", "security", "-A", ChainGuard, "-p", "tcp", "--syn"}
 		args = append(args, portMatch(ports)...)
@@ -86,7 +87,8 @@ func (s *Set) family(bin string) familyPlan {
 		args = append(args, "-j", "DROP")
 		f.install = append(f.install, cmd(args...))
 	}
-	guardJump := append([]string{"-t", "security", "-I", "INPUT", "1", "-p", "tcp"}, comment...)
+	guardJump := append(append([]string{"-t", "security", "-I", "INPUT", "1"}, notLoopback...), "-p", "tcp", "--syn")
+	guardJump = append(guardJump, comment...)
 	guardJump = append(guardJump, "-j", ChainGuard)
 	f.install = append(f.install, cmd(guardJump...))
 
@@ -117,14 +119,13 @@ func (s *Set) family(bin string) familyPlan {
 	// fail-open queue flag is never set: a full queue drops.
 	queue = append(queue, "--queue-bypass")
 	f.install = append(f.install, cmd("-t", "mangle", "-N", ChainQueue))
-	f.install = append(f.install, cmd(append([]string{"-t", "mangle", "-A", ChainQueue}, loopback...)...))
 	f.install = append(f.install, cmd(append(append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "tcp", "--syn"}, comment...), queue...)...))
 	for _, ports := range chunk(s.udpPorts(), multiportMax) {
 		args := append([]string{"-t", "mangle", "-A", ChainQueue, "-p", "udp"}, portMatch(ports)...)
 		args = append(args, comment...)
 		f.install = append(f.install, cmd(append(args, queue...)...))
 	}
-	queueJump := append([]string{"-t", "mangle", "-A", "INPUT"}, comment...)
+	queueJump := append(append([]string{"-t", "mangle", "-A", "INPUT"}, notLoopback...), comment...)
 	queueJump = append(queueJump, "-j", ChainQueue)
 	f.install = append(f.install, cmd(queueJump...))
 

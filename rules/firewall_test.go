@@ -194,9 +194,6 @@ func TestFirewallPlanGuardBeforeDiversion(t *testing.T) {
 						if r.bin != bin || r.chain != rules.ChainGuard || r.op != "-A" {
 							continue
 						}
-						if hasSeq(c.Args, "-i", "lo") && r.target == "RETURN" {
-							continue // the loopback exemption; TestFirewallPlanGolden pins it
-						}
 						if i > diversion {
 							t.Errorf("%s after the diversion", c)
 						}
@@ -220,6 +217,14 @@ func TestFirewallPlanGuardBeforeDiversion(t *testing.T) {
 					// nothing earlier in the chain can accept around it.
 					if c := plan.Install[guardJump]; !hasSeq(c.Args, "-I", "INPUT", "1") {
 						t.Errorf("%s: guard jump not inserted at position 1", c)
+					}
+					// Loopback is exempt from guard and diversion, and only
+					// SYNs enter the guard (its rules judge nothing else).
+					if c := plan.Install[guardJump]; !hasSeq(c.Args, "!", "-i", "lo", "-p", "tcp", "--syn") {
+						t.Errorf("%s: guard jump does not take exactly non-loopback SYNs", c)
+					}
+					if c := plan.Install[diversion]; !hasSeq(c.Args, "!", "-i", "lo") {
+						t.Errorf("%s: diversion does not exempt loopback", c)
 					}
 					mark := fmt.Sprintf("0x%x/0x%x", set.Firewall.RejectMark, set.Firewall.MarkMask)
 					if c := plan.Install[rejectJump]; !hasSeq(c.Args, "-m", "mark", "--mark", mark) {
@@ -440,8 +445,6 @@ func TestFirewallPlanDiversion(t *testing.T) {
 					t.Errorf("%s: diversion outside mangle", c)
 				}
 				switch {
-				case hasSeq(c.Args, "-i", "lo") && r.target == "RETURN":
-					// the loopback exemption
 				case hasSeq(c.Args, "-p", "tcp", "--syn"):
 					syn = true
 				case hasSeq(c.Args, "-p", "udp"):
@@ -537,28 +540,26 @@ func TestFirewallPlanGolden(t *testing.T) {
 	plan := compile(t, validConfig()).FirewallPlan()
 	want := []string{
 		"iptables -w -t security -N KNOCKWALL-GUARD",
-		"iptables -w -t security -A KNOCKWALL-GUARD -i lo -m comment --comment knockwall -j RETURN",
 		"iptables -w -t security -A KNOCKWALL-GUARD -p tcp --syn --dport 22 -m mark ! --mark 0x10000000/0x30000000 -m comment --comment knockwall -j DROP",
-		"iptables -w -t security -I INPUT 1 -p tcp -m comment --comment knockwall -j KNOCKWALL-GUARD",
+		"iptables -w -t security -I INPUT 1 ! -i lo -p tcp --syn -m comment --comment knockwall -j KNOCKWALL-GUARD",
 		"iptables -w -t filter -N KNOCKWALL-REJECT",
 		"iptables -w -t filter -A KNOCKWALL-REJECT -p tcp -m comment --comment knockwall -j REJECT --reject-with tcp-reset",
 		"iptables -w -t filter -A KNOCKWALL-REJECT -p udp -m comment --comment knockwall -j REJECT --reject-with icmp-port-unreachable",
 		"iptables -w -t filter -A KNOCKWALL-REJECT -m comment --comment knockwall -j DROP",
 		"iptables -w -t filter -I INPUT 1 -m mark --mark 0x20000000/0x30000000 -m comment --comment knockwall -j KNOCKWALL-REJECT",
 		"iptables -w -t mangle -N KNOCKWALL",
-		"iptables -w -t mangle -A KNOCKWALL -i lo -m comment --comment knockwall -j RETURN",
 		"iptables -w -t mangle -A KNOCKWALL -p tcp --syn -m comment --comment knockwall -j NFQUEUE --queue-num 0 --queue-bypass",
 		"iptables -w -t mangle -A KNOCKWALL -p udp --dport 9000 -m comment --comment knockwall -j NFQUEUE --queue-num 0 --queue-bypass",
-		"iptables -w -t mangle -A INPUT -m comment --comment knockwall -j KNOCKWALL",
+		"iptables -w -t mangle -A INPUT ! -i lo -m comment --comment knockwall -j KNOCKWALL",
 	}
 	wantRemove := []string{
-		"iptables -w -t mangle -D INPUT -m comment --comment knockwall -j KNOCKWALL",
+		"iptables -w -t mangle -D INPUT ! -i lo -m comment --comment knockwall -j KNOCKWALL",
 		"iptables -w -t mangle -F KNOCKWALL",
 		"iptables -w -t mangle -X KNOCKWALL",
 		"iptables -w -t filter -D INPUT -m mark --mark 0x20000000/0x30000000 -m comment --comment knockwall -j KNOCKWALL-REJECT",
 		"iptables -w -t filter -F KNOCKWALL-REJECT",
 		"iptables -w -t filter -X KNOCKWALL-REJECT",
-		"iptables -w -t security -D INPUT -p tcp -m comment --comment knockwall -j KNOCKWALL-GUARD",
+		"iptables -w -t security -D INPUT ! -i lo -p tcp --syn -m comment --comment knockwall -j KNOCKWALL-GUARD",
 		"iptables -w -t security -F KNOCKWALL-GUARD",
 		"iptables -w -t security -X KNOCKWALL-GUARD",
 	}

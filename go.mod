@@ -6,7 +6,6 @@ require (
 	github.com/florianl/go-nfqueue/v2 v2.0.2
 	github.com/go-viper/mapstructure/v2 v2.4.0
 	github.com/gopacket/gopacket v1.7.7
-	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/mdlayher/netlink v1.7.2
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/viper v1.21.0

@@ -3,9 +3,9 @@
 // of packets; it is told "source S sent knock K at time T" and asked "does S
 // hold a grant for one of these services at T".
 //
-// Pending progress and grants live in separate bounded LRU caches, so a flood
-// of spoofed, unauthenticated sources can only ever evict pending progress,
-// never a grant. Both are sharded by source under a per-shard mutex, so two
+// Pending progress lives in a bounded LRU table and grants in a separate,
+// bounded table that never evicts, so a flood of spoofed, unauthenticated
+// sources can only ever evict pending progress, never a grant. Both are sharded by source under a per-shard mutex, so two
 // queue workers rarely contend. Time is always passed in by the caller.
 package tracker
 
@@ -17,8 +17,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // Sequences describes the knock sequences the tracker follows. Knocks are
@@ -134,9 +132,14 @@ type shard struct {
 	mu      sync.Mutex
 	pending *table[progress]
 	limits  *table[bucket] // nil without a knock rate
-	// grants never evicts: each shard could hold every grant, and the
-	// tracker-wide count enforces MaxGrants.
-	grants *simplelru.LRU[grantKey, int64]
+	// grants maps (source, service id) to the grant's expiry. It never
+	// evicts (a full table refuses newcomers), so it needs no recency
+	// order: a map, whose keys hold no pointer, so the collector does not
+	// scan it, and which allocates only when it grows beyond its largest
+	// size so far; granting and expiring in turn allocate nothing. Each
+	// shard could hold every grant; the tracker-wide count enforces
+	// MaxGrants.
+	grants map[grantKey]int64
 	// lapsed holds grants purged to make room, until Expire reports them.
 	lapsed []Expired
 	// npending mirrors pending.Len() for a look without the lock: a
@@ -156,8 +159,21 @@ type progress struct {
 }
 
 type grantKey struct {
-	src netip.Addr
-	id  uint64 // service id
+	src [16]byte // netip.Addr.As16
+	id  uint64   // service id
+	v4  bool     // an IPv4 source: not the same as its IPv4-mapped IPv6 form
+}
+
+func keyOf(src netip.Addr, id uint64) grantKey {
+	return grantKey{src: src.As16(), id: id, v4: src.Is4()}
+}
+
+// addr is the key's source.
+func (k grantKey) addr() netip.Addr {
+	if a := netip.AddrFrom16(k.src); !k.v4 {
+		return a
+	}
+	return netip.AddrFrom4([4]byte(k.src[12:]))
 }
 
 // New returns a tracker bounded by c.
@@ -177,14 +193,11 @@ func New(c Config) (*Tracker, error) {
 	}
 	for i := range t.shards {
 		s := &t.shards[i]
-		var err error
 		s.pending = newTable[progress](ceilDiv(c.MaxPending, n), maphash.MakeSeed())
 		if c.KnockRate > 0 {
 			s.limits = newTable[bucket](ceilDiv(c.MaxPending, n), maphash.MakeSeed())
 		}
-		if s.grants, err = simplelru.NewLRU[grantKey, int64](c.MaxGrants, nil); err != nil {
-			return nil, err
-		}
+		s.grants = make(map[grantKey]int64)
 	}
 	return t, nil
 }
@@ -295,9 +308,9 @@ func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs 
 // would lock out its owner, while refusing leaves the newcomer free to try
 // again later.
 func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, openFor time.Duration) bool {
-	key := grantKey{src: src, id: id}
-	if s.grants.Contains(key) {
-		s.grants.Add(key, ts+int64(openFor))
+	key := keyOf(src, id)
+	if _, ok := s.grants[key]; ok {
+		s.grants[key] = ts + int64(openFor)
 		return true
 	}
 	if t.grants.Load() >= t.maxGrants && t.mayPurge(ts) {
@@ -316,7 +329,7 @@ func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, 
 		t.refusedGrants.Add(1)
 		return false
 	}
-	s.grants.Add(key, ts+int64(openFor))
+	s.grants[key] = ts + int64(openFor)
 	t.grants.Add(1)
 	return true
 }
@@ -386,7 +399,7 @@ func (t *Tracker) Granted(src netip.Addr, ids []uint64, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range ids {
-		if exp, ok := s.grants.Peek(grantKey{src: src, id: id}); ok && exp > ts {
+		if exp, ok := s.grants[keyOf(src, id)]; ok && exp > ts {
 			return true
 		}
 	}
@@ -417,11 +430,11 @@ func (t *Tracker) Expire(now time.Time) []Expired {
 
 // purgeLocked moves s's lapsed grants to s.lapsed, for Expire to report.
 func (t *Tracker) purgeLocked(s *shard, ts int64) {
-	for _, k := range s.grants.Keys() {
-		if exp, ok := s.grants.Peek(k); ok && exp <= ts {
-			s.grants.Remove(k)
+	for k, exp := range s.grants {
+		if exp <= ts {
+			delete(s.grants, k)
 			t.grants.Add(-1)
-			s.lapsed = append(s.lapsed, Expired{Src: k.src, ID: k.id})
+			s.lapsed = append(s.lapsed, Expired{Src: k.addr(), ID: k.id})
 		}
 	}
 }

@@ -729,8 +729,8 @@ func TestFullGrantTableRefusalIsCheap(t *testing.T) {
 			t.Fatal("grant accepted into a full table")
 		}
 	})
-	// A sweep lists every grant (golang-lru's Keys allocates the list); the
-	// first refusal may sweep, the next ones within purgeEvery must not.
+	// A sweep walks every grant; the first refusal may sweep, the next ones
+	// within purgeEvery must not.
 	if allocs > 1 {
 		t.Fatalf("a refused grant allocates %v times on average: it sweeps the table", allocs)
 	}

@@ -90,9 +90,13 @@ func describeVerdict(t *testing.T, m []byte, queue uint16) string {
 // moment the socket is empty: a non-blocking read there gets EAGAIN, a
 // blocking one waits past it. When the script runs out the loop is stopped.
 type script struct {
-	in   [][]byte
-	sent [][]byte
-	q    *Queue
+	in     [][]byte
+	sent   [][]byte
+	q      *Queue
+	stopAt int // stop the loop as datagram stopAt (1-based) is delivered; 0: never
+	got    int // datagrams delivered
+	fail   int // sends to fail before one succeeds
+	closed int
 }
 
 func (s *script) recv(b []byte, block bool) (int, unix.Errno) {
@@ -110,14 +114,23 @@ func (s *script) recv(b []byte, block bool) (int, unix.Errno) {
 	}
 	d := s.in[0]
 	s.in = s.in[1:]
+	if s.got++; s.got == s.stopAt {
+		s.q.stop.Store(true)
+	}
 	copy(b, d)
 	return len(d), 0 // like MSG_TRUNC: the datagram's length
 }
 
 func (s *script) send(b []byte) error {
+	if s.fail > 0 {
+		s.fail--
+		return unix.ENOMEM
+	}
 	s.sent = append(s.sent, slices.Clone(b))
 	return nil
 }
+
+func (s *script) close() { s.closed++ }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -125,11 +138,20 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // sent, described.
 func runScript(t *testing.T, in [][]byte, h Handler) ([]string, *Queue) {
 	t.Helper()
-	s := &script{in: in}
+	return run(t, &script{in: in}, h)
+}
+
+// run runs the receive loop over s until it stops, checks that the loop
+// closed the socket once, and returns the verdicts sent, described.
+func run(t *testing.T, s *script, h Handler) ([]string, *Queue) {
+	t.Helper()
 	q := newQueue(s, Config{Num: 7}, quiet())
 	s.q = q
 	go q.loop(h)
 	<-q.done
+	if s.closed != 1 {
+		t.Errorf("the loop closed the socket %d times, want once", s.closed)
+	}
 	var out []string
 	for _, m := range s.sent {
 		out = append(out, describeVerdict(t, m, 7))
@@ -169,8 +191,6 @@ func TestBatching(t *testing.T) {
 			[]string{"batch accept 2", "mark accept 3 0x10", "accept 4"}},
 		{"drop, accept, drop", "dad|",
 			[]string{"drop 1", "accept 2", "drop 3"}},
-		{"the run is answered when the loop stops", "aa",
-			[]string{"batch accept 2"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var in [][]byte
@@ -192,6 +212,65 @@ func TestBatching(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunAnsweredOnStop: a run still pending when the loop is stopped (no
+// empty socket seen in between) is answered before the loop ends.
+func TestRunAnsweredOnStop(t *testing.T) {
+	s := &script{in: [][]byte{kernelPacket(7, 1, 0, []byte("a")), kernelPacket(7, 2, 0, []byte("a"))}, stopAt: 2}
+	out, _ := run(t, s, byFirstByte)
+	if want := []string{"batch accept 2"}; !slices.Equal(out, want) {
+		t.Fatalf("sent %q, want %q", out, want)
+	}
+}
+
+// TestSendRetried: a verdict the socket fails to take is sent again; given
+// up after sendTries, it is counted.
+func TestSendRetried(t *testing.T) {
+	s := &script{in: [][]byte{kernelPacket(7, 1, 0, []byte("a")), nil}, fail: sendTries - 1}
+	out, q := run(t, s, byFirstByte)
+	if !slices.Equal(out, []string{"accept 1"}) || q.Counters.VerdictErrors.Load() != 0 {
+		t.Fatalf("sent %q with %d errors, want accept 1 and none", out, q.Counters.VerdictErrors.Load())
+	}
+	s = &script{in: [][]byte{kernelPacket(7, 1, 0, []byte("a")), nil, kernelPacket(7, 2, 0, []byte("d")), nil}, fail: sendTries}
+	out, q = run(t, s, byFirstByte)
+	if !slices.Equal(out, []string{"drop 2"}) || q.Counters.VerdictErrors.Load() != 1 {
+		t.Fatalf("sent %q with %d errors, want drop 2 and 1", out, q.Counters.VerdictErrors.Load())
+	}
+}
+
+// TestFatalReceiveError: an error other than the expected ones answers the
+// run, ends the loop, closes the socket and reports on Fatal, which is then
+// closed.
+func TestFatalReceiveError(t *testing.T) {
+	s := &failing{script: script{in: [][]byte{kernelPacket(7, 1, 0, []byte("a"))}}, errno: unix.EBADF}
+	q := newQueue(s, Config{Num: 7}, quiet())
+	s.q = q
+	go q.loop(byFirstByte)
+	<-q.done
+	err, ok := <-q.Fatal()
+	if !ok || err == nil || !strings.Contains(err.Error(), "bad file descriptor") {
+		t.Fatalf("Fatal gave %v, %v; want the receive error", err, ok)
+	}
+	if _, ok := <-q.Fatal(); ok {
+		t.Fatal("Fatal not closed after the loop ended")
+	}
+	if len(s.sent) != 1 || describeVerdict(t, s.sent[0], 7) != "accept 1" || s.closed != 1 {
+		t.Fatalf("sent %d verdicts, closed %d times; want the pending accept and one close", len(s.sent), s.closed)
+	}
+}
+
+// failing delivers its script, then fails every read with errno.
+type failing struct {
+	script
+	errno unix.Errno
+}
+
+func (f *failing) recv(b []byte, block bool) (int, unix.Errno) {
+	if len(f.in) == 0 {
+		return 0, f.errno
+	}
+	return f.script.recv(b, block)
 }
 
 // TestBatchBound: a run never grows past maxBatch.
@@ -261,6 +340,11 @@ func TestVerdictRefusal(t *testing.T) {
 // TestOverrunNotFatal: ENOBUFS is counted and the loop keeps serving.
 func TestOverrunNotFatal(t *testing.T) {
 	s := &overrun{script: script{in: [][]byte{kernelPacket(7, 4, 0, []byte("a")), nil}}}
+	defer func() {
+		if s.closed != 1 {
+			t.Errorf("closed %d times", s.closed)
+		}
+	}()
 	q := newQueue(s, Config{Num: 7}, quiet())
 	s.q = q
 	go q.loop(byFirstByte)
@@ -268,10 +352,8 @@ func TestOverrunNotFatal(t *testing.T) {
 	if q.Counters.Overruns.Load() != 1 || len(s.sent) != 1 {
 		t.Fatalf("overruns %d, verdicts %d; want 1 and 1", q.Counters.Overruns.Load(), len(s.sent))
 	}
-	select {
-	case err := <-q.Fatal():
+	if err, ok := <-q.Fatal(); ok {
 		t.Fatalf("overrun was fatal: %v", err)
-	default:
 	}
 }
 
@@ -291,14 +373,15 @@ func (o *overrun) recv(b []byte, block bool) (int, unix.Errno) {
 // TestBindAnswers: the bind message's acknowledgement, and the errors that
 // deserve words.
 func TestBindAnswers(t *testing.T) {
-	ack := func(errno unix.Errno) []byte {
+	ackSeq := func(errno unix.Errno, seq uint32) []byte {
 		e := make([]byte, nlmsgHdrLen+4+nlmsgHdrLen)
 		ne.PutUint32(e[0:4], uint32(len(e)))
 		ne.PutUint16(e[4:6], nlmsgError)
 		ne.PutUint32(e[nlmsgHdrLen:], errnoWord(errno))
-		ne.PutUint32(e[nlmsgHdrLen+4+8:], 1) // the bind's sequence number
+		ne.PutUint32(e[nlmsgHdrLen+4+8:], seq)
 		return e
 	}
+	ack := func(errno unix.Errno) []byte { return ackSeq(errno, 1) } // the bind's sequence number
 	for _, tt := range []struct {
 		name  string
 		in    [][]byte
@@ -307,12 +390,20 @@ func TestBindAnswers(t *testing.T) {
 	}{
 		{"acknowledged", [][]byte{ack(0)}, "", 0},
 		{"a packet before the acknowledgement is dropped", [][]byte{kernelPacket(7, 5, 0, []byte("a")), ack(0)}, "", 1},
-		{"busy", [][]byte{ack(unix.EBUSY)}, "another process holds this queue", 0},
-		{"not root", [][]byte{ack(unix.EPERM)}, "needs root or CAP_NET_ADMIN", 0},
+		{"an acknowledgement of another request is not the bind's", [][]byte{ackSeq(0, 9), ack(unix.EINVAL)}, "invalid argument", 0},
+		{"overrun while waiting", nil, "", 0},
+		{"not root (or held: TestRealQueue tells the two apart)", [][]byte{ack(unix.EPERM)}, "needs root or CAP_NET_ADMIN", 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			var c conn
 			s := &script{in: tt.in}
-			q := newQueue(s, Config{Num: 7, CopyRange: 256, MaxLen: 1024}, quiet())
+			c = s
+			if tt.in == nil {
+				s.in = [][]byte{ack(0)}
+				c = &overrun{script: *s}
+				s = &c.(*overrun).script
+			}
+			q := newQueue(c, Config{Num: 7, CopyRange: 256, MaxLen: 1024}, quiet())
 			s.q = q
 			err := q.bind()
 			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
@@ -376,6 +467,7 @@ type discard struct{}
 
 func (discard) recv([]byte, bool) (int, unix.Errno) { return 0, unix.EAGAIN }
 func (discard) send([]byte) error                   { return nil }
+func (discard) close()                              {}
 
 // BenchmarkProcess is the queue edge's own cost per packet: parse the
 // message, call a handler, queue or write the verdict (to nowhere).
@@ -391,26 +483,83 @@ func BenchmarkProcess(b *testing.B) {
 }
 
 // FuzzProcess: whatever the socket delivers, the loop's parser neither panics
-// nor sends anything but well-formed verdicts, and answers no packet twice.
+// nor sends anything but well-formed verdicts. When the packet ids rise, as
+// the kernel numbers them, every packet with a readable id is answered
+// exactly once (singly or by a batch verdict, which covers every id up to
+// its own), with the handler's verdict, or a drop when unreadable.
 func FuzzProcess(f *testing.F) {
 	f.Add(kernelPacket(7, 1, 0x10, []byte{0x45, 0, 0, 40}))
 	f.Add(append(kernelPacket(7, 1, 0, []byte("a")), kernelPacket(7, 2, 0, []byte("m"))...))
 	f.Add(kernelPacket(7, 3, 0, nil)[:30])
+	h := func(pkt []byte, _ uint32) Verdict {
+		if len(pkt) > 0 && pkt[0]&1 == 1 {
+			return Verdict{Accept: true, SetMark: true, Mark: 3}
+		}
+		return Verdict{Accept: len(pkt) > 0}
+	}
 	f.Fuzz(func(t *testing.T, d []byte) {
 		rec := &script{}
 		q := newQueue(rec, Config{Num: 7}, quiet())
-		q.process(d, func(pkt []byte, _ uint32) Verdict {
-			if len(pkt) > 0 && pkt[0]&1 == 1 {
-				return Verdict{Accept: true, SetMark: true, Mark: 3}
-			}
-			return Verdict{Accept: len(pkt) > 0}
-		})
+		q.process(d, h)
 		q.flush()
-		for _, m := range rec.sent {
-			describeVerdict(t, m, 7)
+
+		// What each packet message in d should get.
+		type want struct{ accept, mark bool }
+		var ids []uint32
+		wants := map[uint32]want{}
+		rising := true
+		for b := d; len(b) > 0; {
+			typ, m, rest, err := nextMsg(b)
+			if err != nil {
+				break
+			}
+			b = rest
+			if typ != msgPacket {
+				continue
+			}
+			p, err := parsePacket(m)
+			if !p.hasID {
+				continue
+			}
+			var w want // unreadable: drop
+			if err == nil {
+				v := h(p.payload, p.mark)
+				w = want{v.Accept, v.Accept && v.SetMark}
+			}
+			if len(ids) > 0 && p.id <= ids[len(ids)-1] {
+				rising = false
+			}
+			ids = append(ids, p.id)
+			wants[p.id] = w
 		}
-		if uint64(len(rec.sent)) > q.Counters.Packets.Load()+q.Counters.Malformed.Load() {
-			t.Fatalf("%d verdicts for %d packets", len(rec.sent), q.Counters.Packets.Load())
+		answered := map[uint32]int{}
+		for _, m := range rec.sent {
+			f := strings.Fields(describeVerdict(t, m, 7))
+			batch, marked := f[0] == "batch", f[0] == "mark"
+			if batch || marked {
+				f = f[1:]
+			}
+			accept := f[0] == "accept"
+			var id uint32
+			fmt.Sscan(f[1], &id)
+			if !rising {
+				continue
+			}
+			for _, pid := range ids {
+				if pid == id || batch && pid < id && answered[pid] == 0 {
+					answered[pid]++
+					if w := wants[pid]; w.accept != accept || w.mark != marked {
+						t.Fatalf("packet %d answered %v, want %+v", pid, f, w)
+					}
+				}
+			}
+		}
+		if rising {
+			for _, pid := range ids {
+				if answered[pid] != 1 {
+					t.Fatalf("packet %d answered %d times, want once (verdicts %d)", pid, answered[pid], len(rec.sent))
+				}
+			}
 		}
 	})
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -65,6 +66,7 @@ type conn interface {
 	// when nothing is queued. n may exceed len(b): the datagram was cut.
 	recv(b []byte, block bool) (n int, errno unix.Errno)
 	send(b []byte) error
+	close()
 }
 
 // Queue is one bound NFQUEUE.
@@ -80,7 +82,6 @@ type Queue struct {
 	lastLog   atomic.Int64 // unix nanos of the last rate-limited log
 	stop      atomic.Bool
 	done      chan struct{}
-	closeOnce sync.Once
 
 	// Verdict batching, owned by the receive loop: a run of consecutive
 	// packets with the same unmarked verdict is answered with one batch
@@ -106,6 +107,8 @@ const (
 	wakeEvery = 200 * time.Millisecond
 	// ackTimeout bounds the wait for the kernel's answer to the bind.
 	ackTimeout = 5 * time.Second
+	// sendTries is how often a verdict is sent before it is given up.
+	sendTries = 3
 )
 
 // Open opens and binds queue c.Num and starts delivering packets to h until
@@ -144,17 +147,14 @@ func (q *Queue) start(ctx context.Context, h Handler) {
 // Fatal delivers an error when the queue stopped receiving for good.
 func (q *Queue) Fatal() <-chan error { return q.fatal }
 
-// Close stops the receive loop (within wakeEvery), answers what it holds and
-// closes the socket; the kernel then drops whatever is still queued, so
-// nothing is let through by closing.
+// Close stops the receive loop (within wakeEvery) and waits for it. The loop
+// answers what it holds and closes the socket, as it does when ctx ends; the
+// kernel then drops whatever is still queued, so closing lets nothing
+// through, and a closed queue no longer holds packets: with the socket gone,
+// --queue-bypass lets unrelated ports work again.
 func (q *Queue) Close() error {
-	q.closeOnce.Do(func() {
-		q.stop.Store(true)
-		<-q.done
-		if s, ok := q.c.(*socket); ok {
-			s.close()
-		}
-	})
+	q.stop.Store(true)
+	<-q.done
 	return nil
 }
 
@@ -171,7 +171,7 @@ func (q *Queue) bind() error {
 		n, errno := q.c.recv(buf, true)
 		switch errno {
 		case 0:
-		case unix.EAGAIN, unix.EINTR:
+		case unix.EAGAIN, unix.EINTR, unix.ENOBUFS:
 			continue
 		default:
 			return fmt.Errorf("bind nfqueue %d: %w", q.cfg.Num, errno)
@@ -192,10 +192,10 @@ func (q *Queue) bind() error {
 				switch e := unix.Errno(errno); {
 				case e == 0:
 					return nil
+				case e == unix.EPERM && q.held():
+					return fmt.Errorf("bind nfqueue %d: %w: another process holds this queue (is knockwall already running?)", q.cfg.Num, e)
 				case e == unix.EPERM:
 					return fmt.Errorf("bind nfqueue %d: %w (knockwall run needs root or CAP_NET_ADMIN)", q.cfg.Num, e)
-				case e == unix.EBUSY:
-					return fmt.Errorf("bind nfqueue %d: %w (another process holds this queue; is knockwall already running?)", q.cfg.Num, e)
 				default:
 					return fmt.Errorf("bind nfqueue %d: %w", q.cfg.Num, e)
 				}
@@ -216,6 +216,8 @@ func (q *Queue) bind() error {
 func (q *Queue) loop(h Handler) {
 	runtime.LockOSThread() // never unlocked: the thread ends with the loop
 	defer close(q.done)
+	defer close(q.fatal)
+	defer q.c.close() // after the last verdict
 	buf := make([]byte, recvBuf)
 	for !q.stop.Load() {
 		// With a run pending, look without waiting: an empty socket is
@@ -271,9 +273,11 @@ func (q *Queue) process(b []byte, h Handler) {
 		case nlmsgError:
 			// Verdicts ask for no acknowledgement, so this is a refused
 			// one (say, for an id the kernel no longer holds).
+			// ENOENT: the packet was gone already (say, its interface
+			// went down); nothing was let through either way.
 			if errno, _, err := parseError(m); err == nil && errno != 0 {
 				q.Counters.VerdictErrors.Add(1)
-				q.rateLimited("the kernel refused a verdict", "err", unix.Errno(errno))
+				q.rateLimitedWarn("the kernel refused a verdict", "err", unix.Errno(errno))
 			}
 		case nlmsgNoop, nlmsgDone:
 		default:
@@ -326,11 +330,20 @@ func (q *Queue) flush() {
 	q.run = 0
 }
 
+// sendVerdict sends a verdict message, trying again a few times: a verdict
+// that never arrives leaves its packet waiting until a later batch verdict
+// covers it, with that batch's verdict. (For a protected port that is still
+// safe: the guard drops SYNs without the accept mark.) Sending to the kernel
+// fails only when it cannot allocate.
 func (q *Queue) sendVerdict(m []byte) {
-	if err := q.c.send(m); err != nil {
-		q.Counters.VerdictErrors.Add(1)
-		q.rateLimited("cannot send verdict", "err", err)
+	var err error
+	for range sendTries {
+		if err = q.c.send(m); err == nil {
+			return
+		}
 	}
+	q.Counters.VerdictErrors.Add(1)
+	q.rateLimited("cannot send verdict", "err", err)
 }
 
 // safeHandle runs h and turns a panic into a drop: a bug in the engine must
@@ -347,12 +360,32 @@ func (q *Queue) safeHandle(h Handler, pkt []byte, mark uint32) (v Verdict) {
 }
 
 func (q *Queue) rateLimited(msg string, args ...any) {
+	if q.mayLog() {
+		q.log.Error(msg, args...)
+	}
+}
+
+func (q *Queue) rateLimitedWarn(msg string, args ...any) {
+	if q.mayLog() {
+		q.log.Warn(msg, args...)
+	}
+}
+
+// mayLog allows one per-packet log line per logEvery.
+func (q *Queue) mayLog() bool {
 	now := time.Now().UnixNano()
 	last := q.lastLog.Load()
-	if now-last < int64(logEvery) || !q.lastLog.CompareAndSwap(last, now) {
-		return
+	return now-last >= int64(logEvery) && q.lastLog.CompareAndSwap(last, now)
+}
+
+// held reports whether the kernel lists this queue as bound, in the network
+// namespace of the calling thread (the one that opened the socket).
+func (q *Queue) held() bool {
+	b, err := os.ReadFile(threadProcFile)
+	if err != nil {
+		return false
 	}
-	q.log.Error(msg, args...)
+	return queueListed(b, q.cfg.Num)
 }
 
 // socket is a blocking NETLINK_NETFILTER socket.

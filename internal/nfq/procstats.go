@@ -9,8 +9,22 @@ import (
 	"strings"
 )
 
-// procFile lists every bound queue of the reading thread's network namespace.
-const procFile = "/proc/net/netfilter/nfnetlink_queue"
+// procFile lists every bound queue of the process's network namespace, and
+// threadProcFile those of the calling thread's.
+const (
+	procFile       = "/proc/net/netfilter/nfnetlink_queue"
+	threadProcFile = "/proc/thread-self/net/netfilter/nfnetlink_queue"
+)
+
+// queueListed reports whether the kernel's queue list b has queue num.
+func queueListed(b []byte, num uint16) bool {
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == strconv.Itoa(int(num)) {
+			return true
+		}
+	}
+	return false
+}
 
 // KernelStats are the kernel's own counters for a range of queues: what it
 // dropped before knockwall could see it.

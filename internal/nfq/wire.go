@@ -182,8 +182,11 @@ func putVerdict(buf []byte, queue uint16, id uint32, accept, batch, setMark bool
 
 // configMsg is the one message that binds queue and sets it up, asking for
 // an acknowledgement: the kernel applies the command first (creating the
-// queue instance), then the parameters, so the queue never exists with
-// other settings. FAIL_OPEN is masked and cleared: a full queue drops.
+// queue instance), then the parameters. In the moment between the two, a
+// packet meets a queue that copies nothing (6.x: it is refused and dropped)
+// or only metadata (older kernels: Queue.bind drops it); either way it is
+// dropped, never let through. FAIL_OPEN is masked and cleared: a full queue
+// drops.
 func configMsg(seq uint32, queue uint16, copyRange, maxLen uint32) []byte {
 	n := nlmsgHdrLen + nfgenLen +
 		attrHdrLen + 4 + // cmd

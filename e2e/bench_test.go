@@ -30,7 +30,7 @@ import (
 const (
 	benchFloodPackets  = 3_000_000
 	benchFloodDuration = 3 * time.Second
-	benchConnects      = 3000
+	benchConnects      = 10000
 	benchKnockTrials   = 20
 )
 

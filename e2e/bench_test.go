@@ -34,6 +34,10 @@ const (
 	benchKnockTrials   = 20
 )
 
+// knockwallRcvbuf is the socket buffer knockwall asks for (cmd/knockwall:
+// socketBuffer), for bare consumers meant to compare with it.
+const knockwallRcvbuf = "262144"
+
 func requireBench(t *testing.T) string {
 	t.Helper()
 	if os.Getenv("KNOCKWALL_BENCH_E2E") != "1" {
@@ -258,7 +262,14 @@ func TestBenchThroughput(t *testing.T) {
 		{"bare consumer, batch 1", []string{"-batch", "1"}},
 		{"bare consumer, batch 64", []string{"-batch", "64"}},
 		{"bare consumer, batch 64+peek", []string{"-batch", "64", "-peek"}},
-		{"bare consumer, own loop", []string{"-direct"}},
+		{"bare consumer, own loop", []string{"-direct", "-rcvbuf", knockwallRcvbuf}},
+		// What the queue's settings do, on the bare loop: knockwall's
+		// copy range, a whole packet; the system's socket buffer, and
+		// 4 MiB (knockwall's setting before it was measured).
+		{"bare consumer, own loop, copy 256", []string{"-direct", "-rcvbuf", knockwallRcvbuf, "-copy", "256"}},
+		{"bare consumer, own loop, copy 65535", []string{"-direct", "-rcvbuf", knockwallRcvbuf, "-copy", "65535"}},
+		{"bare consumer, own loop, default rcvbuf", []string{"-direct", "-rcvbuf", "0"}},
+		{"bare consumer, own loop, rcvbuf 4 MiB", []string{"-direct", "-rcvbuf", "4194304"}},
 	} {
 		run(mode.name, func(t *testing.T, b *benchPair) int {
 			cmd := startProc(t, b.pair.Server, "ready", nil, bare, mode.args...)
@@ -270,7 +281,7 @@ func TestBenchThroughput(t *testing.T) {
 	// reject and guard chains, as `knockwall rules print` gives them): what
 	// the kernel's side of knockwall costs, without its engine.
 	run("bare consumer, loop + rules", func(t *testing.T, b *benchPair) int {
-		cmd := startProc(t, b.pair.Server, "ready", nil, bare, "-direct")
+		cmd := startProc(t, b.pair.Server, "ready", nil, bare, "-direct", "-rcvbuf", knockwallRcvbuf)
 		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 		defer cancel()
 		script, err := exec.CommandContext(ctx, bin, "rules", "print", "-c", benchConfig(t, 1)).Output()
@@ -289,7 +300,7 @@ func TestBenchThroughput(t *testing.T) {
 		})
 	}
 	var base float64
-	t.Logf("%-30s %10s %10s %12s %10s %10s %10s %8s", "mode", "sent", "sent/s", "handled/s", "q-drops", "u-drops", "cpu ns/p", "ratio")
+	t.Logf("%-40s %10s %10s %12s %10s %10s %10s %8s", "mode", "sent", "sent/s", "handled/s", "q-drops", "u-drops", "cpu ns/p", "ratio")
 	for _, r := range rows {
 		if strings.HasPrefix(r.mode, "bare consumer") && r.handledPPS > base {
 			base = r.handledPPS
@@ -300,7 +311,7 @@ func TestBenchThroughput(t *testing.T) {
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", r.handledPPS/base)
 		}
-		t.Logf("%-30s %10d %10.0f %12.0f %10d %10d %10.0f %8s", r.mode, r.sent, r.sendPPS, r.handledPPS, r.queueDrops, r.userDrops, r.cpuNsPerPkt, ratio)
+		t.Logf("%-40s %10d %10.0f %12.0f %10d %10d %10.0f %8s", r.mode, r.sent, r.sendPPS, r.handledPPS, r.queueDrops, r.userDrops, r.cpuNsPerPkt, ratio)
 	}
 }
 

@@ -31,12 +31,13 @@ func main() {
 	queue := flag.Uint("queue", 0, "queue number")
 	batch := flag.Int("batch", 1, "packets per verdict message (1: one verdict each)")
 	maxLen := flag.Uint("maxlen", 4096, "kernel queue length")
-	rcvbuf := flag.Int("rcvbuf", 4<<20, "socket receive buffer bytes")
+	rcvbuf := flag.Int("rcvbuf", 4<<20, "socket receive buffer bytes (0: the system default)")
+	copyRange := flag.Uint("copy", 128, "bytes of each packet the kernel copies (-direct)")
 	peek := flag.Bool("peek", false, "with -batch: also flush when the socket holds no further message")
 	direct := flag.Bool("direct", false, "use knockwall's own queue loop (internal/nfq) instead of go-nfqueue")
 	flag.Parse()
 	if *direct {
-		if err := runDirect(uint16(*queue), uint32(*maxLen), *rcvbuf); err != nil {
+		if err := runDirect(uint16(*queue), uint32(*maxLen), *rcvbuf, uint32(*copyRange)); err != nil {
 			fmt.Fprintln(os.Stderr, "bareconsumer:", err)
 			os.Exit(1)
 		}
@@ -48,10 +49,10 @@ func main() {
 	}
 }
 
-func runDirect(queue uint16, maxLen uint32, rcvbuf int) error {
+func runDirect(queue uint16, maxLen uint32, rcvbuf int, copyRange uint32) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	q, err := nfq.Open(ctx, nfq.Config{Num: queue, MaxLen: maxLen, CopyRange: 128, ReadBuffer: rcvbuf},
+	q, err := nfq.Open(ctx, nfq.Config{Num: queue, MaxLen: maxLen, CopyRange: copyRange, ReadBuffer: rcvbuf},
 		func([]byte, uint32) nfq.Verdict { return nfq.Verdict{Accept: true} },
 		slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {

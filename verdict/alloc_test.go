@@ -39,6 +39,20 @@ func grant(tb testing.TB, e *verdict.Engine, src netip.Addr) {
 	}
 }
 
+// twoKnocks sends each source's first two ssh knocks, at and a second later,
+// and returns each one's last knock, still to be sent.
+func twoKnocks(tb testing.TB, e *verdict.Engine, srcs []netip.Addr, at time.Time) [][]byte {
+	tb.Helper()
+	last := make([][]byte, len(srcs))
+	for i, s := range srcs {
+		k := sshKnocks(tb, s)
+		e.Decide(k[0], at)
+		e.Decide(k[1], at.Add(time.Second))
+		last[i] = k[2]
+	}
+	return last
+}
+
 // expectDecision fails when pkt does not get want/reason, so that a
 // measurement is known to take the path it names.
 func expectDecision(tb testing.TB, e *verdict.Engine, pkt []byte, now time.Time, want verdict.Verdict, reason verdict.Reason) {
@@ -196,14 +210,7 @@ var measuredPaths = []hotPath{
 		}
 	}},
 	{"last knock granting a new grant", func(tb testing.TB, e *verdict.Engine) func() {
-		srcs := manySources(1100)
-		last := make([][]byte, len(srcs))
-		for i, s := range srcs {
-			k := sshKnocks(tb, s)
-			e.Decide(k[0], t0)
-			e.Decide(k[1], t0.Add(time.Second))
-			last[i] = k[2]
-		}
+		last := twoKnocks(tb, e, manySources(1100), t0)
 		i := 0
 		return func() {
 			if d := e.Decide(last[i%len(last)], t0.Add(2*time.Second)); d.Knock.Event != tracker.EventGrant && i < len(last) {
@@ -235,16 +242,7 @@ func TestNewGrantsAllocs(t *testing.T) {
 	}
 	e := verdict.New(testSet(t), tr, t0)
 	srcs := manySources(2 * n)
-	lastKnocks := func(batch []netip.Addr, at time.Time) [][]byte {
-		last := make([][]byte, len(batch))
-		for i, s := range batch {
-			k := sshKnocks(t, s)
-			e.Decide(k[0], at)
-			e.Decide(k[1], at.Add(time.Second))
-			last[i] = k[2]
-		}
-		return last
-	}
+	lastKnocks := func(batch []netip.Addr, at time.Time) [][]byte { return twoKnocks(t, e, batch, at) }
 	complete := func(last [][]byte, at time.Time) {
 		for i, k := range last {
 			if d := e.Decide(k, at); d.Knock.Event != tracker.EventGrant {

@@ -36,7 +36,7 @@ const (
 
 // knockwallRcvbuf is the socket buffer knockwall asks for (cmd/knockwall:
 // socketBuffer), for bare consumers meant to compare with it.
-const knockwallRcvbuf = "262144"
+const knockwallRcvbuf = "1048576"
 
 func requireBench(t *testing.T) string {
 	t.Helper()
@@ -264,11 +264,12 @@ func TestBenchThroughput(t *testing.T) {
 		{"bare consumer, batch 64+peek", []string{"-batch", "64", "-peek"}},
 		{"bare consumer, own loop", []string{"-direct", "-rcvbuf", knockwallRcvbuf}},
 		// What the queue's settings do, on the bare loop: knockwall's
-		// copy range, a whole packet; the system's socket buffer, and
-		// 4 MiB (knockwall's setting before it was measured).
+		// copy range, a whole packet; the system's socket buffer, 256 KiB,
+		// and 4 MiB (knockwall's setting before it was measured).
 		{"bare consumer, own loop, copy 256", []string{"-direct", "-rcvbuf", knockwallRcvbuf, "-copy", "256"}},
 		{"bare consumer, own loop, copy 65535", []string{"-direct", "-rcvbuf", knockwallRcvbuf, "-copy", "65535"}},
 		{"bare consumer, own loop, default rcvbuf", []string{"-direct", "-rcvbuf", "0"}},
+		{"bare consumer, own loop, rcvbuf 256 KiB", []string{"-direct", "-rcvbuf", "262144"}},
 		{"bare consumer, own loop, rcvbuf 4 MiB", []string{"-direct", "-rcvbuf", "4194304"}},
 	} {
 		run(mode.name, func(t *testing.T, b *benchPair) int {

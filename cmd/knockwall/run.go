@@ -40,12 +40,14 @@ const (
 	refusedLogEvery = time.Second
 	// kernelStatsEvery is how often the kernel's queue drop counters are read.
 	kernelStatsEvery = time.Second
-	// socketBuffer is the netlink receive buffer per queue: ~300 queued
-	// packets, about a millisecond of work at full speed. Measured under a
-	// SYN flood (bench/RESULTS.md): 4 MiB let thousands of messages wait and
-	// go cold in the cache, and cost ~15 % of the verdicts per second; past
-	// this buffer the kernel drops (fail closed), counted as socket_full.
-	socketBuffer = 256 << 10
+	// socketBuffer is the netlink receive buffer per queue: ~1 200 queued
+	// packets, a few milliseconds of work at full speed, enough that a flood
+	// at half the capacity lost nothing in the tests (256 KiB lost ~0.1 %
+	// there, enough to fail a legitimate knock now and then). Bigger costs
+	// throughput under overload: 4 MiB let thousands of messages wait and go
+	// cold in the cache, ~15 % fewer verdicts per second (bench/RESULTS.md).
+	// Past the buffer the kernel drops (fail closed), counted as socket_full.
+	socketBuffer = 1 << 20
 )
 
 func newRunCmd(env environment) *cobra.Command {

@@ -160,13 +160,15 @@ func run(t *testing.T, s *script, h Handler) ([]string, *Queue) {
 }
 
 // byFirstByte answers by the payload's first byte: 'a' accept, 'm' accept
-// with mark 0x10, anything else drop.
+// with mark 0x10, 'n' with mark 0x20, anything else drop.
 func byFirstByte(pkt []byte, _ uint32) Verdict {
 	switch pkt[0] {
 	case 'a':
 		return Verdict{Accept: true}
 	case 'm':
 		return Verdict{Accept: true, SetMark: true, Mark: 0x10}
+	case 'n':
+		return Verdict{Accept: true, SetMark: true, Mark: 0x20}
 	}
 	return Verdict{}
 }
@@ -187,8 +189,12 @@ func TestBatching(t *testing.T) {
 			[]string{"batch accept 4"}},
 		{"a change of verdict ends the run", "aadd|",
 			[]string{"batch accept 2", "batch drop 4"}},
-		{"a marked verdict goes alone, after the run before it", "aama|",
+		{"a marked verdict ends the unmarked run before it", "aama|",
 			[]string{"batch accept 2", "mark accept 3 0x10", "accept 4"}},
+		{"equal marks go in one batch, the mark with them", "mmmaa|",
+			[]string{"batch mark accept 3 0x10", "batch accept 5"}},
+		{"another mark ends the run", "mmnm|",
+			[]string{"batch mark accept 2 0x10", "mark accept 3 0x20", "mark accept 4 0x10"}},
 		{"drop, accept, drop", "dad|",
 			[]string{"drop 1", "accept 2", "drop 3"}},
 	} {
@@ -535,8 +541,12 @@ func FuzzProcess(f *testing.F) {
 		answered := map[uint32]int{}
 		for _, m := range rec.sent {
 			f := strings.Fields(describeVerdict(t, m, 7))
-			batch, marked := f[0] == "batch", f[0] == "mark"
-			if batch || marked {
+			batch := f[0] == "batch"
+			if batch {
+				f = f[1:]
+			}
+			marked := f[0] == "mark"
+			if marked {
 				f = f[1:]
 			}
 			accept := f[0] == "accept"

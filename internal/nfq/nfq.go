@@ -84,14 +84,16 @@ type Queue struct {
 	done      chan struct{}
 
 	// Verdict batching, owned by the receive loop: a run of consecutive
-	// packets with the same unmarked verdict is answered with one batch
-	// verdict, sent when the run ends, reaches maxBatch, or the socket has
-	// nothing more queued (so an idle queue answers at once and a busy one
-	// in batches).
-	run       int    // packets in the run; 0: none
-	runID     uint32 // id of the run's last packet
-	runAccept bool
-	vbuf      [verdictMax]byte
+	// packets with the same verdict (and the same mark to set, if any) is
+	// answered with one batch verdict, which the kernel applies, mark
+	// included, to every packet it still holds up to the run's last id. The
+	// run is sent when the next packet's verdict differs, at maxBatch, or
+	// when the socket has nothing more queued (so an idle queue answers at
+	// once and a busy one in batches).
+	run   int     // packets in the run; 0: none
+	runID uint32  // id of the run's last packet
+	runV  Verdict // the run's verdict, normalized
+	vbuf  [verdictMax]byte
 }
 
 const (
@@ -297,21 +299,19 @@ func (q *Queue) truncated(b []byte) {
 	}
 }
 
-// answer adds packet id's verdict to the run, or sends it.
+// answer adds packet id's verdict to the run. A verdict that differs from
+// the run's sends the run first, so a batch verdict never covers a packet
+// that should get another verdict or another mark.
 func (q *Queue) answer(id uint32, v Verdict) {
-	if v.Accept && v.SetMark {
-		// A marked verdict goes alone; the run before it goes first, so
-		// a batch verdict never covers this packet.
-		q.flush()
-		q.sendVerdict(putVerdict(q.vbuf[:], q.cfg.Num, id, true, false, true, v.Mark))
-		return
+	if !v.Accept || !v.SetMark {
+		v = Verdict{Accept: v.Accept} // a dropped packet keeps no mark
 	}
-	if q.run > 0 && q.runAccept != v.Accept {
+	if q.run > 0 && q.runV != v {
 		q.flush()
 	}
 	q.run++
 	q.runID = id
-	q.runAccept = v.Accept
+	q.runV = v
 	if q.run >= maxBatch {
 		q.flush()
 	}
@@ -323,7 +323,8 @@ func (q *Queue) flush() {
 		return
 	}
 	batch := q.run > 1
-	q.sendVerdict(putVerdict(q.vbuf[:], q.cfg.Num, q.runID, q.runAccept, batch, false, 0))
+	v := q.runV
+	q.sendVerdict(putVerdict(q.vbuf[:], q.cfg.Num, q.runID, v.Accept, batch, v.SetMark, v.Mark))
 	if batch {
 		q.Batches.Add(1)
 	}

@@ -59,7 +59,7 @@ func TestHandlerMarks(t *testing.T) {
 		want nfq.Verdict
 	}{
 		{"unprotected: accept, mark untouched, batchable", syn4(stranger, 80), nfq.Verdict{Accept: true}},
-		{"granted: accept with the accept mark", syn4(granted, 22), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultAcceptMark}},
+		{"granted: accept with the accept mark", syn4(granted, 22), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultAcceptMark, Sole: true}},
 		{"no grant: the reject mark", syn4(stranger, 22), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
 		{"knock: the reject mark", syn4(stranger, 7000), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
 		{"malformed: drop", syn4(stranger, 22)[:30], nfq.Verdict{}},

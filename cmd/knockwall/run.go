@@ -251,7 +251,9 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 				// looks for it); the rest may be answered in batches.
 				return nfq.Verdict{Accept: true}
 			}
-			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark}
+			// Sole: the accept mark opens the guard, so it must never
+			// reach, by a batch, a packet whose own verdict was lost.
+			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark, Sole: true}
 		case verdict.Reject:
 			if resets != nil && d.Proto == rules.ProtoTCP && d.Src.Is6() && resets.Reset(pkt) == nil {
 				return nfq.Verdict{} // answered; the SYN itself goes no further

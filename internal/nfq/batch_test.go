@@ -160,7 +160,8 @@ func run(t *testing.T, s *script, h Handler) ([]string, *Queue) {
 }
 
 // byFirstByte answers by the payload's first byte: 'a' accept, 'm' accept
-// with mark 0x10, 'n' with mark 0x20, anything else drop.
+// with mark 0x10, 'n' with mark 0x20, 's' with mark 0x30 and a verdict of its
+// own (Sole), anything else drop.
 func byFirstByte(pkt []byte, _ uint32) Verdict {
 	switch pkt[0] {
 	case 'a':
@@ -169,6 +170,8 @@ func byFirstByte(pkt []byte, _ uint32) Verdict {
 		return Verdict{Accept: true, SetMark: true, Mark: 0x10}
 	case 'n':
 		return Verdict{Accept: true, SetMark: true, Mark: 0x20}
+	case 's':
+		return Verdict{Accept: true, SetMark: true, Mark: 0x30, Sole: true}
 	}
 	return Verdict{}
 }
@@ -195,6 +198,8 @@ func TestBatching(t *testing.T) {
 			[]string{"batch mark accept 3 0x10", "batch accept 5"}},
 		{"another mark ends the run", "mmnm|",
 			[]string{"batch mark accept 2 0x10", "mark accept 3 0x20", "mark accept 4 0x10"}},
+		{"sole verdicts never batch, and end the run before them", "aassa|",
+			[]string{"batch accept 2", "mark accept 3 0x30", "mark accept 4 0x30", "accept 5"}},
 		{"drop, accept, drop", "dad|",
 			[]string{"drop 1", "accept 2", "drop 3"}},
 	} {
@@ -242,6 +247,21 @@ func TestSendRetried(t *testing.T) {
 	out, q = run(t, s, byFirstByte)
 	if !slices.Equal(out, []string{"drop 2"}) || q.Counters.VerdictErrors.Load() != 1 {
 		t.Fatalf("sent %q with %d errors, want drop 2 and 1", out, q.Counters.VerdictErrors.Load())
+	}
+}
+
+// TestLostVerdictNeverOpened: a verdict the kernel never got leaves its
+// packet waiting, and a later batch verdict would cover it. Sole verdicts
+// (the accept mark that opens the guard) go singly, so the lost packet can
+// only be covered by a batch of verdicts that open nothing.
+func TestLostVerdictNeverOpened(t *testing.T) {
+	s := &script{in: [][]byte{kernelPacket(7, 1, 0, []byte("d")), nil,
+		kernelPacket(7, 2, 0, []byte("s")), kernelPacket(7, 3, 0, []byte("s")), nil,
+		kernelPacket(7, 4, 0, []byte("m")), kernelPacket(7, 5, 0, []byte("m")), nil}, fail: sendTries}
+	out, q := run(t, s, byFirstByte)
+	want := []string{"mark accept 2 0x30", "mark accept 3 0x30", "batch mark accept 5 0x10"}
+	if !slices.Equal(out, want) || q.Counters.VerdictErrors.Load() != 1 {
+		t.Fatalf("sent %q with %d errors, want %q and 1", out, q.Counters.VerdictErrors.Load(), want)
 	}
 }
 
@@ -498,7 +518,10 @@ func FuzzProcess(f *testing.F) {
 	f.Add(append(kernelPacket(7, 1, 0, []byte("a")), kernelPacket(7, 2, 0, []byte("m"))...))
 	f.Add(kernelPacket(7, 3, 0, nil)[:30])
 	h := func(pkt []byte, _ uint32) Verdict {
-		if len(pkt) > 0 && pkt[0]&1 == 1 {
+		switch {
+		case len(pkt) > 0 && pkt[0]&3 == 3:
+			return Verdict{Accept: true, SetMark: true, Mark: 5, Sole: true}
+		case len(pkt) > 0 && pkt[0]&1 == 1:
 			return Verdict{Accept: true, SetMark: true, Mark: 3}
 		}
 		return Verdict{Accept: len(pkt) > 0}
@@ -510,7 +533,7 @@ func FuzzProcess(f *testing.F) {
 		q.flush()
 
 		// What each packet message in d should get.
-		type want struct{ accept, mark bool }
+		type want struct{ accept, mark, sole bool }
 		var ids []uint32
 		wants := map[uint32]want{}
 		rising := true
@@ -530,7 +553,7 @@ func FuzzProcess(f *testing.F) {
 			var w want // unreadable: drop
 			if err == nil {
 				v := h(p.payload, p.mark)
-				w = want{v.Accept, v.Accept && v.SetMark}
+				w = want{v.Accept, v.Accept && v.SetMark, v.Sole}
 			}
 			if len(ids) > 0 && p.id <= ids[len(ids)-1] {
 				rising = false
@@ -558,7 +581,7 @@ func FuzzProcess(f *testing.F) {
 			for _, pid := range ids {
 				if pid == id || batch && pid < id && answered[pid] == 0 {
 					answered[pid]++
-					if w := wants[pid]; w.accept != accept || w.mark != marked {
+					if w := wants[pid]; w.accept != accept || w.mark != marked || w.sole && batch {
 						t.Fatalf("packet %d answered %v, want %+v", pid, f, w)
 					}
 				}

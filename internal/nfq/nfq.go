@@ -33,6 +33,12 @@ type Verdict struct {
 	Accept  bool   // false drops
 	SetMark bool   // set Mark on the packet (Accept only)
 	Mark    uint32 // the packet mark to set
+	// Sole answers the packet with a verdict message of its own, never in
+	// a batch. A batch verdict covers every packet the kernel still holds
+	// up to its id, including one whose own verdict was lost (the kernel
+	// refused the message, or it could not be read); a verdict whose mark
+	// opens a guard must never reach such a packet.
+	Sole bool
 }
 
 // Handler judges one packet. pkt starts at the IP header and is only valid
@@ -304,7 +310,12 @@ func (q *Queue) truncated(b []byte) {
 // that should get another verdict or another mark.
 func (q *Queue) answer(id uint32, v Verdict) {
 	if !v.Accept || !v.SetMark {
-		v = Verdict{Accept: v.Accept} // a dropped packet keeps no mark
+		v = Verdict{Accept: v.Accept, Sole: v.Sole} // a dropped packet keeps no mark
+	}
+	if v.Sole {
+		q.flush()
+		q.sendVerdict(putVerdict(q.vbuf[:], q.cfg.Num, id, v.Accept, false, v.SetMark, v.Mark))
+		return
 	}
 	if q.run > 0 && q.runV != v {
 		q.flush()
@@ -333,9 +344,9 @@ func (q *Queue) flush() {
 
 // sendVerdict sends a verdict message, trying again a few times: a verdict
 // that never arrives leaves its packet waiting until a later batch verdict
-// covers it, with that batch's verdict. (For a protected port that is still
-// safe: the guard drops SYNs without the accept mark.) Sending to the kernel
-// fails only when it cannot allocate.
+// covers it, with that batch's verdict. (That is why a verdict that opens
+// the guard is Sole: a batch never carries it to another packet.) Sending
+// to the kernel fails only when it cannot allocate.
 func (q *Queue) sendVerdict(m []byte) {
 	var err error
 	for range sendTries {

@@ -47,6 +47,10 @@ type Plan struct {
 	// Jumps are the rules in built-in chains; Remove deletes each of them
 	// until none is left, so duplicates from an earlier crash go too.
 	Jumps []Command
+	// Retire deletes guard rules of earlier versions that Install's guard
+	// replaces. It runs after Install, so some guard is in place
+	// throughout; each command may fail when there is nothing to retire.
+	Retire []Command
 }
 
 // FirewallPlan renders the static rules of s for IPv4 and IPv6.
@@ -57,11 +61,12 @@ func (s *Set) FirewallPlan() Plan {
 		p.Install = append(p.Install, q.install...)
 		p.Remove = append(p.Remove, q.remove...)
 		p.Jumps = append(p.Jumps, q.jumps...)
+		p.Retire = append(p.Retire, q.retire...)
 	}
 	return p
 }
 
-type familyPlan struct{ install, remove, jumps []Command }
+type familyPlan struct{ install, remove, jumps, retire []Command }
 
 func (s *Set) family(bin string) familyPlan {
 	var f familyPlan
@@ -129,6 +134,21 @@ func (s *Set) family(bin string) familyPlan {
 	queueJump = append(queueJump, "-j", ChainQueue)
 	f.install = append(f.install, cmd(queueJump...))
 
+	// Jumps as earlier versions wrote them, before the loopback exemption
+	// moved onto the jump (and the guard's jump took only SYNs). Removal
+	// deletes them too: a jump left behind keeps its chain from being
+	// deleted, and then from being created afresh.
+	legacy := map[string][]string{
+		ChainQueue: append(append([]string{"-t", "mangle", "-A", "INPUT"}, comment...), "-j", ChainQueue),
+		ChainGuard: append(append([]string{"-t", "security", "-I", "INPUT", "1", "-p", "tcp"}, comment...), "-j", ChainGuard),
+	}
+	// The guard of an earlier version is not removed before the new one is
+	// in place: once it is, the old jump and the old loopback RETURN in the
+	// guard chain (dead now: the new jump leaves lo out) are retired.
+	f.retire = append(f.retire,
+		cmd(deleteArgs(legacy[ChainGuard])...),
+		cmd(append(append([]string{"-t", "security", "-D", ChainGuard, "-i", "lo"}, comment...), "-j", "RETURN")...))
+
 	// Removal mirrors installation in reverse: stop diverting, then stop
 	// rejecting, then drop the guard.
 	for _, r := range []struct {
@@ -137,9 +157,26 @@ func (s *Set) family(bin string) familyPlan {
 	}{{queueJump, "mangle", ChainQueue}, {rejectJump, "filter", ChainReject}, {guardJump, "security", ChainGuard}} {
 		d := cmd(deleteArgs(r.jump)...)
 		f.jumps = append(f.jumps, d)
-		f.remove = append(f.remove, d, cmd("-t", r.table, "-F", r.chain), cmd("-t", r.table, "-X", r.chain))
+		f.remove = append(f.remove, d)
+		if old, ok := legacy[r.chain]; ok {
+			d := cmd(deleteArgs(old)...)
+			f.jumps = append(f.jumps, d)
+			f.remove = append(f.remove, d)
+		}
+		f.remove = append(f.remove, cmd("-t", r.table, "-F", r.chain), cmd("-t", r.table, "-X", r.chain))
 	}
 	return f
+}
+
+// IsGuard reports whether c is about the guard: it works on the security
+// table, where only the guard lives.
+func IsGuard(c Command) bool {
+	for i, a := range c.Args {
+		if a == "-t" && i+1 < len(c.Args) && c.Args[i+1] == "security" {
+			return true
+		}
+	}
+	return false
 }
 
 // deleteArgs turns an -A or -I (with position) rule into its -D twin.

@@ -316,6 +316,10 @@ func TestFirewallPlanRemoveMirrorsInstall(t *testing.T) {
 					}
 				}
 			}
+			// And per family the jumps of an earlier version (mangle and
+			// guard), which TestFirewallPlanGolden pins.
+			wantRemove += 4
+			wantJumps += 4
 			if len(plan.Remove) != wantRemove {
 				t.Errorf("Remove has %d commands, want %d (one -D per jump, -F and -X per chain):\n%s",
 					len(plan.Remove), wantRemove, cmds(plan.Remove))
@@ -554,20 +558,26 @@ func TestFirewallPlanGolden(t *testing.T) {
 	}
 	wantRemove := []string{
 		"iptables -w -t mangle -D INPUT ! -i lo -m comment --comment knockwall -j KNOCKWALL",
+		"iptables -w -t mangle -D INPUT -m comment --comment knockwall -j KNOCKWALL", // an earlier version's jump
 		"iptables -w -t mangle -F KNOCKWALL",
 		"iptables -w -t mangle -X KNOCKWALL",
 		"iptables -w -t filter -D INPUT -m mark --mark 0x20000000/0x30000000 -m comment --comment knockwall -j KNOCKWALL-REJECT",
 		"iptables -w -t filter -F KNOCKWALL-REJECT",
 		"iptables -w -t filter -X KNOCKWALL-REJECT",
 		"iptables -w -t security -D INPUT ! -i lo -p tcp --syn -m comment --comment knockwall -j KNOCKWALL-GUARD",
+		"iptables -w -t security -D INPUT -p tcp -m comment --comment knockwall -j KNOCKWALL-GUARD", // an earlier version's jump
 		"iptables -w -t security -F KNOCKWALL-GUARD",
 		"iptables -w -t security -X KNOCKWALL-GUARD",
+	}
+	wantRetire := []string{
+		"iptables -w -t security -D INPUT -p tcp -m comment --comment knockwall -j KNOCKWALL-GUARD",
+		"iptables -w -t security -D KNOCKWALL-GUARD -i lo -m comment --comment knockwall -j RETURN",
 	}
 	for _, tc := range []struct {
 		name string
 		got  []rules.Command
 		want []string
-	}{{"install", plan.Install, want}, {"remove", plan.Remove, wantRemove}} {
+	}{{"install", plan.Install, want}, {"remove", plan.Remove, wantRemove}, {"retire", plan.Retire, wantRetire}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []string
 			for _, c := range tc.got {

@@ -11,7 +11,7 @@ import (
 func newRulesCmd(env environment) *cobra.Command {
 	cmd := &cobra.Command{Use: "rules", Short: "Show the static firewall rules knockwall uses"}
 	var f configFlags
-	var remove bool
+	var remove, keepGuard bool
 	print := &cobra.Command{
 		Use:   "print",
 		Short: "Print the iptables/ip6tables commands that install (or with --remove, remove) knockwall's static rules",
@@ -19,7 +19,13 @@ func newRulesCmd(env environment) *cobra.Command {
 firewall (firewall.manage: false). Pipe it to sh as root to apply it:
 
   knockwall rules print -c /etc/knockwall/knockwall.yaml | sh
-  knockwall rules print -c /etc/knockwall/knockwall.yaml --remove | sh`,
+  knockwall rules print -c /etc/knockwall/knockwall.yaml --remove | sh
+
+The install script adds the guard only where it is missing, so running it
+again never takes the guard away, not even for a moment. --remove
+--keep-guard removes everything but the guard: with the install script
+after it, that replaces the rules while protected ports stay closed
+(scripts/install-rules.sh does this).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, set, err := f.load(env)
@@ -31,24 +37,63 @@ firewall (firewall.manage: false). Pipe it to sh as root to apply it:
 			fmt.Fprintln(w, "#!/bin/sh")
 			if remove {
 				fmt.Fprintln(w, "# Remove knockwall's static rules. Missing rules are fine.")
+				if keepGuard {
+					fmt.Fprintln(w, "# The guard stays, so protected ports stay closed.")
+				}
 				for _, c := range p.Remove {
-					fmt.Fprintf(w, "%s 2>/dev/null\n", shellJoin(c))
+					if keepGuard && rules.IsGuard(c) {
+						continue
+					}
+					fmt.Fprintf(w, "%s 2>/dev/null || true\n", shellJoin(c))
 				}
 				return nil
 			}
 			fmt.Fprintln(w, "# knockwall's static rules. The guard (security table) keeps protected ports")
-			fmt.Fprintln(w, "# closed whenever knockwall is not running; keep it installed.")
+			fmt.Fprintln(w, "# closed whenever knockwall is not running; keep it installed. Guard rules")
+			fmt.Fprintln(w, "# already in place are kept, not added twice.")
 			fmt.Fprintln(w, "set -e")
 			for _, c := range p.Install {
-				fmt.Fprintln(w, shellJoin(c))
+				fmt.Fprintln(w, ensureLine(c))
+			}
+			fmt.Fprintln(w, "# Guard rules of earlier knockwall versions, now that this guard is in place.")
+			for _, c := range p.Retire {
+				fmt.Fprintf(w, "%s 2>/dev/null || true\n", shellJoin(c))
 			}
 			return nil
 		},
 	}
 	f.register(print)
 	print.Flags().BoolVar(&remove, "remove", false, "print the commands that remove the rules")
+	print.Flags().BoolVar(&keepGuard, "keep-guard", false, "with --remove: leave the guard in place")
 	cmd.AddCommand(print)
 	return cmd
+}
+
+// ensureLine is c as a shell line; for the guard, one that adds only what
+// is missing: a chain that does not exist, a rule that -C does not find.
+func ensureLine(c rules.Command) string {
+	if !rules.IsGuard(c) {
+		return shellJoin(c)
+	}
+	for i, a := range c.Args {
+		switch a {
+		case "-N":
+			return shellJoin(rules.Command{Bin: c.Bin, Args: replaceAt(c.Args, i, "-S")}) + " >/dev/null 2>&1 || " + shellJoin(c)
+		case "-A", "-I":
+			check := replaceAt(c.Args, i, "-C")
+			if a == "-I" && i+2 < len(check) && check[i+2] != "" && check[i+2][0] >= '0' && check[i+2][0] <= '9' {
+				check = append(check[:i+2:i+2], check[i+3:]...) // -C takes no position
+			}
+			return shellJoin(rules.Command{Bin: c.Bin, Args: check}) + " 2>/dev/null || " + shellJoin(c)
+		}
+	}
+	return shellJoin(c)
+}
+
+func replaceAt(args []string, i int, v string) []string {
+	out := append([]string(nil), args...)
+	out[i] = v
+	return out
 }
 
 func shellJoin(c rules.Command) string {

@@ -54,6 +54,14 @@ func Install(ctx context.Context, run Runner, p rules.Plan) error {
 			return fmt.Errorf("install firewall rules: %w (the guard stays in place, so protected ports stay closed; `knockwall rules print --remove | sh` removes it)", err)
 		}
 	}
+	// An earlier version's guard rules, now that this guard is in place.
+	for _, c := range p.Retire {
+		for range maxJumpDeletes {
+			if run(ctx, c) != nil {
+				break
+			}
+		}
+	}
 	return nil
 }
 
@@ -91,8 +99,7 @@ func removeWhere(ctx context.Context, run Runner, p rules.Plan, keep func(rules.
 	}
 }
 
-// isGuard reports whether c is about the guard: it works on the security table.
-func isGuard(c rules.Command) bool { return slices.Contains(c.Args, "security") }
+func isGuard(c rules.Command) bool { return rules.IsGuard(c) }
 
 func notGuard(c rules.Command) bool { return !isGuard(c) }
 

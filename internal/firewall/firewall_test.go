@@ -277,8 +277,10 @@ func TestInstallKeepsAnExistingGuard(t *testing.T) {
 			if err := Install(context.Background(), f.run, tc.plan); err != nil {
 				t.Fatal(err)
 			}
+			// (Retiring an earlier version's guard rules is tried, and
+			// finds nothing: those are not this guard's rules.)
 			for _, c := range f.rec.cmds {
-				if op := parse(c).op; isGuardCmd(c) && (op == "-D" || op == "-F" || op == "-X") {
+				if op := parse(c).op; isGuardCmd(c) && (op == "-D" || op == "-F" || op == "-X") && !slices.ContainsFunc(tc.plan.Retire, func(r rules.Command) bool { return r.String() == c.String() }) {
 					t.Errorf("reinstall touched the guard: %s", c)
 				}
 			}
@@ -424,10 +426,18 @@ func TestRemove(t *testing.T) {
 					t.Errorf("left behind:\n%s", strings.Join(st, "\n"))
 				}
 				// Each jump was tried until it failed: five deletes and one
-				// failure.
+				// failure; the jumps of earlier versions, absent, once.
+				installed := map[string]bool{}
+				for _, c := range tc.plan.Install {
+					installed[deletion(c)] = true
+				}
 				for _, j := range tc.plan.Jumps {
-					if n := countOf(f.rec.strings(), j.String()); n != 6 {
-						t.Errorf("%s run %d times, want 6", j, n)
+					want := 1
+					if installed[j.String()] {
+						want = 6
+					}
+					if n := countOf(f.rec.strings(), j.String()); n != want {
+						t.Errorf("%s run %d times, want %d", j, n, want)
 					}
 				}
 			})
@@ -458,6 +468,91 @@ func TestRemove(t *testing.T) {
 					t.Errorf("state:\n%s\nwant:\n%s", strings.Join(st, "\n"), strings.Join(want, "\n"))
 				}
 			})
+		})
+	}
+}
+
+// deletion is the -D twin of an -A or -I (with position) command.
+func deletion(c rules.Command) string {
+	var out []string
+	for i := 0; i < len(c.Args); i++ {
+		switch c.Args[i] {
+		case "-A":
+			out = append(out, "-D")
+		case "-I":
+			out = append(out, "-D", c.Args[i+1])
+			i += 2
+		default:
+			out = append(out, c.Args[i])
+		}
+	}
+	return rules.Command{Bin: c.Bin, Args: out}.String()
+}
+
+// TestUpgradeFromLegacyJumps: rules as an earlier version installed them
+// (the loopback exemption as a RETURN inside knockwall's chains, the guard's
+// jump taking all TCP) are replaced by Install without the guard ever
+// leaving, and Remove then leaves nothing.
+func TestUpgradeFromLegacyJumps(t *testing.T) {
+	for _, tc := range plans(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake()
+			for _, bin := range []string{"iptables", "ip6tables"} {
+				legacy := [][]string{
+					{"-t", "security", "-N", "KNOCKWALL-GUARD"},
+					{"-t", "security", "-A", "KNOCKWALL-GUARD", "-i", "lo", "-m", "comment", "--comment", "knockwall", "-j", "RETURN"},
+					{"-t", "security", "-I", "INPUT", "1", "-p", "tcp", "-m", "comment", "--comment", "knockwall", "-j", "KNOCKWALL-GUARD"},
+					{"-t", "mangle", "-N", "KNOCKWALL"},
+					{"-t", "mangle", "-A", "KNOCKWALL", "-i", "lo", "-m", "comment", "--comment", "knockwall", "-j", "RETURN"},
+					{"-t", "mangle", "-A", "KNOCKWALL", "-p", "tcp", "--syn", "-m", "comment", "--comment", "knockwall", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"},
+					{"-t", "mangle", "-A", "INPUT", "-m", "comment", "--comment", "knockwall", "-j", "KNOCKWALL"},
+				}
+				for _, a := range legacy {
+					if err := f.run(context.Background(), rules.Command{Bin: bin, Args: append([]string{"-w"}, a...)}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			// The guard's DROP rules of the old version were the same.
+			for _, c := range tc.plan.Install {
+				if isGuardCmd(c) && slices.Contains(c.Args, "DROP") {
+					if err := f.run(context.Background(), c); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			f.rec = recorder{}
+			if err := Install(context.Background(), f.run, tc.plan); err != nil {
+				t.Fatalf("install over an earlier version's rules: %v", err)
+			}
+			// No guard rule goes before the new guard jump is in place,
+			// and the guard chain is never flushed or deleted.
+			newJump := map[string]bool{}
+			for _, c := range tc.plan.Install {
+				if p := parse(c); isGuardCmd(c) && slices.Contains(builtin, p.chain) {
+					newJump[c.String()] = true
+				}
+			}
+			jumped := map[string]bool{} // by binary
+			for _, c := range f.rec.strings() {
+				bin := strings.Fields(c)[0]
+				if newJump[c] {
+					jumped[bin] = true
+				}
+				if !strings.Contains(c, "security") {
+					continue
+				}
+				if strings.Contains(c, " -F ") || strings.Contains(c, " -X ") || strings.Contains(c, " -D ") && !jumped[bin] {
+					t.Errorf("install took a guard rule away before the new guard was in place: %s", c)
+				}
+			}
+			if st, want := f.state(), installedState(t, tc.plan); !slices.Equal(st, want) {
+				t.Errorf("after the upgrade:\n%s\nwant what a clean install leaves:\n%s", strings.Join(st, "\n"), strings.Join(want, "\n"))
+			}
+			Remove(context.Background(), f.run, tc.plan)
+			if st := f.state(); len(st) != 0 {
+				t.Errorf("left behind:\n%s", strings.Join(st, "\n"))
+			}
 		})
 	}
 }

@@ -40,13 +40,14 @@ const (
 	refusedLogEvery = time.Second
 	// kernelStatsEvery is how often the kernel's queue drop counters are read.
 	kernelStatsEvery = time.Second
-	// socketBuffer is the netlink receive buffer per queue: ~1 200 queued
-	// packets, a few milliseconds of work at full speed, enough that a flood
-	// at half the capacity lost nothing in the tests (256 KiB lost ~0.1 %
-	// there, enough to fail a legitimate knock now and then). Bigger costs
-	// throughput under overload: 4 MiB let thousands of messages wait and go
-	// cold in the cache, ~15 % fewer verdicts per second (bench/RESULTS.md).
-	// Past the buffer the kernel drops (fail closed), counted as socket_full.
+	// socketBuffer is the netlink receive buffer per queue (the kernel
+	// doubles it for its bookkeeping): a few milliseconds of work at full
+	// speed, enough that a flood at half the capacity lost nothing in the
+	// tests (256 KiB lost ~0.1 % there, enough to fail a legitimate knock now
+	// and then). Bigger costs throughput under overload: 4 MiB let thousands
+	// of messages wait and go cold in the cache, 6–14 % fewer verdicts per
+	// second (bench/RESULTS.md). Past the buffer the kernel drops (fail
+	// closed), counted as socket_full.
 	socketBuffer = 1 << 20
 )
 

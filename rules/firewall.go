@@ -179,6 +179,9 @@ func IsGuard(c Command) bool {
 	return false
 }
 
+// Deletion is the -D twin of an -A or -I (with position) command.
+func (c Command) Deletion() Command { return Command{Bin: c.Bin, Args: deleteArgs(c.Args)} }
+
 // deleteArgs turns an -A or -I (with position) rule into its -D twin.
 func deleteArgs(args []string) []string {
 	out := make([]string, 0, len(args))

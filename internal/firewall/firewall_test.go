@@ -429,7 +429,7 @@ func TestRemove(t *testing.T) {
 				// failure; the jumps of earlier versions, absent, once.
 				installed := map[string]bool{}
 				for _, c := range tc.plan.Install {
-					installed[deletion(c)] = true
+					installed[c.Deletion().String()] = true
 				}
 				for _, j := range tc.plan.Jumps {
 					want := 1
@@ -472,22 +472,6 @@ func TestRemove(t *testing.T) {
 	}
 }
 
-// deletion is the -D twin of an -A or -I (with position) command.
-func deletion(c rules.Command) string {
-	var out []string
-	for i := 0; i < len(c.Args); i++ {
-		switch c.Args[i] {
-		case "-A":
-			out = append(out, "-D")
-		case "-I":
-			out = append(out, "-D", c.Args[i+1])
-			i += 2
-		default:
-			out = append(out, c.Args[i])
-		}
-	}
-	return rules.Command{Bin: c.Bin, Args: out}.String()
-}
 
 // TestUpgradeFromLegacyJumps: rules as an earlier version installed them
 // (the loopback exemption as a RETURN inside knockwall's chains, the guard's

@@ -472,7 +472,6 @@ func TestRemove(t *testing.T) {
 	}
 }
 
-
 // TestUpgradeFromLegacyJumps: rules as an earlier version installed them
 // (the loopback exemption as a RETURN inside knockwall's chains, the guard's
 // jump taking all TCP) are replaced by Install without the guard ever

@@ -146,7 +146,7 @@ func (s *Set) family(bin string) familyPlan {
 	// in place: once it is, the old jump and the old loopback RETURN in the
 	// guard chain (dead now: the new jump leaves lo out) are retired.
 	f.retire = append(f.retire,
-		cmd(deleteArgs(legacy[ChainGuard])...),
+		cmd(legacy[ChainGuard]...).Deletion(),
 		cmd(append(append([]string{"-t", "security", "-D", ChainGuard, "-i", "lo"}, comment...), "-j", "RETURN")...))
 
 	// Removal mirrors installation in reverse: stop diverting, then stop
@@ -155,11 +155,11 @@ func (s *Set) family(bin string) familyPlan {
 		jump         []string
 		table, chain string
 	}{{queueJump, "mangle", ChainQueue}, {rejectJump, "filter", ChainReject}, {guardJump, "security", ChainGuard}} {
-		d := cmd(deleteArgs(r.jump)...)
+		d := cmd(r.jump...).Deletion()
 		f.jumps = append(f.jumps, d)
 		f.remove = append(f.remove, d)
 		if old, ok := legacy[r.chain]; ok {
-			d := cmd(deleteArgs(old)...)
+			d := cmd(old...).Deletion()
 			f.jumps = append(f.jumps, d)
 			f.remove = append(f.remove, d)
 		}
@@ -179,24 +179,37 @@ func IsGuard(c Command) bool {
 	return false
 }
 
-// Deletion is the -D twin of an -A or -I (with position) command.
-func (c Command) Deletion() Command { return Command{Bin: c.Bin, Args: deleteArgs(c.Args)} }
+// Deletion is the -D twin of an -A or -I (with position) command, and the
+// -X of an -N.
+func (c Command) Deletion() Command {
+	d, _ := c.withOp("-D", "-X")
+	return d
+}
 
-// deleteArgs turns an -A or -I (with position) rule into its -D twin.
-func deleteArgs(args []string) []string {
-	out := make([]string, 0, len(args))
-	for i := 0; i < len(args); i++ {
-		switch args[i] {
+// Check is the command that finds what c adds, so that it is added only
+// where missing: -C for a rule (-A, or -I without its position), -S for a
+// chain (-N). ok is false when c adds nothing.
+func (c Command) Check() (check Command, ok bool) { return c.withOp("-C", "-S") }
+
+// withOp swaps the operation of a command that adds something: rule for -A
+// and -I (whose position goes), chain for -N.
+func (c Command) withOp(rule, chain string) (Command, bool) {
+	out := make([]string, 0, len(c.Args))
+	ok := false
+	for i := 0; i < len(c.Args); i++ {
+		switch c.Args[i] {
 		case "-A":
-			out = append(out, "-D")
+			out, ok = append(out, rule), true
 		case "-I":
-			out = append(out, "-D", args[i+1])
+			out, ok = append(out, rule, c.Args[i+1]), true
 			i += 2 // skip the chain, already copied, and the position
+		case "-N":
+			out, ok = append(out, chain), true
 		default:
-			out = append(out, args[i])
+			out = append(out, c.Args[i])
 		}
 	}
-	return out
+	return Command{Bin: c.Bin, Args: out}, ok
 }
 
 func portMatch(ports []uint16) []string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -72,28 +73,15 @@ after it, that replaces the rules while protected ports stay closed
 // ensureLine is c as a shell line; for the guard, one that adds only what
 // is missing: a chain that does not exist, a rule that -C does not find.
 func ensureLine(c rules.Command) string {
-	if !rules.IsGuard(c) {
+	check, ok := c.Check()
+	if !rules.IsGuard(c) || !ok {
 		return shellJoin(c)
 	}
-	for i, a := range c.Args {
-		switch a {
-		case "-N":
-			return shellJoin(rules.Command{Bin: c.Bin, Args: replaceAt(c.Args, i, "-S")}) + " >/dev/null 2>&1 || " + shellJoin(c)
-		case "-A", "-I":
-			check := replaceAt(c.Args, i, "-C")
-			if a == "-I" && i+2 < len(check) && check[i+2] != "" && check[i+2][0] >= '0' && check[i+2][0] <= '9' {
-				check = append(check[:i+2:i+2], check[i+3:]...) // -C takes no position
-			}
-			return shellJoin(rules.Command{Bin: c.Bin, Args: check}) + " 2>/dev/null || " + shellJoin(c)
-		}
+	quiet := " 2>/dev/null" // -C says nothing on success
+	if slices.Contains(c.Args, "-N") {
+		quiet = " >/dev/null 2>&1" // -S lists the chain
 	}
-	return shellJoin(c)
-}
-
-func replaceAt(args []string, i int, v string) []string {
-	out := append([]string(nil), args...)
-	out[i] = v
-	return out
+	return shellJoin(check) + quiet + " || " + shellJoin(c)
 }
 
 func shellJoin(c rules.Command) string {

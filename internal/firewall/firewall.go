@@ -44,7 +44,7 @@ func Install(ctx context.Context, run Runner, p rules.Plan) error {
 	removeWhere(ctx, run, p, notGuard)
 	for _, c := range p.Install {
 		var err error
-		if isGuard(c) {
+		if rules.IsGuard(c) {
 			err = ensure(ctx, run, c)
 		} else {
 			err = run(ctx, c)
@@ -56,11 +56,7 @@ func Install(ctx context.Context, run Runner, p rules.Plan) error {
 	}
 	// An earlier version's guard rules, now that this guard is in place.
 	for _, c := range p.Retire {
-		for range maxJumpDeletes {
-			if run(ctx, c) != nil {
-				break
-			}
-		}
+		deleteAll(ctx, run, c)
 	}
 	return nil
 }
@@ -91,45 +87,39 @@ func removeWhere(ctx context.Context, run Runner, p rules.Plan, keep func(rules.
 			_ = run(ctx, c)
 			continue
 		}
-		for range maxJumpDeletes {
-			if run(ctx, c) != nil {
-				break
-			}
+		deleteAll(ctx, run, c)
+	}
+}
+
+// deleteAll runs the delete c until it fails (no copy left), at most
+// maxJumpDeletes times.
+func deleteAll(ctx context.Context, run Runner, c rules.Command) {
+	for range maxJumpDeletes {
+		if run(ctx, c) != nil {
+			return
 		}
 	}
 }
 
-func isGuard(c rules.Command) bool { return rules.IsGuard(c) }
-
-func notGuard(c rules.Command) bool { return !isGuard(c) }
+func notGuard(c rules.Command) bool { return !rules.IsGuard(c) }
 
 // ensure runs c unless what it would add is there already: a chain that
-// exists, or a rule that -C finds.
+// exists, or a rule that -C finds. A chain is created first and checked
+// after, a rule checked first.
 func ensure(ctx context.Context, run Runner, c rules.Command) error {
-	args := slices.Clone(c.Args)
-	for i, a := range args {
-		switch a {
-		case "-N":
-			err := run(ctx, c)
-			if err == nil {
-				return nil
-			}
-			// It may exist already, which is what we want.
-			args[i] = "-S"
-			if run(ctx, rules.Command{Bin: c.Bin, Args: args}) == nil {
-				return nil
-			}
-			return err
-		case "-A", "-I":
-			args[i] = "-C"
-			if a == "-I" && i+2 < len(args) && args[i+2] != "" && args[i+2][0] >= '0' && args[i+2][0] <= '9' {
-				args = slices.Delete(args, i+2, i+3) // -C takes no position
-			}
-			if run(ctx, rules.Command{Bin: c.Bin, Args: args}) == nil {
-				return nil
-			}
-			return run(ctx, c)
+	check, ok := c.Check()
+	if !ok {
+		return run(ctx, c)
+	}
+	if slices.Contains(c.Args, "-N") {
+		err := run(ctx, c)
+		if err == nil || run(ctx, check) == nil {
+			return nil // made, or there already
 		}
+		return err
+	}
+	if run(ctx, check) == nil {
+		return nil
 	}
 	return run(ctx, c)
 }

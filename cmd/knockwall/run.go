@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/internal/lograte"
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/internal/rst"
 	"github.com/knockwall/knockwall/rules"
@@ -205,7 +205,7 @@ func logStats(log *slog.Logger, set *rules.Set, tr *tracker.Tracker, queues []*n
 	ks, _ := nfq.ReadKernelStats(set.Queue.Num, set.Queue.Count)
 	var pkts, overruns, verrs, panics, batches uint64
 	for _, q := range queues {
-		batches += q.Batches.Load()
+		batches += q.Counters.Batches.Load()
 		pkts += q.Counters.Packets.Load()
 		overruns += q.Counters.Overruns.Load()
 		verrs += q.Counters.VerdictErrors.Load()
@@ -225,15 +225,11 @@ func newHandler(eng *verdict.Engine, set *rules.Set, log *slog.Logger, clock fun
 	debug := log.Enabled(context.Background(), slog.LevelDebug)
 	// Refused grants come in floods when the table is full; say so at most
 	// once per refusedLogEvery.
-	var lastRefusedLog atomic.Int64
-	refusedLog := func() bool {
-		now, last := time.Now().UnixNano(), lastRefusedLog.Load()
-		return now-last >= int64(refusedLogEvery) && lastRefusedLog.CompareAndSwap(last, now)
-	}
+	refused := &lograte.Limiter{Every: refusedLogEvery}
 	return func(pkt []byte, mark uint32) nfq.Verdict {
 		d := eng.Decide(pkt, clock())
 		if d.GrantRefused {
-			if refusedLog() {
+			if refused.Allow() {
 				log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, d.Src.String(), keyService, d.Service)
 			}
 		} else if d.Knock.Event != tracker.EventNone {

@@ -252,7 +252,7 @@ func TestRealQueue(t *testing.T) {
 	// and answers runs with batch verdicts: 16 SYNs marked 0x2 (their port
 	// is closed: refused), 16 accepted unmarked (connected).
 	holding.Store(true)
-	batches := q.Batches.Load()
+	batches := q.Counters.Batches.Load()
 	var ports []int
 	for range 16 {
 		ports = append(ports, 4003)
@@ -277,7 +277,7 @@ func TestRealQueue(t *testing.T) {
 	if n := markCount(t, p.Server, "0x1"); n != "1" {
 		t.Errorf("%s SYNs carried mark 0x1 after the burst, want still 1", n)
 	}
-	if got := q.Batches.Load() - batches; got < 2 {
+	if got := q.Counters.Batches.Load() - batches; got < 2 {
 		t.Errorf("%d batch verdicts for the burst, want at least 2", got)
 	}
 	if n := waiting(t, p.Server); n != 0 {

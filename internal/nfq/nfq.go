@@ -20,12 +20,13 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knockwall/knockwall/internal/lograte"
 )
 
 // Verdict is a handler's answer.
@@ -64,6 +65,7 @@ type Counters struct {
 	VerdictErrors atomic.Uint64
 	Panics        atomic.Uint64
 	Malformed     atomic.Uint64 // netlink messages that did not parse
+	Batches       atomic.Uint64 // batch verdicts sent
 }
 
 // conn is the socket as the receive loop uses it; a test feeds it messages.
@@ -81,13 +83,11 @@ type Queue struct {
 	cfg      Config
 	log      *slog.Logger
 	Counters Counters
-	Batches  atomic.Uint64
 
-	fatal     chan error
-	fatalOnce sync.Once
-	lastLog   atomic.Int64 // unix nanos of the last rate-limited log
-	stop      atomic.Bool
-	done      chan struct{}
+	fatal   chan error // the loop's one fatal error, then closed
+	logRate lograte.Limiter
+	stop    atomic.Bool
+	done    chan struct{}
 
 	// Verdict batching, owned by the receive loop: a run of consecutive
 	// packets with the same verdict (and the same mark to set, if any) is
@@ -137,7 +137,7 @@ func Open(ctx context.Context, c Config, h Handler, log *slog.Logger) (*Queue, e
 }
 
 func newQueue(c conn, cfg Config, log *slog.Logger) *Queue {
-	return &Queue{c: c, cfg: cfg, log: log.With("queue", cfg.Num),
+	return &Queue{c: c, cfg: cfg, log: log.With("queue", cfg.Num), logRate: lograte.Limiter{Every: logEvery},
 		fatal: make(chan error, 1), done: make(chan struct{})}
 }
 
@@ -211,7 +211,8 @@ func (q *Queue) bind() error {
 				// Cannot happen before the bind is acknowledged; should
 				// it, the packet is dropped, never let through.
 				if p, _ := parsePacket(m); p.hasID {
-					_ = q.c.send(putVerdict(q.vbuf[:], q.cfg.Num, p.id, false, false, false, 0))
+					q.answer(p.id, Verdict{})
+					q.flush()
 				}
 			}
 		}
@@ -247,10 +248,10 @@ func (q *Queue) loop(h Handler) {
 			// The kernel could not hand us some packets and dropped them
 			// (fail closed: the queue is never fail-open).
 			q.Counters.Overruns.Add(1)
-			q.rateLimited("kernel queue overrun: the kernel dropped packets for this queue", "err", errno)
+			q.rateLimited(slog.LevelError, "kernel queue overrun: the kernel dropped packets for this queue", "err", errno)
 		default:
 			q.flush()
-			q.fatalOnce.Do(func() { q.fatal <- fmt.Errorf("queue %d receive: %w", q.cfg.Num, errno) })
+			q.fatal <- fmt.Errorf("queue %d receive: %w", q.cfg.Num, errno)
 			return
 		}
 	}
@@ -285,7 +286,7 @@ func (q *Queue) process(b []byte, h Handler) {
 			// went down); nothing was let through either way.
 			if errno, _, err := parseError(m); err == nil && errno != 0 {
 				q.Counters.VerdictErrors.Add(1)
-				q.rateLimitedWarn("the kernel refused a verdict", "err", unix.Errno(errno))
+				q.rateLimited(slog.LevelWarn, "the kernel refused a verdict", "err", unix.Errno(errno))
 			}
 		case nlmsgNoop, nlmsgDone:
 		default:
@@ -337,7 +338,7 @@ func (q *Queue) flush() {
 	v := q.runV
 	q.sendVerdict(putVerdict(q.vbuf[:], q.cfg.Num, q.runID, v.Accept, batch, v.SetMark, v.Mark))
 	if batch {
-		q.Batches.Add(1)
+		q.Counters.Batches.Add(1)
 	}
 	q.run = 0
 }
@@ -355,7 +356,7 @@ func (q *Queue) sendVerdict(m []byte) {
 		}
 	}
 	q.Counters.VerdictErrors.Add(1)
-	q.rateLimited("cannot send verdict", "err", err)
+	q.rateLimited(slog.LevelError, "cannot send verdict", "err", err)
 }
 
 // safeHandle runs h and turns a panic into a drop: a bug in the engine must
@@ -364,30 +365,18 @@ func (q *Queue) safeHandle(h Handler, pkt []byte, mark uint32) (v Verdict) {
 	defer func() {
 		if r := recover(); r != nil {
 			q.Counters.Panics.Add(1)
-			q.rateLimited("handler panicked; packet dropped", "panic", fmt.Sprint(r))
+			q.rateLimited(slog.LevelError, "handler panicked; packet dropped", "panic", fmt.Sprint(r))
 			v = Verdict{}
 		}
 	}()
 	return h(pkt, mark)
 }
 
-func (q *Queue) rateLimited(msg string, args ...any) {
-	if q.mayLog() {
-		q.log.Error(msg, args...)
+// rateLimited logs at most one per-packet line per logEvery.
+func (q *Queue) rateLimited(level slog.Level, msg string, args ...any) {
+	if q.logRate.Allow() {
+		q.log.Log(context.Background(), level, msg, args...)
 	}
-}
-
-func (q *Queue) rateLimitedWarn(msg string, args ...any) {
-	if q.mayLog() {
-		q.log.Warn(msg, args...)
-	}
-}
-
-// mayLog allows one per-packet log line per logEvery.
-func (q *Queue) mayLog() bool {
-	now := time.Now().UnixNano()
-	last := q.lastLog.Load()
-	return now-last >= int64(logEvery) && q.lastLog.CompareAndSwap(last, now)
 }
 
 // held reports whether the kernel lists this queue as bound, in the network

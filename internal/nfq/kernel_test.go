@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,37 +92,31 @@ func dial(p *netns.Pair, port int, timeout time.Duration) error {
 	})
 }
 
-// queueLine returns the kernel's line for the queue in the server
-// namespace ("queue peer_portid queue_total copy_mode …"), or nil.
-func queueLine(t *testing.T, ns netns.NS) []string {
+// queueList reads the server namespace's kernel queue list.
+func queueList(t *testing.T, ns netns.NS) []byte {
 	t.Helper()
 	var b []byte
 	if err := ns.Do(func() (err error) { b, err = os.ReadFile(threadProcFile); return err }); err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 2 && f[0] == fmt.Sprint(testQueue) {
-			return f
-		}
-	}
-	return nil
+	return b
 }
 
 // listed reports whether the server namespace's kernel lists the queue.
-func listed(t *testing.T, ns netns.NS) bool { return queueLine(t, ns) != nil }
+func listed(t *testing.T, ns netns.NS) bool { return queueListed(queueList(t, ns), testQueue) }
 
 // waiting is how many packets the kernel holds for a verdict.
 func waiting(t *testing.T, ns netns.NS) int {
 	t.Helper()
-	f := queueLine(t, ns)
-	if f == nil {
+	b := queueList(t, ns)
+	if !queueListed(b, testQueue) {
 		t.Fatal("queue not listed")
 	}
-	n, err := strconv.Atoi(f[2])
+	st, err := parseKernelStats(b, testQueue, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return int(st.Waiting)
 }
 
 // markCount is the packet counter of the server's rule that counts SYNs

@@ -18,12 +18,39 @@ const (
 
 // queueListed reports whether the kernel's queue list b has queue num.
 func queueListed(b []byte, num uint16) bool {
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && f[0] == strconv.Itoa(int(num)) {
-			return true
+	found := false
+	_ = eachQueue(b, func(q queueLine) {
+		found = found || q.num == uint64(num)
+	})
+	return found
+}
+
+// queueLine is what knockwall reads of one line of the kernel's queue list,
+// "queue_number peer_portid queue_total copy_mode copy_range queue_dropped
+// user_dropped id_sequence 1".
+type queueLine struct {
+	num, waiting, queueDropped, userDropped uint64
+}
+
+// eachQueue calls fn for each line of the kernel's queue list b.
+func eachQueue(b []byte, fn func(queueLine)) error {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 7 {
+			continue
 		}
+		var v [7]uint64
+		for i := range v {
+			n, err := strconv.ParseUint(f[i], 10, 64)
+			if err != nil {
+				return fmt.Errorf("parse %s: %q: %w", procFile, sc.Text(), err)
+			}
+			v[i] = n
+		}
+		fn(queueLine{num: v[0], waiting: v[2], queueDropped: v[5], userDropped: v[6]})
 	}
-	return false
+	return sc.Err()
 }
 
 // KernelStats are the kernel's own counters for a range of queues: what it
@@ -43,30 +70,20 @@ func ReadKernelStats(first, count int) (KernelStats, error) {
 	return parseKernelStats(b, first, count)
 }
 
-// parseKernelStats reads lines of "queue_number peer_portid queue_total
-// copy_mode copy_range queue_dropped user_dropped id_sequence 1".
+// parseKernelStats sums the counters of queues first..first+count-1 in the
+// kernel's queue list b.
 func parseKernelStats(b []byte, first, count int) (KernelStats, error) {
 	var st KernelStats
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 7 {
-			continue
+	err := eachQueue(b, func(q queueLine) {
+		if q.num < uint64(first) || q.num >= uint64(first+count) {
+			return
 		}
-		var v [7]uint64
-		for i := range v {
-			n, err := strconv.ParseUint(f[i], 10, 64)
-			if err != nil {
-				return KernelStats{}, fmt.Errorf("parse %s: %q: %w", procFile, sc.Text(), err)
-			}
-			v[i] = n
-		}
-		if q := int(v[0]); q < first || q >= first+count {
-			continue
-		}
-		st.Waiting += v[2]
-		st.QueueDropped += v[5]
-		st.UserDropped += v[6]
+		st.Waiting += q.waiting
+		st.QueueDropped += q.queueDropped
+		st.UserDropped += q.userDropped
+	})
+	if err != nil {
+		return KernelStats{}, err
 	}
-	return st, sc.Err()
+	return st, nil
 }

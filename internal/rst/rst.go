@@ -63,20 +63,20 @@ func (s *Sender) Close() error { return unix.Close(s.fd) }
 // Reset answers syn, an IPv6 TCP SYN as NFQUEUE delivered it. It does not
 // allocate.
 func (s *Sender) Reset(syn []byte) error {
-	label := uint32(0)
-	if !s.zero && len(syn) >= ipv6Header+4 {
-		// The kernel labels by the flow; so do we, keyed so that the
-		// label says nothing about knockwall.
-		// Uniform over 20 bits like the kernel's; only 0 is avoided, as
-		// 0 means "no label".
-		if label = uint32(maphash.Bytes(s.seed, syn[8:40]))&0xfffff ^ uint32(maphash.Bytes(s.seed, tcpPorts(syn))); label&0xfffff == 0 {
-			label = 1
-		}
-		label &= 0xfffff
-	}
-	pkt, err := Build(s.buf[:0], syn, label, s.hop)
+	pkt, err := Build(s.buf[:0], syn, 0, s.hop)
 	if err != nil {
 		return err
+	}
+	if !s.zero {
+		// The kernel labels by the flow; so do we, keyed so that the
+		// label says nothing about knockwall: a hash of the reply's
+		// addresses and ports (contiguous in it), uniform over 20 bits
+		// like the kernel's; only 0 is avoided, as 0 means "no label".
+		label := uint32(maphash.Bytes(s.seed, pkt[8:ipv6Header+4])) & 0xfffff
+		if label == 0 {
+			label = 1
+		}
+		binary.BigEndian.PutUint32(pkt[0:4], binary.BigEndian.Uint32(pkt[0:4])|label)
 	}
 	s.sa.Addr = [16]byte(pkt[24:40])
 	return unix.Sendto(s.fd, pkt, 0, &s.sa)
@@ -148,14 +148,6 @@ func tcpOffset(p []byte) int {
 		}
 	}
 	return -1
-}
-
-// tcpPorts is the SYN's port pair, for the flow label hash.
-func tcpPorts(syn []byte) []byte {
-	if off := tcpOffset(syn); off >= 0 && len(syn) >= off+4 {
-		return syn[off : off+4]
-	}
-	return nil
 }
 
 // checksum is the TCP checksum over the IPv6 pseudo-header and segment.

@@ -224,6 +224,17 @@ services:
 	return path
 }
 
+// queueRule diverts the server's inbound SYNs to queue 0, for a bare
+// consumer (knockwall installs its own rules).
+func queueRule(t *testing.T, p *netns.Pair) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	if out, err := p.Server.Run(ctx, "iptables", "-t", "mangle", "-A", "INPUT", "-p", "tcp", "--syn", "-j", "NFQUEUE", "--queue-num", "0"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+}
+
 // buildBare builds bench/bareconsumer.
 func buildBare(t *testing.T) string {
 	t.Helper()
@@ -246,14 +257,6 @@ func TestBenchThroughput(t *testing.T) {
 			rows = append(rows, b.flood(t, mode, pid))
 		})
 	}
-	queueRule := func(t *testing.T, b *benchPair, target ...string) {
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer cancel()
-		args := append([]string{"-t", "mangle", "-A", "INPUT", "-p", "tcp", "--syn", "-j", "NFQUEUE"}, target...)
-		if out, err := b.pair.Server.Run(ctx, "iptables", args...); err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
-	}
 	run("kernel alone", func(t *testing.T, b *benchPair) int { return 0 })
 	for _, mode := range []struct {
 		name string
@@ -274,7 +277,7 @@ func TestBenchThroughput(t *testing.T) {
 	} {
 		run(mode.name, func(t *testing.T, b *benchPair) int {
 			cmd := startProc(t, b.pair.Server, "ready", nil, bare, mode.args...)
-			queueRule(t, b, "--queue-num", "0")
+			queueRule(t, b.pair)
 			return cmd.Process.Pid
 		})
 	}
@@ -438,12 +441,7 @@ func TestBenchLatency(t *testing.T) {
 		b := newBenchPair(t)
 		echoServer(t, b.pair.Server, openPort)
 		startProc(t, b.pair.Server, "ready", nil, bare, c.args...)
-		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-		out, err := b.pair.Server.Run(ctx, "iptables", "-t", "mangle", "-A", "INPUT", "-p", "tcp", "--syn", "-j", "NFQUEUE", "--queue-num", "0")
-		cancel()
-		if err != nil {
-			t.Fatalf("%v %s", err, out)
-		}
+		queueRule(t, b.pair)
 		targets = append(targets, target{"connect, bare " + c.name + ", port 4080", b.pair, netip.AddrPortFrom(b.pair.Server4, openPort)})
 	}
 	kw := newBenchPair(t)
@@ -469,7 +467,17 @@ func TestBenchLatency(t *testing.T) {
 	for i, tg := range targets {
 		measure(tg.what, times[i])
 	}
-	k4080, k2222, kw4080, kw2222 := rows[1], rows[2], rows[len(rows)-2], rows[len(rows)-1]
+	byName := func(what string) row {
+		for _, r := range rows {
+			if r.what == what {
+				return r
+			}
+		}
+		t.Fatalf("no row %q", what)
+		return row{}
+	}
+	k4080, k2222 := byName("connect, kernel alone, port 4080"), byName("connect, kernel alone, port 2222")
+	kw4080, kw2222 := byName("connect, knockwall, unprotected 4080"), byName("connect, knockwall, granted 2222")
 	t.Logf("added by knockwall: unprotected %+v p50, %+v p99; granted %+v p50, %+v p99",
 		kw4080.p50-k4080.p50, kw4080.p99-k4080.p99, kw2222.p50-k2222.p50, kw2222.p99-k2222.p99)
 	t.Run("knockd", func(t *testing.T) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"slices"
 	"strings"
@@ -43,13 +42,10 @@ func TestInstallScripts(t *testing.T) {
 			t.Fatalf("%s: %v\n%s", name, err, out)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
 	want, err := e.pair.Server.Command(e.bin, "rules", "print", "-c", e.cfgPath).Output()
 	if err != nil {
 		t.Fatalf("rules print: %v", err)
 	}
-	_ = ctx
 
 	script("install-rules.sh")
 	first := knockwallLines(e.iptablesSave(t, "iptables")) // sorted by iptables-save, per table

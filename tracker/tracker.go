@@ -5,8 +5,9 @@
 //
 // Pending progress lives in a bounded LRU table and grants in a separate,
 // bounded table that never evicts, so a flood of spoofed, unauthenticated
-// sources can only ever evict pending progress, never a grant. Both are sharded by source under a per-shard mutex, so two
-// queue workers rarely contend. Time is always passed in by the caller.
+// sources can only ever evict pending progress, never a grant. Both are
+// sharded by source under a per-shard mutex, so two queue workers rarely
+// contend. Time is always passed in by the caller.
 package tracker
 
 import (
@@ -137,9 +138,9 @@ type shard struct {
 	// order: a map, whose keys hold no pointer, so the collector does not
 	// scan it, and which reuses the room of lapsed grants: it allocates
 	// when it grows, and now and then when it rehashes away the tombstones
-	// of deletions (verdict.TestNewGrantsAllocs: 0–4 per 2048 new grants). Each
-	// shard could hold every grant; the tracker-wide count enforces
-	// MaxGrants.
+	// of deletions (verdict.TestNewGrantsAllocs: 0–4 per 2048 new
+	// grants). Each shard could hold every grant; the tracker-wide count
+	// enforces MaxGrants.
 	grants map[grantKey]int64
 	// lapsed holds grants purged to make room, until Expire reports them.
 	lapsed []Expired
@@ -355,7 +356,8 @@ func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.D
 }
 
 // Allow spends one knock attempt of src's budget (its /64, for IPv6) at now
-// and reports whether there was one. A source seen for the first time starts with a full bucket.
+// and reports whether there was one. A source seen for the first time starts
+// with a full bucket.
 // When the bucket table is full the least recently seen source's bucket is
 // forgotten; that source starts afresh, which a flood of spoofed sources can
 // cause but cannot turn against a real client's own bucket.

@@ -68,7 +68,7 @@ func TestHandlerMarks(t *testing.T) {
 			// A stale knockwall bit in the incoming mark is replaced, not
 			// kept. Mark means nothing without SetMark.
 			got := h(tt.pkt, foreign|rules.DefaultRejectMark|rules.DefaultAcceptMark)
-			if got.Accept != tt.want.Accept || got.SetMark != tt.want.SetMark || (got.SetMark && got.Mark != tt.want.Mark) {
+			if got.Accept != tt.want.Accept || got.SetMark != tt.want.SetMark || (got.SetMark && got.Mark != tt.want.Mark) || got.Sole != tt.want.Sole {
 				t.Fatalf("verdict = %+v, want %+v", got, tt.want)
 			}
 		})

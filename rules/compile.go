@@ -575,8 +575,8 @@ func serviceID(name string) uint64 {
 	return h
 }
 
-// knockPortList lists the fixed knock ports of proto, sorted.
-func (s *Set) knockPortList(proto uint8) []uint16 {
+// KnockPorts lists the fixed knock ports of proto, sorted.
+func (s *Set) KnockPorts(proto uint8) []uint16 {
 	var out []uint16
 	for _, svc := range s.Services {
 		for _, k := range svc.Sequence {
@@ -589,9 +589,10 @@ func (s *Set) knockPortList(proto uint8) []uint16 {
 	return out
 }
 
-// udpPorts lists the UDP ports knockwall must see: knocks and SPA ports.
-func (s *Set) udpPorts() []uint16 {
-	out := s.knockPortList(ProtoUDP)
+// UDPPorts lists the UDP ports knockwall must see, sorted: knocks and SPA
+// ports.
+func (s *Set) UDPPorts() []uint16 {
+	out := s.KnockPorts(ProtoUDP)
 	for p := range s.spaPorts {
 		if !slices.Contains(out, p) {
 			out = append(out, p)

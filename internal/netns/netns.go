@@ -314,3 +314,34 @@ func ip(ctx context.Context, args ...string) error {
 func prefixed(a netip.Addr, bits int) string {
 	return netip.PrefixFrom(a, bits).String()
 }
+
+// New creates one empty namespace named prefix plus a random suffix, with
+// lo up, for tests of kernel state (firewall rules) that need no traffic.
+// The caller must Delete it.
+func New(ctx context.Context, prefix string) (NS, error) {
+	if err := Check(); err != nil {
+		return "", err
+	}
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("netns: random id: %w", err)
+	}
+	n := NS(prefix + hex.EncodeToString(b[:]))
+	if err := ip(ctx, "netns", "add", string(n)); err != nil {
+		return "", err
+	}
+	if err := ip(ctx, "-n", string(n), "link", "set", "lo", "up"); err != nil {
+		return "", errors.Join(err, n.Delete())
+	}
+	return n, nil
+}
+
+// Delete deletes n. Deleting a namespace that is gone is not an error.
+func (n NS) Delete() error {
+	if _, err := os.Stat(n.Path()); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	return ip(ctx, "netns", "delete", string(n))
+}

@@ -1,0 +1,634 @@
+// Package ipt renders a firewall.Plan for iptables and ip6tables and applies
+// it with one iptables-restore per family: each table changes in one atomic
+// commit, guard first. It is for hosts on iptables-legacy; hosts with
+// nftables use package nft.
+//
+// Every rule knockwall adds carries a comment starting "knockwall" (see
+// firewall.Tag), so that Check can find its rules in iptables-save's output
+// however iptables prints them back, and Remove finds exactly knockwall's.
+package ipt
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/rules"
+)
+
+// chainPrefix starts every chain knockwall owns.
+const chainPrefix = "KNOCKWALL"
+
+// multiportMax is the most ports (a range counts two) one -m multiport
+// match takes.
+const multiportMax = 15
+
+// Exec runs a command with stdin and returns its standard output. A
+// non-zero exit is an error that carries the standard error.
+type Exec func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error)
+
+// Run is the Exec of the real system.
+func Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.Error
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("%s: %w (install the iptables package, or use firewall.backend: nftables)", name, err)
+		}
+		return nil, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// family is one of iptables and ip6tables.
+type family struct {
+	f   firewall.Family
+	bin string // "iptables" or "ip6tables"
+}
+
+var families = []family{{firewall.FamilyIPv4, "iptables"}, {firewall.FamilyIPv6, "ip6tables"}}
+
+// Backend applies plans with iptables-restore.
+type Backend struct {
+	run Exec
+}
+
+// New returns a backend running commands with run (Run on a real system).
+func New(run Exec) *Backend { return &Backend{run: run} }
+
+// Name implements firewall.Backend.
+func (*Backend) Name() string { return "iptables" }
+
+// Close implements firewall.Backend.
+func (*Backend) Close() error { return nil }
+
+// Available reports whether iptables-restore can be run.
+func Available() bool {
+	_, err := exec.LookPath("iptables-restore")
+	return err == nil
+}
+
+// ChainName is the iptables chain of plan chain c.
+func ChainName(c string) string {
+	return chainPrefix + "-" + strings.ToUpper(strings.ReplaceAll(c, "_", "-"))
+}
+
+// tables in the order they are applied: the guard's first.
+var tableOrder = []string{"security", "filter", "mangle"}
+
+func tableOf(c *firewall.Chain) string {
+	switch {
+	case c.Priority >= firewall.PrioGuard:
+		return "security"
+	case c.Priority > firewall.PrioDivert:
+		return "filter"
+	}
+	return "mangle"
+}
+
+func builtinOf(h firewall.Hook) string {
+	switch h {
+	case firewall.HookPrerouting:
+		return "PREROUTING"
+	case firewall.HookForward:
+		return "FORWARD"
+	}
+	return "INPUT"
+}
+
+// rendered is a plan for one family: per table, knockwall's chains with
+// their rule lines (without "-A CHAIN"), and the jumps.
+type rendered struct {
+	chains map[string][]chainLines // by table
+}
+
+type chainLines struct {
+	name  string   // iptables chain
+	rules []string // rule specs, each ending in its comment
+	tags  []string
+	jumps []jump
+}
+
+type jump struct {
+	builtin string
+	insert  bool // -I at 1, else -A
+	spec    string
+	tag     string
+}
+
+func render(p *firewall.Plan, fam family) (*rendered, error) {
+	if p.FastPath {
+		return nil, fmt.Errorf("the kernel fast path: %w", firewall.ErrUnsupported)
+	}
+	r := &rendered{chains: map[string][]chainLines{}}
+	for ci := range p.Chains {
+		c := &p.Chains[ci]
+		cl := chainLines{name: ChainName(c.Name)}
+		for i := range c.Rules {
+			rule := &c.Rules[i]
+			if rule.Family != firewall.FamilyAny && rule.Family != fam.f {
+				continue
+			}
+			specs, err := ruleSpecs(p, rule, fam)
+			if err != nil {
+				return nil, fmt.Errorf("chain %s rule %d: %w", c.Name, i, err)
+			}
+			tag := firewall.Tag(c.Name, i, rule)
+			for j, s := range specs {
+				t := tag
+				if len(specs) > 1 {
+					t = fmt.Sprintf("%s/%d", tag, j)
+				}
+				cl.rules = append(cl.rules, s+" -m comment --comment "+quote(t))
+				cl.tags = append(cl.tags, t)
+			}
+		}
+		cl.jumps = jumps(c)
+		table := tableOf(c)
+		r.chains[table] = append(r.chains[table], cl)
+	}
+	return r, nil
+}
+
+// jumps are the rules in the built-in chain that send packets into c.
+func jumps(c *firewall.Chain) []jump {
+	var base []string
+	if c.SkipLoopback {
+		base = append(base, "!", "-i", "lo")
+	}
+	if c.SYNOnly {
+		base = append(base, "-p", "tcp", "--syn")
+	}
+	ifaces := c.Ifaces
+	if len(ifaces) == 0 {
+		ifaces = []string{""}
+	}
+	var out []jump
+	for v, ifc := range ifaces {
+		args := slices.Clone(base)
+		if ifc != "" {
+			args = append([]string{"-i", ifc}, args...)
+		}
+		tag := firewall.JumpTag(c, v)
+		args = append(args, "-m", "comment", "--comment", quote(tag), "-j", ChainName(c.Name))
+		out = append(out, jump{
+			builtin: builtinOf(c.Hook),
+			// The divert chain goes last in mangle, after the host's own
+			// mangle rules; reject and guard go first in theirs.
+			insert: c.Priority > firewall.PrioDivert,
+			spec:   strings.Join(args, " "),
+			tag:    tag,
+		})
+	}
+	return out
+}
+
+// ruleSpecs renders one plan rule as one or more iptables rule specs (a
+// port set too large for one multiport match becomes several rules; a mark
+// statement with a verdict becomes a MARK rule and a verdict rule).
+func ruleSpecs(p *firewall.Plan, r *firewall.Rule, fam family) ([]string, error) {
+	if r.SrcSet != "" || r.SrcDPortSet != "" || r.NfprotoSet != "" || r.AddSrc != "" || r.AddNfproto != "" {
+		return nil, fmt.Errorf("kernel sets: %w", firewall.ErrUnsupported)
+	}
+	var m []string
+	switch r.Proto {
+	case rules.ProtoTCP:
+		m = append(m, "-p", "tcp")
+		if r.SYN {
+			m = append(m, "--syn")
+		}
+	case rules.ProtoUDP:
+		m = append(m, "-p", "udp")
+	}
+	variants := [][]string{nil}
+	if r.DPortSet != "" {
+		s := p.Set(r.DPortSet)
+		if s == nil {
+			return nil, fmt.Errorf("no set %q", r.DPortSet)
+		}
+		variants = nil
+		for _, ch := range chunk(s.Ports) {
+			variants = append(variants, portMatch(ch))
+		}
+	}
+	if r.DstPortSet != "" {
+		s := p.Set(r.DstPortSet)
+		if s == nil {
+			return nil, fmt.Errorf("no set %q", r.DstPortSet)
+		}
+		var vs [][]string
+		for _, v := range variants {
+			for _, hp := range s.HostPorts {
+				if hp.Prefix.Addr().Is4() != (fam.f == firewall.FamilyIPv4) {
+					continue
+				}
+				vs = append(vs, append(slices.Clone(v), "-d", hp.Prefix.String(), "--dport", strconv.Itoa(int(hp.Port))))
+			}
+		}
+		variants = vs
+	}
+	if r.CtDNAT {
+		s := p.Set(r.CtOrigDPortSet)
+		if s == nil {
+			return nil, fmt.Errorf("no set %q", r.CtOrigDPortSet)
+		}
+		var vs [][]string
+		for _, v := range variants {
+			for _, pr := range s.Ports {
+				port := strconv.Itoa(int(pr.Lo))
+				if pr.Hi != pr.Lo {
+					port += ":" + strconv.Itoa(int(pr.Hi))
+				}
+				vs = append(vs, append(slices.Clone(v), "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", port))
+			}
+		}
+		variants = vs
+	}
+	var tail []string
+	if r.DstLocal {
+		tail = append(tail, "-m", "addrtype", "--dst-type", "LOCAL")
+	}
+	if mm := r.Mark; mm != nil {
+		tail = append(tail, "-m", "mark")
+		if mm.Not {
+			tail = append(tail, "!")
+		}
+		tail = append(tail, "--mark", fmt.Sprintf("0x%x/0x%x", mm.Value, mm.Mask))
+	}
+	var targets []string
+	if r.ClearMark != 0 || r.OrMark != 0 {
+		targets = append(targets, fmt.Sprintf("-j MARK --set-xmark 0x%x/0x%x", r.OrMark, r.ClearMark|r.OrMark))
+	}
+	switch r.Verdict.Kind {
+	case firewall.VerdictNone:
+	case firewall.VerdictAccept:
+		targets = append(targets, "-j ACCEPT")
+	case firewall.VerdictDrop:
+		targets = append(targets, "-j DROP")
+	case firewall.VerdictQueue:
+		q := r.Verdict
+		if q.QueueCount > 1 {
+			targets = append(targets, fmt.Sprintf("-j NFQUEUE --queue-balance %d:%d --queue-bypass --queue-cpu-fanout", q.QueueNum, q.QueueNum+q.QueueCount-1))
+		} else {
+			targets = append(targets, fmt.Sprintf("-j NFQUEUE --queue-num %d --queue-bypass", q.QueueNum))
+		}
+	case firewall.VerdictRejectTCP:
+		targets = append(targets, "-j REJECT --reject-with tcp-reset")
+	case firewall.VerdictRejectUnreach:
+		if fam.f == firewall.FamilyIPv6 {
+			targets = append(targets, "-j REJECT --reject-with icmp6-port-unreachable")
+		} else {
+			targets = append(targets, "-j REJECT --reject-with icmp-port-unreachable")
+		}
+	default:
+		return nil, fmt.Errorf("verdict %d: %w", r.Verdict.Kind, firewall.ErrUnsupported)
+	}
+	var out []string
+	for _, t := range targets {
+		for _, v := range variants {
+			spec := slices.Concat(m, v, tail)
+			out = append(out, strings.TrimSpace(strings.Join(spec, " ")+" "+t))
+		}
+	}
+	return out, nil
+}
+
+// chunk splits port ranges into groups one multiport match takes.
+func chunk(ports []firewall.PortRange) [][]firewall.PortRange {
+	var out [][]firewall.PortRange
+	var cur []firewall.PortRange
+	n := 0
+	for _, r := range ports {
+		w := 1
+		if r.Lo != r.Hi {
+			w = 2
+		}
+		if n+w > multiportMax {
+			out, cur, n = append(out, cur), nil, 0
+		}
+		cur, n = append(cur, r), n+w
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+func portMatch(ports []firewall.PortRange) []string {
+	if len(ports) == 1 {
+		r := ports[0]
+		if r.Lo == r.Hi {
+			return []string{"--dport", strconv.Itoa(int(r.Lo))}
+		}
+		return []string{"--dport", fmt.Sprintf("%d:%d", r.Lo, r.Hi)}
+	}
+	strs := make([]string, len(ports))
+	for i, r := range ports {
+		strs[i] = strconv.Itoa(int(r.Lo))
+		if r.Hi != r.Lo {
+			strs[i] += ":" + strconv.Itoa(int(r.Hi))
+		}
+	}
+	return []string{"-m", "multiport", "--dports", strings.Join(strs, ",")}
+}
+
+func quote(s string) string { return `"` + s + `"` }
+
+// current is what iptables-save says of knockwall's rules in one family.
+type current struct {
+	// chains: per table, knockwall's chains and the comment tags of
+	// their rules, in order.
+	chains map[string]map[string][]string
+	// jumps: per table, lines in built-in chains that carry knockwall's
+	// comment or jump to one of its chains, as "-A CHAIN spec".
+	jumps map[string][]string
+}
+
+func parseSave(out []byte) *current {
+	c := &current{chains: map[string]map[string][]string{}, jumps: map[string][]string{}}
+	table := ""
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "*"):
+			table = line[1:]
+		case strings.HasPrefix(line, ":"+chainPrefix):
+			name, _, _ := strings.Cut(line[1:], " ")
+			if c.chains[table] == nil {
+				c.chains[table] = map[string][]string{}
+			}
+			if _, ok := c.chains[table][name]; !ok {
+				c.chains[table][name] = []string{}
+			}
+		case strings.HasPrefix(line, "-A "):
+			fields := strings.Fields(line)
+			if len(fields) < 2 {
+				continue
+			}
+			chain := fields[1]
+			if strings.HasPrefix(chain, chainPrefix) {
+				if c.chains[table] == nil {
+					c.chains[table] = map[string][]string{}
+				}
+				c.chains[table][chain] = append(c.chains[table][chain], commentOf(line))
+				continue
+			}
+			if strings.Contains(line, "-j "+chainPrefix) || strings.HasPrefix(commentOf(line), firewall.Owner) {
+				c.jumps[table] = append(c.jumps[table], line)
+			}
+		}
+	}
+	return c
+}
+
+// commentOf returns the text of a line's --comment, unquoted.
+func commentOf(line string) string {
+	_, rest, ok := strings.Cut(line, "--comment ")
+	if !ok {
+		return ""
+	}
+	if strings.HasPrefix(rest, `"`) {
+		end := strings.Index(rest[1:], `"`)
+		if end < 0 {
+			return rest[1:]
+		}
+		return rest[1 : end+1]
+	}
+	word, _, _ := strings.Cut(rest, " ")
+	return word
+}
+
+func (b *Backend) save(ctx context.Context, fam family) (*current, error) {
+	out, err := b.run(ctx, nil, fam.bin+"-save")
+	if err != nil {
+		return nil, err
+	}
+	return parseSave(out), nil
+}
+
+func (b *Backend) restore(ctx context.Context, fam family, input string) error {
+	_, err := b.run(ctx, []byte(input), fam.bin+"-restore", "--noflush", "-w")
+	return err
+}
+
+// Apply implements firewall.Backend.
+func (b *Backend) Apply(ctx context.Context, p *firewall.Plan) error {
+	for _, fam := range families {
+		want, err := render(p, fam)
+		if err != nil {
+			return err
+		}
+		cur, err := b.save(ctx, fam)
+		if err != nil {
+			return err
+		}
+		if err := b.restore(ctx, fam, applyInput(want, cur, true)); err != nil {
+			return fmt.Errorf("%s: %w", fam.bin, err)
+		}
+	}
+	return nil
+}
+
+// applyInput is the iptables-restore --noflush input that turns cur into
+// want: each of knockwall's chains declared (which empties it) and filled,
+// in the same commit; each jump present exactly once; jumps and chains
+// knockwall no longer wants deleted. Tables go guard first.
+func applyInput(want *rendered, cur *current, addJumps bool) string {
+	var b strings.Builder
+	for _, table := range tableOrder {
+		chains := want.chains[table]
+		wanted := map[string]bool{}
+		wantJump := map[string]jump{}
+		for _, c := range chains {
+			wanted[c.name] = true
+			for _, j := range c.jumps {
+				wantJump["-A "+j.builtin+" "+j.spec] = j
+			}
+		}
+		if len(chains) == 0 && len(cur.chains[table]) == 0 && len(cur.jumps[table]) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "*%s\n", table)
+		for _, c := range chains {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", c.name)
+		}
+		for _, c := range chains {
+			for _, r := range c.rules {
+				fmt.Fprintf(&b, "-A %s %s\n", c.name, r)
+			}
+		}
+		// Jumps: keep one copy of each wanted jump, delete the rest.
+		seen := map[string]bool{}
+		for _, line := range cur.jumps[table] {
+			key := normalizeJump(line, wantJump)
+			if _, ok := wantJump[key]; ok && !seen[key] {
+				seen[key] = true
+				continue
+			}
+			fmt.Fprintf(&b, "-D%s\n", strings.TrimPrefix(line, "-A"))
+		}
+		for _, c := range chains {
+			for _, j := range c.jumps {
+				key := "-A " + j.builtin + " " + j.spec
+				if seen[key] || !addJumps {
+					continue
+				}
+				seen[key] = true
+				if j.insert {
+					fmt.Fprintf(&b, "-I %s 1 %s\n", j.builtin, j.spec)
+				} else {
+					fmt.Fprintf(&b, "-A %s %s\n", j.builtin, j.spec)
+				}
+			}
+		}
+		// Chains knockwall no longer wants: empty, then delete.
+		var gone []string
+		for name := range cur.chains[table] {
+			if !wanted[name] {
+				gone = append(gone, name)
+			}
+		}
+		slices.Sort(gone)
+		for _, name := range gone {
+			fmt.Fprintf(&b, "-F %s\n", name)
+		}
+		for _, name := range gone {
+			fmt.Fprintf(&b, "-X %s\n", name)
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return b.String()
+}
+
+// normalizeJump maps a saved jump line to the wanted jump with the same
+// comment tag (iptables-save prints rules back in its own words), or
+// returns the line itself.
+func normalizeJump(line string, want map[string]jump) string {
+	tag := commentOf(line)
+	for key, j := range want {
+		if j.tag == tag && strings.HasPrefix(line, "-A "+j.builtin+" ") {
+			return key
+		}
+	}
+	return line
+}
+
+// Remove implements firewall.Backend.
+func (b *Backend) Remove(ctx context.Context) error {
+	var errs []error
+	for _, fam := range families {
+		cur, err := b.save(ctx, fam)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		in := applyInput(&rendered{chains: map[string][]chainLines{}}, cur, false)
+		if in == "" {
+			continue
+		}
+		if err := b.restore(ctx, fam, in); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", fam.bin, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Check implements firewall.Backend.
+func (b *Backend) Check(ctx context.Context, p *firewall.Plan) ([]string, error) {
+	var missing []string
+	for _, fam := range families {
+		want, err := render(p, fam)
+		if err != nil {
+			return nil, err
+		}
+		cur, err := b.save(ctx, fam)
+		if err != nil {
+			return nil, err
+		}
+		missing = append(missing, diff(fam.bin, want, cur)...)
+	}
+	return missing, nil
+}
+
+func diff(bin string, want *rendered, cur *current) []string {
+	var out []string
+	for _, table := range tableOrder {
+		for _, c := range want.chains[table] {
+			got, ok := cur.chains[table][c.name]
+			if !ok {
+				out = append(out, fmt.Sprintf("%s -t %s: chain %s missing", bin, table, c.name))
+				continue
+			}
+			if !slices.Equal(got, c.tags) {
+				out = append(out, fmt.Sprintf("%s -t %s: chain %s holds %d rules, not the %d knockwall installs", bin, table, c.name, len(got), len(c.tags)))
+			}
+			for _, j := range c.jumps {
+				n := 0
+				for _, line := range cur.jumps[table] {
+					if commentOf(line) == j.tag && strings.HasPrefix(line, "-A "+j.builtin+" ") {
+						n++
+					}
+				}
+				if n != 1 {
+					out = append(out, fmt.Sprintf("%s -t %s: %d jumps from %s to %s, want 1", bin, table, n, j.builtin, c.name))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Render implements firewall.Backend: a shell script that installs p like
+// Apply does, for hosts that manage their own firewall. Knockwall's chains
+// are declared and filled by iptables-restore in one commit per table (a
+// guard in place is replaced atomically, never absent), then each jump is
+// added where iptables -C does not find it.
+func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
+	fmt.Fprintln(w, "#!/bin/sh")
+	fmt.Fprintln(w, "# knockwall's static rules for iptables and ip6tables, as `knockwall run` installs them.")
+	fmt.Fprintln(w, "# The guard (security table) keeps protected ports closed whenever knockwall is not")
+	fmt.Fprintln(w, "# deciding; rerunning this script replaces knockwall's chains atomically and adds no")
+	fmt.Fprintln(w, "# jump twice. `knockwall rules remove` removes all of it.")
+	fmt.Fprintln(w, "set -e")
+	for _, fam := range families {
+		want, err := render(p, fam)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s-restore --noflush -w <<'EOF'\n", fam.bin)
+		fmt.Fprint(w, applyInput(want, &current{}, false))
+		fmt.Fprintln(w, "EOF")
+		for _, table := range tableOrder {
+			for _, c := range want.chains[table] {
+				for _, j := range c.jumps {
+					add := fmt.Sprintf("-A %s %s", j.builtin, j.spec)
+					if j.insert {
+						add = fmt.Sprintf("-I %s 1 %s", j.builtin, j.spec)
+					}
+					fmt.Fprintf(w, "%s -w -t %s -C %s %s 2>/dev/null || %s -w -t %s %s\n",
+						fam.bin, table, j.builtin, shell(j.spec), fam.bin, table, shell(add))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// shell quotes a rule spec for sh: "!" and quoted comments survive.
+func shell(spec string) string {
+	return strings.ReplaceAll(spec, "! ", "'!' ")
+}

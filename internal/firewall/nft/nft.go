@@ -1,0 +1,857 @@
+// Package nft renders a firewall.Plan as nftables and applies it over
+// netlink (github.com/google/nftables): one table, inet knockwall, changed
+// in one netlink batch per Apply, so each change is atomic and no binary
+// (nft, iptables) is needed at run time.
+//
+// Base chains are never deleted while the daemon runs: the kernel drops
+// everything waiting in the namespace's queues when a hook goes away, so a
+// reload changes rules and set elements in place. Every rule carries a
+// comment (firewall.Tag) by which Check finds it again.
+//
+// Kernels built without the native queue expression (CONFIG_NFT_QUEUE) get
+// the xtables NFQUEUE target through nft_compat instead; `nft list` prints
+// both as "queue num N bypass". The choice is made once, by a probe batch
+// that creates nothing.
+package nft
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/google/nftables/xt"
+	"golang.org/x/sys/unix"
+
+	"github.com/knockwall/knockwall/internal/firewall"
+)
+
+// Table is knockwall's table.
+var Table = &nftables.Table{Name: firewall.Owner, Family: nftables.TableFamilyINet}
+
+// Backend applies plans over netlink. It is safe for concurrent use: one
+// mutex orders the batches.
+type Backend struct {
+	mu   sync.Mutex
+	conn *nftables.Conn
+	// compatQueue: the kernel lacks the native queue expression; use
+	// the xtables NFQUEUE target.
+	compatQueue bool
+	// sets are the sets of the table as last applied, by name, for
+	// element writes.
+	sets map[string]*nftables.Set
+}
+
+// Option tunes New.
+type Option func(*options)
+
+type options struct{ netns int }
+
+// WithNetNS makes the backend work in the network namespace open as fd
+// (tests); by default it works in the caller's.
+func WithNetNS(fd int) Option { return func(o *options) { o.netns = fd } }
+
+// New opens a netlink connection and probes the kernel.
+func New(opts ...Option) (*Backend, error) {
+	o := options{netns: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	copts := []nftables.ConnOption{nftables.AsLasting()}
+	if o.netns >= 0 {
+		copts = append(copts, nftables.WithNetNSFd(o.netns))
+	}
+	c, err := nftables.New(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	b := &Backend{conn: c, sets: map[string]*nftables.Set{}}
+	if err := b.probe(); err != nil {
+		c.CloseLasting()
+		return nil, err
+	}
+	return b, nil
+}
+
+// Available reports whether the kernel answers nf_tables netlink (for
+// firewall.backend: auto).
+func Available() bool {
+	c, err := nftables.New()
+	if err != nil {
+		return false
+	}
+	_, err = c.ListTablesOfFamily(nftables.TableFamilyINet)
+	return err == nil
+}
+
+// probeTable is created and deleted in the same batch by the probe.
+const probeTable = "knockwall_probe"
+
+// probe finds out whether the kernel has the native queue expression: a
+// batch that adds a rule with it to a throwaway table and deletes the
+// table again either fails (no such expression) or changes nothing.
+func (b *Backend) probe() error {
+	t := &nftables.Table{Name: probeTable, Family: nftables.TableFamilyINet}
+	b.conn.AddTable(t)
+	ch := b.conn.AddChain(&nftables.Chain{Name: "probe", Table: t})
+	b.conn.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{&expr.Queue{Num: 0, Total: 1, Flag: expr.QueueFlagBypass}}})
+	b.conn.DelTable(t)
+	err := b.conn.Flush()
+	switch {
+	case err == nil:
+	case errors.Is(err, syscall.ENOENT):
+		b.compatQueue = true
+	default:
+		return fmt.Errorf("nftables: probe: %w", err)
+	}
+	return nil
+}
+
+// CompatQueue reports whether the backend queues through nft_compat.
+func (b *Backend) CompatQueue() bool { return b.compatQueue }
+
+// Name implements firewall.Backend.
+func (*Backend) Name() string { return "nftables" }
+
+// Close implements firewall.Backend.
+func (b *Backend) Close() error { return b.conn.CloseLasting() }
+
+// state is what the kernel holds of knockwall's table.
+type state struct {
+	exists bool
+	chains map[string]*nftables.Chain
+	sets   map[string]*nftables.Set
+}
+
+func (b *Backend) read() (*state, error) {
+	st := &state{chains: map[string]*nftables.Chain{}, sets: map[string]*nftables.Set{}}
+	tables, err := b.conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == Table.Name {
+			st.exists = true
+		}
+	}
+	if !st.exists {
+		return st, nil
+	}
+	chains, err := b.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list chains: %w", err)
+	}
+	for _, c := range chains {
+		if c.Table.Name == Table.Name {
+			st.chains[c.Name] = c
+		}
+	}
+	sets, err := b.conn.GetSets(Table)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: list sets: %w", err)
+	}
+	for _, s := range sets {
+		st.sets[s.Name] = s
+	}
+	return st, nil
+}
+
+// Apply implements firewall.Backend, in one batch: knockwall's chains are
+// emptied and refilled, sets made to match (constant ones refilled,
+// dynamic ones kept with their elements), and what the plan no longer
+// names deleted. A chain whose hook or priority changed is replaced.
+func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, err := b.read()
+	if err != nil {
+		return err
+	}
+	c := b.conn
+	c.AddTable(Table)
+	wanted := map[string]bool{}
+	for _, ch := range p.Chains {
+		wanted[ch.Name] = true
+	}
+	// First empty every chain of ours, so no rule refers to a set that
+	// changes below.
+	for name, ch := range st.chains {
+		c.FlushChain(&nftables.Chain{Name: name, Table: Table})
+		if !wanted[name] || !sameHook(ch, p.Chain(name)) {
+			c.DelChain(&nftables.Chain{Name: name, Table: Table})
+			delete(st.chains, name)
+		}
+	}
+	sets := map[string]*nftables.Set{}
+	wantSet := map[string]bool{}
+	for i := range p.Sets {
+		ps := &p.Sets[i]
+		wantSet[ps.Name] = true
+		ns, elems, err := newSet(ps)
+		if err != nil {
+			return err
+		}
+		if old, ok := st.sets[ps.Name]; ok && sameSet(old, ns) {
+			if !ps.Dynamic {
+				c.FlushSet(old)
+				if len(elems) > 0 {
+					if err := c.SetAddElements(old, elems); err != nil {
+						return fmt.Errorf("nftables: set %s: %w", ps.Name, err)
+					}
+				}
+			}
+			sets[ps.Name] = old
+			continue
+		} else if ok {
+			c.DelSet(old)
+		}
+		if err := c.AddSet(ns, elems); err != nil {
+			return fmt.Errorf("nftables: set %s: %w", ps.Name, err)
+		}
+		sets[ps.Name] = ns
+	}
+	for name, s := range st.sets {
+		if !wantSet[name] {
+			c.DelSet(s)
+		}
+	}
+	for ci := range p.Chains {
+		pc := &p.Chains[ci]
+		ch, ok := st.chains[pc.Name]
+		if !ok {
+			ch = c.AddChain(baseChain(pc))
+		}
+		for ri, r := range b.chainRules(pc, sets) {
+			ex, err := b.exprs(p, pc, r, sets)
+			if err != nil {
+				return fmt.Errorf("nftables: chain %s rule %d: %w", pc.Name, ri, err)
+			}
+			c.AddRule(&nftables.Rule{Table: Table, Chain: ch, Exprs: ex, UserData: comment(r.tag)})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: apply: %w", err)
+	}
+	b.sets = sets
+	return nil
+}
+
+// taggedRule is a plan rule, or the loopback exemption, with its tag.
+type taggedRule struct {
+	r   *firewall.Rule // nil: the loopback exemption
+	tag string
+}
+
+// chainRules lists the rules of c as installed: the loopback exemption
+// first when the chain skips lo.
+func (b *Backend) chainRules(c *firewall.Chain, _ map[string]*nftables.Set) []taggedRule {
+	var out []taggedRule
+	if c.SkipLoopback {
+		out = append(out, taggedRule{tag: firewall.Owner + " " + c.Name + " lo"})
+	}
+	for i := range c.Rules {
+		out = append(out, taggedRule{r: &c.Rules[i], tag: firewall.Tag(c.Name, i, &c.Rules[i])})
+	}
+	return out
+}
+
+func comment(tag string) []byte {
+	return userdata.AppendString(nil, userdata.TypeComment, tag)
+}
+
+func sameHook(k *nftables.Chain, p *firewall.Chain) bool {
+	if p == nil || k.Hooknum == nil || k.Priority == nil {
+		return false
+	}
+	return *k.Hooknum == *hookOf(p.Hook) && int32(*k.Priority) == int32(p.Priority)
+}
+
+func hookOf(h firewall.Hook) *nftables.ChainHook {
+	switch h {
+	case firewall.HookPrerouting:
+		return nftables.ChainHookPrerouting
+	case firewall.HookForward:
+		return nftables.ChainHookForward
+	}
+	return nftables.ChainHookInput
+}
+
+func baseChain(pc *firewall.Chain) *nftables.Chain {
+	prio := nftables.ChainPriority(pc.Priority)
+	policy := nftables.ChainPolicyAccept
+	return &nftables.Chain{Name: pc.Name, Table: Table, Type: nftables.ChainTypeFilter,
+		Hooknum: hookOf(pc.Hook), Priority: &prio, Policy: &policy}
+}
+
+// newSet builds the kernel set for ps and its elements.
+func newSet(ps *firewall.Set) (*nftables.Set, []nftables.SetElement, error) {
+	s := &nftables.Set{Table: Table, Name: ps.Name}
+	switch ps.Kind {
+	case firewall.KindPorts:
+		s.KeyType = nftables.TypeInetService
+	case firewall.KindAddrPort4:
+		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), true
+	case firewall.KindAddrPort6:
+		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService), true
+	case firewall.KindAddr4:
+		s.KeyType = nftables.TypeIPAddr
+	case firewall.KindAddr6:
+		s.KeyType = nftables.TypeIP6Addr
+	case firewall.KindNfproto:
+		s.KeyType = nftables.TypeNFProto
+	case firewall.KindPrefixPort4:
+		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), true
+	case firewall.KindPrefixPort6:
+		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService), true
+	default:
+		return nil, nil, fmt.Errorf("set %s: kind %d: %w", ps.Name, ps.Kind, firewall.ErrUnsupported)
+	}
+	s.Interval = ps.Interval()
+	if ps.Dynamic {
+		s.HasTimeout = true
+		s.Size = ps.Size
+		// Sets the data plane writes (progress, degraded) need the
+		// dynamic flag; grant sets are written by the daemon only.
+		s.Dynamic = ps.Kind == firewall.KindAddr4 || ps.Kind == firewall.KindAddr6 || ps.Kind == firewall.KindNfproto
+	}
+	var elems []nftables.SetElement
+	switch ps.Kind {
+	case firewall.KindPorts:
+		for _, r := range ps.Ports {
+			if !s.Interval {
+				elems = append(elems, nftables.SetElement{Key: port(r.Lo)})
+				continue
+			}
+			elems = append(elems, nftables.SetElement{Key: port(r.Lo)})
+			if r.Hi < 65535 {
+				elems = append(elems, nftables.SetElement{Key: port(r.Hi + 1), IntervalEnd: true})
+			}
+		}
+	case firewall.KindPrefixPort4, firewall.KindPrefixPort6:
+		for _, hp := range ps.HostPorts {
+			lo, hi := prefixRange(hp.Prefix)
+			elems = append(elems, nftables.SetElement{Key: addrPort(lo, hp.Port), KeyEnd: addrPort(hi, hp.Port)})
+		}
+	}
+	return s, elems, nil
+}
+
+// sameSet reports whether a set in the kernel has the type and flags of
+// the wanted one, so that it can be kept. A size is not compared: a
+// dynamic set keeps its elements and the size it was made with until the
+// table is made afresh.
+func sameSet(k, w *nftables.Set) bool {
+	return k.KeyType.GetNFTMagic() == w.KeyType.GetNFTMagic() && k.KeyType.Bytes == w.KeyType.Bytes &&
+		k.Interval == w.Interval && k.HasTimeout == w.HasTimeout && k.Dynamic == w.Dynamic &&
+		k.Concatenation == w.Concatenation
+}
+
+func port(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p) }
+
+// addrPort is the key of an address . port concatenation: each field
+// padded to 4 bytes.
+func addrPort(a netip.Addr, p uint16) []byte {
+	return append(a.AsSlice(), byte(p>>8), byte(p), 0, 0)
+}
+
+// prefixRange is the first and last address of pfx.
+func prefixRange(pfx netip.Prefix) (netip.Addr, netip.Addr) {
+	pfx = pfx.Masked()
+	lo := pfx.Addr()
+	b := lo.AsSlice()
+	bits := pfx.Bits()
+	for i := range b {
+		if rem := bits - 8*i; rem < 8 {
+			if rem < 0 {
+				rem = 0
+			}
+			b[i] |= byte(0xff >> rem)
+		}
+	}
+	hi, _ := netip.AddrFromSlice(b)
+	return lo, hi
+}
+
+// Registers: the 16-byte register 1 (32-bit registers 8 to 11) and the
+// 32-bit register after a 4- or 16-byte first field of a concatenation.
+const (
+	reg1     = 1
+	reg32v4  = 9  // after an IPv4 address in register 1
+	reg32v6  = 12 // after an IPv6 address in registers 8-11
+	tcpFlags = 0x17
+)
+
+// exprs renders one rule.
+func (b *Backend) exprs(p *firewall.Plan, c *firewall.Chain, tr taggedRule, sets map[string]*nftables.Set) ([]expr.Any, error) {
+	if tr.r == nil {
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname("lo")},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}, nil
+	}
+	r := tr.r
+	var e []expr.Any
+	set := func(name string) (*nftables.Set, error) {
+		s, ok := sets[name]
+		if !ok {
+			return nil, fmt.Errorf("no set %q", name)
+		}
+		return s, nil
+	}
+	lookup := func(name string, reg uint32, invert bool) error {
+		s, err := set(name)
+		if err != nil {
+			return err
+		}
+		e = append(e, &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert})
+		return nil
+	}
+	fam := r.Family
+	if r.SrcSet != "" || r.SrcDPortSet != "" || r.AddSrc != "" {
+		if fam == firewall.FamilyAny {
+			return nil, errors.New("a source address match needs a family")
+		}
+	}
+	if fam != firewall.FamilyAny {
+		e = append(e,
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{nfproto(fam)}})
+	}
+	if len(c.Ifaces) > 0 {
+		// Interfaces are a chain property; the iptables backend puts
+		// them on the jump.
+		if err := lookupIfaces(&e, c.Ifaces); err != nil {
+			return nil, err
+		}
+	}
+	if r.Proto != 0 {
+		e = append(e,
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{r.Proto}})
+	}
+	if r.SYN {
+		e = append(e,
+			&expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1, DestRegister: reg1},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpFlags}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0x02}})
+	}
+	if r.DstLocal {
+		e = append(e,
+			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)})
+	}
+	if r.DPortSet != "" {
+		if r.Proto == 0 {
+			return nil, errors.New("a port match needs a protocol")
+		}
+		e = append(e, &expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: reg1})
+		if err := lookup(r.DPortSet, reg1, false); err != nil {
+			return nil, err
+		}
+	}
+	if r.DstPortSet != "" {
+		s, err := set(r.DstPortSet)
+		if err != nil {
+			return nil, err
+		}
+		v6 := s.KeyType.Bytes == 20
+		e = append(e, daddr(v6), dport(v6))
+		if err := lookup(r.DstPortSet, reg1, false); err != nil {
+			return nil, err
+		}
+	}
+	if r.CtDNAT {
+		e = append(e,
+			&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+				Mask: binary.NativeEndian.AppendUint32(nil, ipsDstNAT), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+			&expr.Ct{Register: reg1, Key: expr.CtKeyPROTODST, Direction: 0})
+		if err := lookup(r.CtOrigDPortSet, reg1, false); err != nil {
+			return nil, err
+		}
+	}
+	if r.NfprotoSet != "" {
+		e = append(e, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1})
+		if err := lookup(r.NfprotoSet, reg1, false); err != nil {
+			return nil, err
+		}
+	}
+	if r.SrcSet != "" {
+		e = append(e, saddr(fam == firewall.FamilyIPv6))
+		if err := lookup(r.SrcSet, reg1, false); err != nil {
+			return nil, err
+		}
+	}
+	if r.SrcDPortSet != "" {
+		v6 := fam == firewall.FamilyIPv6
+		e = append(e, saddr(v6), dport(v6))
+		if err := lookup(r.SrcDPortSet, reg1, false); err != nil {
+			return nil, err
+		}
+	}
+	if m := r.Mark; m != nil {
+		op := expr.CmpOpEq
+		if m.Not {
+			op = expr.CmpOpNeq
+		}
+		e = append(e,
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: u32(m.Mask), Xor: u32(0)},
+			&expr.Cmp{Op: op, Register: reg1, Data: u32(m.Value)})
+	}
+	// Statements.
+	if r.ClearMark != 0 || r.OrMark != 0 {
+		e = append(e,
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4, Mask: u32(^r.ClearMark), Xor: u32(r.OrMark)},
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1, SourceRegister: true})
+	}
+	if r.AddSrc != "" {
+		s, err := set(r.AddSrc)
+		if err != nil {
+			return nil, err
+		}
+		e = append(e, saddr(fam == firewall.FamilyIPv6),
+			&expr.Dynset{SrcRegKey: reg1, SetName: s.Name, SetID: s.ID, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: r.Timeout})
+	}
+	if r.AddNfproto != "" {
+		s, err := set(r.AddNfproto)
+		if err != nil {
+			return nil, err
+		}
+		e = append(e, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
+			&expr.Dynset{SrcRegKey: reg1, SetName: s.Name, SetID: s.ID, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: r.Timeout})
+	}
+	switch v := r.Verdict; v.Kind {
+	case firewall.VerdictNone:
+	case firewall.VerdictAccept:
+		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
+	case firewall.VerdictDrop:
+		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
+	case firewall.VerdictQueue:
+		e = append(e, b.queue(v))
+	case firewall.VerdictRejectTCP:
+		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+	case firewall.VerdictRejectUnreach:
+		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH})
+	default:
+		return nil, fmt.Errorf("verdict %d: %w", v.Kind, firewall.ErrUnsupported)
+	}
+	return e, nil
+}
+
+// ipsDstNAT is IPS_DST_NAT of the conntrack status: the connection's
+// destination was rewritten (DNAT, a port forward).
+const ipsDstNAT = 1 << 5
+
+// NFQUEUE flags (xt_NFQUEUE.h).
+const (
+	nfqFlagBypass    = 0x01
+	nfqFlagCPUFanout = 0x02
+)
+
+func (b *Backend) queue(v firewall.Verdict) expr.Any {
+	total := max(v.QueueCount, 1)
+	if b.compatQueue {
+		flags := uint16(nfqFlagBypass)
+		if total > 1 {
+			flags |= nfqFlagCPUFanout
+		}
+		// struct xt_NFQ_info_v3 { u16 queuenum, queues_total, flags; }
+		// in host byte order, padded to 8 bytes.
+		info := make(xt.Unknown, 8)
+		binary.NativeEndian.PutUint16(info[0:], v.QueueNum)
+		binary.NativeEndian.PutUint16(info[2:], total)
+		binary.NativeEndian.PutUint16(info[4:], flags)
+		return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}
+	}
+	flag := expr.QueueFlagBypass
+	if total > 1 {
+		flag |= expr.QueueFlagFanout
+	}
+	return &expr.Queue{Num: v.QueueNum, Total: total, Flag: flag}
+}
+
+func nfproto(f firewall.Family) byte {
+	if f == firewall.FamilyIPv6 {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
+}
+
+func saddr(v6 bool) expr.Any {
+	if v6 {
+		return &expr.Payload{Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16, DestRegister: reg1}
+	}
+	return &expr.Payload{Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4, DestRegister: reg1}
+}
+
+func daddr(v6 bool) expr.Any {
+	if v6 {
+		return &expr.Payload{Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16, DestRegister: reg1}
+	}
+	return &expr.Payload{Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4, DestRegister: reg1}
+}
+
+// dport loads the destination port after an address in a concatenation.
+func dport(v6 bool) expr.Any {
+	reg := uint32(reg32v4)
+	if v6 {
+		reg = reg32v6
+	}
+	return &expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: reg}
+}
+
+func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+// ifname is an interface name as meta iifname compares it: NUL-terminated.
+func ifname(s string) []byte { return append([]byte(s), 0) }
+
+// lookupIfaces matches packets that arrived on one of ifaces: an anonymous
+// comparison per name is enough for the few WAN interfaces a router has.
+func lookupIfaces(e *[]expr.Any, ifaces []string) error {
+	if len(ifaces) != 1 {
+		return fmt.Errorf("%d interfaces in one rule: %w", len(ifaces), firewall.ErrUnsupported)
+	}
+	*e = append(*e,
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(ifaces[0])})
+	return nil
+}
+
+// Remove implements firewall.Backend.
+func (b *Backend) Remove(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, err := b.read()
+	if err != nil {
+		return err
+	}
+	if !st.exists {
+		return nil
+	}
+	b.conn.DelTable(Table)
+	if err := b.conn.Flush(); err != nil && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("nftables: delete table: %w", err)
+	}
+	b.sets = map[string]*nftables.Set{}
+	return nil
+}
+
+// Check implements firewall.Backend: the table, every chain with its hook,
+// priority and rules (by tag), and every set, with the elements of the
+// constant ones.
+func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, err := b.read()
+	if err != nil {
+		return nil, err
+	}
+	if !st.exists {
+		return []string{"table inet " + Table.Name + " missing"}, nil
+	}
+	var out []string
+	for i := range p.Sets {
+		ps := &p.Sets[i]
+		ks, ok := st.sets[ps.Name]
+		if !ok {
+			out = append(out, "set "+ps.Name+" missing")
+			continue
+		}
+		ws, elems, err := newSet(ps)
+		if err != nil {
+			return nil, err
+		}
+		if !sameSet(ks, ws) {
+			out = append(out, "set "+ps.Name+" has another type")
+			continue
+		}
+		if ps.Dynamic {
+			continue
+		}
+		got, err := b.conn.GetSetElements(ks)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: set %s elements: %w", ps.Name, err)
+		}
+		if !sameElements(got, elems) {
+			out = append(out, fmt.Sprintf("set %s holds %d elements, not the %d knockwall put there", ps.Name, len(got), len(elems)))
+		}
+	}
+	for ci := range p.Chains {
+		pc := &p.Chains[ci]
+		kc, ok := st.chains[pc.Name]
+		if !ok {
+			out = append(out, "chain "+pc.Name+" missing")
+			continue
+		}
+		if !sameHook(kc, pc) {
+			out = append(out, "chain "+pc.Name+" is on another hook or priority")
+		}
+		rs, err := b.conn.GetRules(Table, kc)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: rules of %s: %w", pc.Name, err)
+		}
+		var got []string
+		for _, r := range rs {
+			tag, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			got = append(got, tag)
+		}
+		var want []string
+		for _, tr := range b.chainRules(pc, nil) {
+			want = append(want, tr.tag)
+		}
+		if !slices.Equal(got, want) {
+			out = append(out, fmt.Sprintf("chain %s holds %d rules, not the %d knockwall installs", pc.Name, len(got), len(want)))
+		}
+	}
+	for name := range st.chains {
+		if p.Chain(name) == nil {
+			out = append(out, "chain "+name+" is not knockwall's")
+		}
+	}
+	return out, nil
+}
+
+// sameElements compares elements by key (and interval end), ignoring order.
+func sameElements(got, want []nftables.SetElement) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	key := func(e nftables.SetElement) string {
+		return fmt.Sprintf("%x/%x/%v", e.Key, e.KeyEnd, e.IntervalEnd)
+	}
+	g := make([]string, len(got))
+	for i, e := range got {
+		g[i] = key(e)
+	}
+	w := make([]string, len(want))
+	for i, e := range want {
+		w[i] = key(e)
+	}
+	slices.Sort(g)
+	slices.Sort(w)
+	return slices.Equal(g, w)
+}
+
+// grantSet is the grant set of a source's family.
+func (b *Backend) grantSet(src netip.Addr) (*nftables.Set, bool) {
+	name := firewall.SetGrants4
+	if src.Is6() {
+		name = firewall.SetGrants6
+	}
+	s, ok := b.sets[name]
+	return s, ok
+}
+
+// UpdateGrants implements firewall.GrantWriter. A refreshed element is
+// deleted and added again in the same batch: before Linux 6.12, adding an
+// element that exists does not change its timeout.
+func (b *Backend) UpdateGrants(_ context.Context, add, del []firewall.GrantElem) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, g := range del {
+		s, ok := b.grantSet(g.Src)
+		if !ok {
+			return errNoGrantSets
+		}
+		if err := b.conn.SetDeleteElements(s, []nftables.SetElement{{Key: addrPort(g.Src, g.Port)}}); err != nil {
+			return err
+		}
+	}
+	for _, g := range add {
+		s, ok := b.grantSet(g.Src)
+		if !ok {
+			return errNoGrantSets
+		}
+		if err := b.conn.SetAddElements(s, []nftables.SetElement{{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}}); err != nil {
+			return err
+		}
+	}
+	if err := b.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: grant elements: %w", err)
+	}
+	return nil
+}
+
+var errNoGrantSets = errors.New("nftables: no grant sets (apply a fast-path plan first)")
+
+// ReplaceGrants implements firewall.GrantWriter: both grant sets flushed
+// and refilled in one batch.
+func (b *Backend) ReplaceGrants(_ context.Context, all []firewall.GrantElem) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s4, ok4 := b.sets[firewall.SetGrants4]
+	s6, ok6 := b.sets[firewall.SetGrants6]
+	if !ok4 || !ok6 {
+		return errNoGrantSets
+	}
+	b.conn.FlushSet(s4)
+	b.conn.FlushSet(s6)
+	var e4, e6 []nftables.SetElement
+	for _, g := range all {
+		el := nftables.SetElement{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}
+		if g.Src.Is4() {
+			e4 = append(e4, el)
+		} else {
+			e6 = append(e6, el)
+		}
+	}
+	for _, x := range []struct {
+		s *nftables.Set
+		e []nftables.SetElement
+	}{{s4, e4}, {s6, e6}} {
+		if len(x.e) > 0 {
+			if err := b.conn.SetAddElements(x.s, x.e); err != nil {
+				return err
+			}
+		}
+	}
+	if err := b.conn.Flush(); err != nil {
+		return fmt.Errorf("nftables: grant elements: %w", err)
+	}
+	return nil
+}
+
+// GrantElems lists the elements of the grant sets, for tests and status.
+func (b *Backend) GrantElems() ([]firewall.GrantElem, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []firewall.GrantElem
+	for _, name := range []string{firewall.SetGrants4, firewall.SetGrants6} {
+		s, ok := b.sets[name]
+		if !ok {
+			continue
+		}
+		els, err := b.conn.GetSetElements(s)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range els {
+			n := 4
+			if name == firewall.SetGrants6 {
+				n = 16
+			}
+			if len(e.Key) < n+2 {
+				continue
+			}
+			a, _ := netip.AddrFromSlice(e.Key[:n])
+			out = append(out, firewall.GrantElem{Src: a, Port: binary.BigEndian.Uint16(e.Key[n:]), Timeout: e.Expires})
+		}
+	}
+	return out, nil
+}
+
+var (
+	_ firewall.Backend     = (*Backend)(nil)
+	_ firewall.GrantWriter = (*Backend)(nil)
+)

@@ -1,0 +1,481 @@
+// Package firewall is knockwall's static firewall: a typed plan, built once
+// from the compiled rules, and the backends that render it at the kernel
+// edge (nftables over netlink, iptables through iptables-restore). It is
+// the only place knockwall touches the host firewall.
+//
+// The plan is static: no rule is added or removed per knock. With the
+// nftables backend's fast path, kernel sets cache the engine's decisions
+// (grants, sources with knock progress) so that what needs no decision
+// never leaves the kernel; the engine stays the authority.
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/knockwall/knockwall/rules"
+)
+
+// Hook is the netfilter hook a chain is attached to.
+type Hook uint8
+
+// Hooks.
+const (
+	HookPrerouting Hook = iota + 1
+	HookInput
+	HookForward
+)
+
+var hookNames = [...]string{"", "prerouting", "input", "forward"}
+
+func (h Hook) String() string {
+	if int(h) < len(hookNames) {
+		return hookNames[h]
+	}
+	return "unknown"
+}
+
+// Priorities of knockwall's base chains (nftables numbers; the iptables
+// backend puts each chain in the table with the same priority).
+const (
+	// PrioDivert runs right after the host's mangle rules (-150), so a
+	// host rule that restores a connection mark runs before knockwall
+	// clears its bits, and before filter (0) and DNAT (-100): the host's
+	// filter rules still see every packet knockwall accepts, and a port
+	// forward is judged on the port the client used.
+	PrioDivert = -150
+	// PrioReject runs before the host's filter rules.
+	PrioReject = -10
+	// PrioGuard is the security hook, after filter.
+	PrioGuard = 50
+)
+
+// Family restricts a rule to one IP version.
+type Family uint8
+
+// Families.
+const (
+	FamilyAny Family = iota
+	FamilyIPv4
+	FamilyIPv6
+)
+
+func (f Family) String() string {
+	switch f {
+	case FamilyIPv4:
+		return "ipv4"
+	case FamilyIPv6:
+		return "ipv6"
+	}
+	return "any"
+}
+
+// Role says what a rule is for. Roles decide what stays when the daemon
+// stops (Kept) and what the fast path adds.
+type Role uint8
+
+// Roles.
+const (
+	// RoleMarkClear clears knockwall's mark bits on packets it may judge,
+	// so only knockwall's own verdict sets them (a host's CONNMARK
+	// restore or another tool's high mark bits cannot open the guard).
+	RoleMarkClear Role = iota + 1
+	// RoleDivert sends packets to NFQUEUE.
+	RoleDivert
+	// RoleFastPath answers from kernel sets without user space.
+	RoleFastPath
+	// RoleReject answers packets knockwall marked for rejection.
+	RoleReject
+	// RoleGuard drops protected SYNs that knockwall did not accept.
+	RoleGuard
+)
+
+var roleNames = [...]string{"", "mark-clear", "divert", "fast-path", "reject", "guard"}
+
+func (r Role) String() string {
+	if int(r) < len(roleNames) {
+		return roleNames[r]
+	}
+	return "unknown"
+}
+
+// Kept reports whether rules of role r stay in place when the daemon stops
+// cleanly (firewall.keep_guard): the guard, and the mark clearing without
+// which a packet carrying the accept bits would pass it.
+func (r Role) Kept() bool { return r == RoleGuard || r == RoleMarkClear }
+
+// PortRange is an inclusive range of ports; Lo == Hi for one port.
+type PortRange struct{ Lo, Hi uint16 }
+
+func (r PortRange) String() string {
+	if r.Lo == r.Hi {
+		return fmt.Sprint(r.Lo)
+	}
+	return fmt.Sprintf("%d-%d", r.Lo, r.Hi)
+}
+
+// Set names. The nftables backend keeps these as named sets of its table;
+// the iptables backend renders the constant ones inline and has no dynamic
+// ones (no fast path).
+const (
+	SetProtected = "protected"  // protected TCP ports (inet_service)
+	SetKnockTCP  = "knock_tcp"  // TCP knock ports and rotating ranges (interval)
+	SetKnockUDP  = "knock_udp"  // UDP knock and SPA ports
+	SetGrants4   = "grants4"    // ipv4_addr . inet_service, per-element timeout
+	SetGrants6   = "grants6"    // ipv6_addr . inet_service, per-element timeout
+	SetProgress4 = "progress4"  // ipv4_addr, filled by the data plane
+	SetProgress6 = "progress6"  // ipv6_addr, filled by the data plane
+	SetDegraded  = "degraded"   // nf_proto: a progress set was full
+	SetFwdPorts  = "fwd_ports"  // original destination ports of port-forwarded services
+	SetHosts4    = "fwd_hosts4" // ipv4_addr . inet_service (interval): routed hosts' protected ports
+	SetHosts6    = "fwd_hosts6" // ipv6_addr . inet_service (interval)
+)
+
+// SetKind is the key type of a set.
+type SetKind uint8
+
+// Set kinds.
+const (
+	KindPorts       SetKind = iota + 1 // inet_service
+	KindAddrPort4                      // ipv4_addr . inet_service
+	KindAddrPort6                      // ipv6_addr . inet_service
+	KindAddr4                          // ipv4_addr
+	KindAddr6                          // ipv6_addr
+	KindNfproto                        // nf_proto
+	KindPrefixPort4                    // ipv4_addr (prefix) . inet_service, interval
+	KindPrefixPort6                    // ipv6_addr (prefix) . inet_service, interval
+)
+
+// Set is a named set of the plan.
+type Set struct {
+	Name string
+	Kind SetKind
+	// Ports is the content of a constant port set; Prefixes with
+	// PrefixPorts that of a prefix . port set (the product is meant
+	// only per HostPort).
+	Ports     []PortRange
+	HostPorts []HostPort
+	// Dynamic sets are written by the data plane (progress, degraded) or
+	// by the daemon (grants); Apply keeps their elements.
+	Dynamic bool
+	// Size bounds a dynamic set.
+	Size uint32
+}
+
+// HostPort is a routed destination prefix and a protected port on it.
+type HostPort struct {
+	Prefix netip.Prefix
+	Port   uint16
+}
+
+// Interval reports whether the set holds ranges.
+func (s *Set) Interval() bool {
+	if s.Kind == KindPrefixPort4 || s.Kind == KindPrefixPort6 {
+		return true
+	}
+	for _, r := range s.Ports {
+		if r.Lo != r.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+// MarkMatch matches (mark & Mask) == Value, or != when Not.
+type MarkMatch struct {
+	Value, Mask uint32
+	Not         bool
+}
+
+// VerdictKind is what a rule does with a packet that matches it.
+type VerdictKind uint8
+
+// Verdict kinds.
+const (
+	VerdictNone          VerdictKind = iota // go on with the next rule
+	VerdictAccept                           // end this chain (later hooks still see the packet)
+	VerdictDrop                             // discard
+	VerdictQueue                            // hand to NFQUEUE (bypass when nobody listens)
+	VerdictRejectTCP                        // answer with a TCP reset
+	VerdictRejectUnreach                    // answer with ICMP(v6) port unreachable
+)
+
+// Verdict is a rule's verdict.
+type Verdict struct {
+	Kind VerdictKind
+	// Queue: the first queue and how many (balanced by CPU).
+	QueueNum, QueueCount uint16
+}
+
+// Rule is one rule: every match must hold, then the statements run in
+// order (mark, set update), then the verdict.
+type Rule struct {
+	Role   Role
+	Family Family
+
+	// Matches. Zero values match everything.
+	Proto uint8 // rules.ProtoTCP or rules.ProtoUDP; 0 any
+	// SYN: of the TCP flags FIN, SYN, RST and ACK only SYN is set.
+	SYN bool
+	// DPortSet: the destination port is in this constant port set.
+	DPortSet string
+	// DstLocal: the destination is one of this host's addresses.
+	DstLocal bool
+	// DstPortSet: destination . port is in this prefix . port set.
+	DstPortSet string
+	// SrcSet: the source address is in this set (nftables only).
+	SrcSet string
+	// SrcDPortSet: source . destination port is in this set (nftables only).
+	SrcDPortSet string
+	// NfprotoSet: the packet's family is in this set (nftables only).
+	NfprotoSet string
+	// CtDNAT with CtOrigDPortSet: the connection was port-forwarded
+	// (DNAT) from a destination port in this set.
+	CtDNAT         bool
+	CtOrigDPortSet string
+	// Mark matches the packet mark.
+	Mark *MarkMatch
+
+	// Statements.
+	// ClearMark clears these mark bits, then OrMark sets these.
+	ClearMark, OrMark uint32
+	// AddSrc adds the source address to this dynamic set with Timeout.
+	AddSrc string
+	// AddNfproto adds the packet's family to this dynamic set with Timeout.
+	AddNfproto string
+	Timeout    time.Duration
+
+	Verdict Verdict
+}
+
+// Chain is one of knockwall's chains, attached to a hook.
+type Chain struct {
+	// Name is backend-neutral ("divert"); the iptables backend derives
+	// its chain names from it.
+	Name     string
+	Hook     Hook
+	Priority int
+	// SkipLoopback: packets arriving on lo (the host talking to itself)
+	// skip the chain.
+	SkipLoopback bool
+	// Ifaces, when set, limits the chain to packets arriving on these
+	// interfaces.
+	Ifaces []string
+	// SYNOnly: only TCP SYNs enter the chain (iptables puts this on the
+	// jump, so other packets cost one rule).
+	SYNOnly bool
+	Rules   []Rule
+}
+
+// Marks are knockwall's mark bits.
+type Marks struct {
+	Accept, Reject, Mask uint32
+}
+
+// Plan is the static firewall of a rules.Set.
+type Plan struct {
+	Chains []Chain
+	Sets   []Set
+	Marks  Marks
+	// FastPath: kernel sets answer granted SYNs and keep SYNs that need
+	// no decision in the kernel (nftables only).
+	FastPath bool
+	// Ports of each grant, by service id, for writing grant elements.
+	GrantPorts map[uint64][]uint16
+}
+
+// Options shape a plan beyond what the rules say.
+type Options struct {
+	// FastPath builds the kernel fast path (nftables backend only).
+	FastPath bool
+}
+
+// StepTimeoutMax bounds how long a source stays in a progress set after
+// its last knock: the longest step_timeout of any service.
+func stepTimeoutMax(s *rules.Set) time.Duration {
+	var d time.Duration
+	for _, svc := range s.Services {
+		d = max(d, svc.StepTimeout)
+	}
+	return d
+}
+
+// Chain names.
+const (
+	ChainDivert    = "divert"
+	ChainReject    = "refuse"
+	ChainGuard     = "guard"
+	ChainRejectFwd = "refuse_fwd"
+	ChainGuardFwd  = "guard_fwd"
+)
+
+// NewPlan builds the static firewall of s.
+func NewPlan(s *rules.Set, o Options) *Plan {
+	p := &Plan{
+		Marks:      Marks{Accept: uint32(s.Firewall.AcceptMark), Reject: uint32(s.Firewall.RejectMark), Mask: uint32(s.Firewall.MarkMask)},
+		FastPath:   o.FastPath,
+		GrantPorts: map[uint64][]uint16{},
+	}
+	for _, svc := range s.Services {
+		p.GrantPorts[svc.ID] = svc.Ports
+	}
+	protected := ranges(s.ProtectedPorts())
+	knockTCP := ranges(s.KnockPorts(rules.ProtoTCP))
+	for _, i := range s.Rotating() {
+		r := s.Services[i].Rotate
+		knockTCP = append(knockTCP, PortRange{r.Lo, r.Hi})
+	}
+	slices.SortFunc(knockTCP, func(a, b PortRange) int { return int(a.Lo) - int(b.Lo) })
+	knockUDP := ranges(s.UDPPorts())
+
+	p.Sets = append(p.Sets, Set{Name: SetProtected, Kind: KindPorts, Ports: protected})
+	if len(knockTCP) > 0 {
+		p.Sets = append(p.Sets, Set{Name: SetKnockTCP, Kind: KindPorts, Ports: knockTCP})
+	}
+	if len(knockUDP) > 0 {
+		p.Sets = append(p.Sets, Set{Name: SetKnockUDP, Kind: KindPorts, Ports: knockUDP})
+	}
+	m := p.Marks
+	queue := Verdict{Kind: VerdictQueue, QueueNum: uint16(s.Queue.Num), QueueCount: uint16(s.Queue.Count)}
+
+	// Divert: clear knockwall's bits, then (fast path) answer what the
+	// kernel can, then queue.
+	divert := Chain{Name: ChainDivert, Hook: HookInput, Priority: PrioDivert, SkipLoopback: true}
+	divert.Rules = append(divert.Rules, Rule{Role: RoleMarkClear, Proto: rules.ProtoTCP, SYN: true, ClearMark: m.Mask})
+	if len(knockUDP) > 0 {
+		divert.Rules = append(divert.Rules, Rule{Role: RoleMarkClear, Proto: rules.ProtoUDP, DPortSet: SetKnockUDP, ClearMark: m.Mask})
+	}
+	if !o.FastPath {
+		divert.Rules = append(divert.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, Verdict: queue})
+		if len(knockUDP) > 0 {
+			divert.Rules = append(divert.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoUDP, DPortSet: SetKnockUDP, Verdict: queue})
+		}
+	} else {
+		p.addFastPath(s, &divert, queue, len(knockTCP) > 0, len(knockUDP) > 0)
+	}
+
+	reject := Chain{Name: ChainReject, Hook: HookInput, Priority: PrioReject}
+	rejected := &MarkMatch{Value: m.Reject, Mask: m.Mask}
+	reject.Rules = []Rule{
+		{Role: RoleReject, Proto: rules.ProtoTCP, Mark: rejected, Verdict: Verdict{Kind: VerdictRejectTCP}},
+		{Role: RoleReject, Proto: rules.ProtoUDP, Mark: rejected, Verdict: Verdict{Kind: VerdictRejectUnreach}},
+		{Role: RoleReject, Mark: rejected, Verdict: Verdict{Kind: VerdictDrop}},
+	}
+
+	guard := Chain{Name: ChainGuard, Hook: HookInput, Priority: PrioGuard, SkipLoopback: true, SYNOnly: true}
+	guard.Rules = []Rule{{Role: RoleGuard, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected,
+		Mark: &MarkMatch{Value: m.Accept, Mask: m.Mask, Not: true}, Verdict: Verdict{Kind: VerdictDrop}}}
+
+	// Guard first: a backend that applies chains in order never diverts
+	// a protected port it does not guard yet.
+	p.Chains = []Chain{guard, reject, divert}
+	return p
+}
+
+// addFastPath fills the divert chain for the kernel fast path: granted SYNs
+// are accepted (with the accept mark) in the kernel; knocks put their
+// source in a progress set and go to user space; SYNs from sources with
+// progress and SYNs to protected ports go to user space; every other SYN
+// stays in the kernel.
+func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udpKnocks bool) {
+	m := p.Marks
+	size := uint32(max(s.Tracker.MaxPending, 1024))
+	// Grant sets hold what the daemon writes, bounded by max_grants
+	// times the ports of a service; they get no size of their own, so a
+	// reload that changes ports keeps them.
+	p.Sets = append(p.Sets,
+		Set{Name: SetGrants4, Kind: KindAddrPort4, Dynamic: true},
+		Set{Name: SetGrants6, Kind: KindAddrPort6, Dynamic: true},
+		Set{Name: SetProgress4, Kind: KindAddr4, Dynamic: true, Size: size},
+		Set{Name: SetProgress6, Kind: KindAddr6, Dynamic: true, Size: size},
+		Set{Name: SetDegraded, Kind: KindNfproto, Dynamic: true, Size: 4},
+	)
+	// A source that knocks is remembered in the kernel before its knock
+	// reaches user space, so no SYN of its after that can bypass the
+	// engine (which resets progress on a wrong port). If the progress set
+	// is full, the add fails and the rule stops there; the next rule then
+	// marks the family degraded, and every SYN of that family goes to
+	// user space until the knocks stop.
+	hold := stepTimeoutMax(s)
+	knock := func(proto uint8, set string) {
+		syn := proto == rules.ProtoTCP
+		for _, pr := range []struct {
+			f   Family
+			set string
+		}{{FamilyIPv4, SetProgress4}, {FamilyIPv6, SetProgress6}} {
+			c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Family: pr.f, Proto: proto, SYN: syn, DPortSet: set,
+				AddSrc: pr.set, Timeout: hold, Verdict: queue})
+		}
+		c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Proto: proto, SYN: syn, DPortSet: set,
+			AddNfproto: SetDegraded, Timeout: hold, Verdict: queue})
+	}
+	if tcpKnocks {
+		knock(rules.ProtoTCP, SetKnockTCP)
+	}
+	if udpKnocks {
+		knock(rules.ProtoUDP, SetKnockUDP)
+	}
+	// Sources with progress go to user space before any grant is looked
+	// up, so a granted source's SYN still resets its progress elsewhere,
+	// as it does without the fast path.
+	c.Rules = append(c.Rules,
+		Rule{Role: RoleDivert, Family: FamilyIPv4, Proto: rules.ProtoTCP, SYN: true, SrcSet: SetProgress4, Verdict: queue},
+		Rule{Role: RoleDivert, Family: FamilyIPv6, Proto: rules.ProtoTCP, SYN: true, SrcSet: SetProgress6, Verdict: queue},
+		Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, NfprotoSet: SetDegraded, Verdict: queue},
+	)
+	for _, g := range []struct {
+		f   Family
+		set string
+	}{{FamilyIPv4, SetGrants4}, {FamilyIPv6, SetGrants6}} {
+		c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Family: g.f, Proto: rules.ProtoTCP, SYN: true, SrcDPortSet: g.set,
+			ClearMark: m.Mask, OrMark: m.Accept, Verdict: Verdict{Kind: VerdictAccept}})
+	}
+	c.Rules = append(c.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected, Verdict: queue})
+}
+
+// Stopped is the plan as it stays after a clean stop with the guard kept:
+// only the rules whose role is Kept, in the chains that still hold one.
+// (Deleting a base chain makes the kernel drop what waits in the queues; on
+// a stop the queues are going anyway.)
+func (p *Plan) Stopped() *Plan {
+	q := *p
+	q.Chains = nil
+	for _, c := range p.Chains {
+		c.Rules = slices.DeleteFunc(slices.Clone(c.Rules), func(r Rule) bool { return !r.Role.Kept() })
+		if len(c.Rules) > 0 {
+			q.Chains = append(q.Chains, c)
+		}
+	}
+	return &q
+}
+
+// Chain returns the chain named name, or nil.
+func (p *Plan) Chain(name string) *Chain {
+	for i := range p.Chains {
+		if p.Chains[i].Name == name {
+			return &p.Chains[i]
+		}
+	}
+	return nil
+}
+
+// Set returns the set named name, or nil.
+func (p *Plan) Set(name string) *Set {
+	for i := range p.Sets {
+		if p.Sets[i].Name == name {
+			return &p.Sets[i]
+		}
+	}
+	return nil
+}
+
+// ranges turns sorted ports into ranges of one port each.
+func ranges(ports []uint16) []PortRange {
+	out := make([]PortRange, len(ports))
+	for i, p := range ports {
+		out[i] = PortRange{p, p}
+	}
+	return out
+}

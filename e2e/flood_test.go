@@ -84,6 +84,7 @@ const overrunMsg = "kernel queue overrun: the kernel dropped packets for this qu
 // floodConfig is the daemon config of a flood test: one service "ssh" on
 // protectedPort, opened by defaultSequence.
 type floodConfig struct {
+	backend    backend
 	openFor    time.Duration
 	maxLen     int // queue.max_len; 0 keeps the default
 	maxPending int // 0: 1024
@@ -115,7 +116,7 @@ func (c floodConfig) yaml() string {
   max_len: %d
 firewall:
   manage: true
-log:
+%slog:
   level: info
   format: json
 tracker:
@@ -128,7 +129,7 @@ tracker:
     step_timeout: 5s
     open_for: %s
     closed: reject
-`, c.maxLen, c.maxPending, c.maxGrants, rate, protectedPort, strings.Join(defaultSequence, ", "), c.openFor)
+`, c.maxLen, c.backend.yaml(), c.maxPending, c.maxGrants, rate, protectedPort, strings.Join(defaultSequence, ", "), c.openFor)
 }
 
 // floodEnv is env with the spoofed subnet routed back to the client and a
@@ -146,7 +147,7 @@ func newFloodEnv(t *testing.T, c floodConfig) *floodEnv {
 	t.Helper()
 	bin := requireBinary(t)
 	pair, gen := newFloodPair(t)
-	e := &env{bin: bin, pair: pair, cfgPath: filepath.Join(t.TempDir(), "knockwall.yaml")}
+	e := &env{bin: bin, backend: c.backend, pair: pair, cfgPath: filepath.Join(t.TempDir(), "knockwall.yaml")}
 	if err := os.WriteFile(e.cfgPath, []byte(c.yaml()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func newFloodEnv(t *testing.T, c floodConfig) *floodEnv {
 	e.d = startDaemonAt(t, pair.Server, bin, e.cfgPath, "info")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("iptables in %s at failure:\n%s", pair.Server, e.firewallDump())
+			t.Logf("firewall in %s at failure:\n%s", pair.Server, e.firewallDump())
 		}
 	})
 	return &floodEnv{env: e, gen: gen, pid: e.d.cmd.Process.Pid}
@@ -499,7 +500,9 @@ func (d *daemon) overrunTimes(t *testing.T) map[string][]time.Time {
 // source whose last grant has lapsed (the two clients take turns, with a
 // short open_for). The flood aims at unrelated ports and the protected
 // port, or at the knock ports themselves.
-func TestFloodLegitimate(t *testing.T) {
+func TestFloodLegitimate(t *testing.T) { eachBackend(t, testFloodLegitimate) }
+
+func testFloodLegitimate(t *testing.T, b backend) {
 	tests := []struct {
 		name  string
 		flood func(rate int) []loadgen.Config
@@ -519,7 +522,7 @@ func TestFloodLegitimate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fe := newFloodEnv(t, floodConfig{openFor: tryOpenFor})
+			fe := newFloodEnv(t, floodConfig{backend: b, openFor: tryOpenFor})
 			rate := int(fe.measureCapacity(t) / 2)
 			before := fe.queueCounters(t)
 			f := fe.startFlood(t, tt.flood(rate)...)
@@ -552,9 +555,11 @@ func TestFloodLegitimate(t *testing.T) {
 // knocks churns it, but a grant made before the flood survives: its holder
 // connects during and after the flood, pending progress was evicted, and no
 // grant was refused.
-func TestFloodPendingChurn(t *testing.T) {
+func TestFloodPendingChurn(t *testing.T) { eachBackend(t, testFloodPendingChurn) }
+
+func testFloodPendingChurn(t *testing.T, b backend) {
 	const duration = 2 * time.Second
-	fe := newFloodEnv(t, floodConfig{maxPending: 64})
+	fe := newFloodEnv(t, floodConfig{backend: b, maxPending: 64})
 	rate := int(fe.measureCapacity(t) / 2)
 	holder := fe.pair.Client4
 	if err := fe.knockFrom(holder, fe.pair.Server4, defaultSequence...); err != nil {
@@ -635,7 +640,9 @@ func (fe *floodEnv) measureCapacity(t *testing.T) float64 {
 // the measured capacity are only logged. With the default queue length the
 // kernel queue overflows; with a long one the netlink socket does, which
 // the daemon counts and logs as overruns.
-func TestFloodOverload(t *testing.T) {
+func TestFloodOverload(t *testing.T) { eachBackend(t, testFloodOverload) }
+
+func testFloodOverload(t *testing.T, b backend) {
 	const duration = 2 * time.Second
 	tests := []struct {
 		name   string
@@ -646,7 +653,7 @@ func TestFloodOverload(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fe := newFloodEnv(t, floodConfig{openFor: tryOpenFor, maxLen: tt.maxLen})
+			fe := newFloodEnv(t, floodConfig{backend: b, openFor: tryOpenFor, maxLen: tt.maxLen})
 			legit, stranger := fe.pair.Client4, fe.pair.Client2v4
 
 			// A connection opened before the flood, its grant lapsed.
@@ -829,14 +836,16 @@ func (fe *floodEnv) pauseDaemon(t *testing.T, f *floodRun, n int, d time.Duratio
 // above tracker.knock_rate is limited, to the point that its own correct
 // sequence right afterwards opens nothing, while another source's knock
 // opens as usual, during the hammering.
-func TestFloodKnockRateLimit(t *testing.T) {
+func TestFloodKnockRateLimit(t *testing.T) { eachBackend(t, testFloodKnockRateLimit) }
+
+func testFloodKnockRateLimit(t *testing.T, b backend) {
 	const (
 		knockRate  = 2
 		knockBurst = 5
 		rate       = 2000 // the hammer, packets per second
 		duration   = 1500 * time.Millisecond
 	)
-	fe := newFloodEnv(t, floodConfig{knockRate: knockRate, knockBurst: knockBurst})
+	fe := newFloodEnv(t, floodConfig{backend: b, knockRate: knockRate, knockBurst: knockBurst})
 	legit, hammer := fe.pair.Client4, fe.pair.Client2v4
 	from := netip.PrefixFrom(hammer, 32)
 	syn := synFlood(rate*2/3, 7, 7000, 8000)
@@ -888,9 +897,11 @@ func TestFloodKnockRateLimit(t *testing.T) {
 // source's correct knock is refused (and logged) while the first grant
 // lives, the holder still connects, and once the first grant has expired
 // the second source is granted.
-func TestFloodGrantTableFull(t *testing.T) {
+func TestFloodGrantTableFull(t *testing.T) { eachBackend(t, testFloodGrantTableFull) }
+
+func testFloodGrantTableFull(t *testing.T, b backend) {
 	const openFor = 3 * time.Second // long enough to check the refusal well within it
-	fe := newFloodEnv(t, floodConfig{maxGrants: 1, openFor: openFor})
+	fe := newFloodEnv(t, floodConfig{backend: b, maxGrants: 1, openFor: openFor})
 	first, second := fe.pair.Client4, fe.pair.Client2v4
 
 	if err := fe.knockFrom(first, fe.pair.Server4, defaultSequence...); err != nil {
@@ -970,9 +981,11 @@ func (fe *floodEnv) grantOutcome(from int, src netip.Addr) (granted bool, err er
 // refused. A regression test: the tracker once capped each of its 16
 // shards at max_grants/16, and with max_grants 16 (one grant a shard) two
 // of 16 sources almost always share a shard.
-func TestFloodGrantTableCapacity(t *testing.T) {
+func TestFloodGrantTableCapacity(t *testing.T) { eachBackend(t, testFloodGrantTableCapacity) }
+
+func testFloodGrantTableCapacity(t *testing.T, b backend) {
 	const maxGrants = 16
-	fe := newFloodEnv(t, floodConfig{maxGrants: maxGrants})
+	fe := newFloodEnv(t, floodConfig{backend: b, maxGrants: maxGrants})
 	srcs := fe.addClientAddrs(t, maxGrants+1)
 	var (
 		early    []string // refused with room in the table

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,9 +15,11 @@ import (
 // TestRejectMode: before the knock the protected port answers like a closed
 // port, after it the port is open, and once open_for lapses new connections
 // are refused again while one opened during the grant keeps working.
-func TestRejectMode(t *testing.T) {
+func TestRejectMode(t *testing.T) { eachBackend(t, testRejectMode) }
+
+func testRejectMode(t *testing.T, b backend) {
 	const openFor = 3 * time.Second
-	e := newEnv(t, envOptions{svc: service{closed: reject, openFor: openFor}})
+	e := newEnv(t, envOptions{backend: b, svc: service{closed: reject, openFor: openFor}})
 	src := e.pair.Client4.String()
 
 	e.expectClosed(t, reject, netip.Addr{}, e.server4(protectedPort))
@@ -43,8 +44,10 @@ func TestRejectMode(t *testing.T) {
 
 // TestDropMode: with closed: drop the port times out before the knock
 // (no RST) and opens after it.
-func TestDropMode(t *testing.T) {
-	e := newEnv(t, envOptions{svc: service{closed: drop}})
+func TestDropMode(t *testing.T) { eachBackend(t, testDropMode) }
+
+func testDropMode(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b, svc: service{closed: drop}})
 	e.expectClosed(t, drop, netip.Addr{}, e.server4(protectedPort))
 	e.knock(t, e.pair.Server4, defaultSequence...)
 	e.expectOpen(t, netip.Addr{}, e.server4(protectedPort))
@@ -52,8 +55,10 @@ func TestDropMode(t *testing.T) {
 
 // TestWrongOrder: the right ports in the wrong order open nothing; the
 // right order afterwards still works (so the check above was meaningful).
-func TestWrongOrder(t *testing.T) {
-	e := newEnv(t, envOptions{})
+func TestWrongOrder(t *testing.T) { eachBackend(t, testWrongOrder) }
+
+func testWrongOrder(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b})
 	e.knock(t, e.pair.Server4, "8000", "7000", "9000/udp")
 	e.expectStaysClosed(t, reject, netip.Addr{}, e.server4(protectedPort))
 	if e.d.has("grant", nil) {
@@ -121,9 +126,11 @@ func (e *env) connectScan(t *testing.T, host netip.Addr, first, last uint16) sca
 
 // TestAscendingScan: with an all-TCP ascending sequence, a SYN scan of the
 // ports around it in ascending order must not open the protected port.
-func TestAscendingScan(t *testing.T) {
+func TestAscendingScan(t *testing.T) { eachBackend(t, testAscendingScan) }
+
+func testAscendingScan(t *testing.T, b backend) {
 	seq := []string{"7000", "8000", "9000"}
-	e := newEnv(t, envOptions{svc: service{sequence: seq}})
+	e := newEnv(t, envOptions{backend: b, svc: service{sequence: seq}})
 
 	s := e.connectScan(t, e.pair.Server4, 6990, 9010)
 	t.Logf("connect scan 6990-9010: %v", s)
@@ -158,8 +165,10 @@ func TestAscendingScan(t *testing.T) {
 }
 
 // TestSecondSource: a grant is for the knocking source only.
-func TestSecondSource(t *testing.T) {
-	e := newEnv(t, envOptions{secondClient: true})
+func TestSecondSource(t *testing.T) { eachBackend(t, testSecondSource) }
+
+func testSecondSource(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b, secondClient: true})
 	first, second := e.pair.Client4, e.pair.Client2v4
 
 	e.knock(t, e.pair.Server4, defaultSequence...) // from the primary address, first
@@ -175,7 +184,9 @@ func TestSecondSource(t *testing.T) {
 }
 
 // TestKnockClients: each knock client opens the port.
-func TestKnockClients(t *testing.T) {
+func TestKnockClients(t *testing.T) { eachBackend(t, testKnockClients) }
+
+func testKnockClients(t *testing.T, b backend) {
 	tests := []struct {
 		name string
 		need string // a binary that must be installed
@@ -208,7 +219,7 @@ func TestKnockClients(t *testing.T) {
 					t.Fatalf("%s not installed (apt-get install knockd): %v", tt.need, err)
 				}
 			}
-			e := newEnv(t, envOptions{})
+			e := newEnv(t, envOptions{backend: b})
 			e.expectClosed(t, reject, netip.Addr{}, e.server4(protectedPort))
 			name, args := tt.args(e)
 			if _, err := e.run(e.pair.Client, name, args...); err != nil {
@@ -221,16 +232,16 @@ func TestKnockClients(t *testing.T) {
 
 // TestFailClosed: with the daemon SIGKILLed its rules stay, protected
 // ports stay closed and every other port keeps working.
-func TestFailClosed(t *testing.T) {
-	e := newEnv(t, envOptions{})
+func TestFailClosed(t *testing.T) { eachBackend(t, testFailClosed) }
+
+func testFailClosed(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b})
 	e.expectOpen(t, netip.Addr{}, e.server4(openPort))
 	e.expectClosed(t, reject, netip.Addr{}, e.server4(protectedPort))
 
 	e.d.kill(t)
-	for _, bin := range []string{"iptables", "ip6tables"} {
-		if len(knockwallLines(e.iptablesSave(t, bin))) == 0 {
-			t.Fatalf("%s: no knockwall rule after SIGKILL; the test needs them in place", bin)
-		}
+	if len(e.knockwallRules(t)) == 0 {
+		t.Fatalf("no knockwall rule after SIGKILL; the test needs them in place")
 	}
 
 	tests := []struct {
@@ -262,56 +273,12 @@ func TestFailClosed(t *testing.T) {
 	e.expectOpen(t, netip.Addr{}, e.server6(openPort))
 }
 
-// TestCleanExit: SIGTERM makes the daemon exit 0 and remove exactly its own
-// rules, IPv4 and IPv6, leaving the ones it found.
-func TestCleanExit(t *testing.T) {
-	before := map[string][]string{}
-	e := newEnv(t, envOptions{beforeStart: func(t *testing.T, e *env) {
-		for _, bin := range []string{"iptables", "ip6tables"} {
-			if _, err := e.run(e.pair.Server, bin, "-A", "INPUT", "-p", "tcp", "--dport", "9999",
-				"-m", "comment", "--comment", "keepme", "-j", "ACCEPT"); err != nil {
-				t.Fatalf("add keepme rule: %v", err)
-			}
-			before[bin] = ruleLines(e.iptablesSave(t, bin))
-		}
-	}})
-
-	wantChains := []string{":KNOCKWALL ", ":KNOCKWALL-REJECT ", ":KNOCKWALL-GUARD "}
-	for _, bin := range []string{"iptables", "ip6tables"} {
-		dump := e.iptablesSave(t, bin)
-		for _, c := range wantChains {
-			if !strings.Contains(dump, c) {
-				t.Errorf("%s while running: no chain %s:\n%s", bin, strings.TrimSpace(c), dump)
-			}
-		}
-	}
-
-	state, err := e.d.stop()
-	if err != nil {
-		t.Fatalf("stop: %v", err)
-	}
-	if state.ExitCode() != 0 {
-		t.Errorf("exit status = %v, want 0", state)
-	}
-
-	for _, bin := range []string{"iptables", "ip6tables"} {
-		dump := e.iptablesSave(t, bin)
-		if left := knockwallLines(dump); len(left) > 0 {
-			t.Errorf("%s after exit: knockwall rules left:\n%s", bin, strings.Join(left, "\n"))
-		}
-		if !strings.Contains(dump, "keepme") {
-			t.Errorf("%s after exit: the keepme rule is gone:\n%s", bin, dump)
-		}
-		if after := ruleLines(dump); !slices.Equal(after, before[bin]) {
-			t.Errorf("%s rules changed across the daemon's life:\nbefore:\n%s\nafter:\n%s",
-				bin, strings.Join(before[bin], "\n"), strings.Join(after, "\n"))
-		}
-	}
-}
 
 // TestIPv6: closed before the knock, open after it, over IPv6.
-func TestIPv6(t *testing.T) {
-	e := newEnv(t, envOptions{})
+func TestIPv6(t *testing.T) { eachBackend(t, testIPv6) }
+
+func testIPv6(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b})
 	e.expectClosed(t, reject, netip.Addr{}, e.server6(protectedPort))
 	e.knock(t, e.pair.Server6, defaultSequence...)
 	if _, err := e.d.waitLog("grant", map[string]string{"src": e.pair.Client6.String()}, logTimeout); err != nil {

@@ -10,8 +10,10 @@ import (
 // TestLoopbackExempt: the host's own connections to a protected port over
 // loopback are neither judged nor guarded, while a network client is still
 // refused; and the same holds with the daemon killed (the guard exempts lo).
-func TestLoopbackExempt(t *testing.T) {
-	e := newEnv(t, envOptions{svc: service{closed: reject}})
+func TestLoopbackExempt(t *testing.T) { eachBackend(t, testLoopbackExempt) }
+
+func testLoopbackExempt(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b, svc: service{closed: reject}})
 	local := func() error {
 		return e.pair.Server.Do(func() error {
 			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(protectedPort), time.Second)

@@ -46,8 +46,10 @@ type rstFields struct {
 // derives it from the 4-tuple with a secret of its own (auto_flowlabels), so
 // two closed ports already differ. What must match is what an observer can
 // test: non-zero exactly when the kernel's is, and stable for a 4-tuple.
-func TestRejectLooksClosed(t *testing.T) {
-	e := newEnv(t, envOptions{svc: service{closed: reject}})
+func TestRejectLooksClosed(t *testing.T) { eachBackend(t, testRejectLooksClosed) }
+
+func testRejectLooksClosed(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b, svc: service{closed: reject}})
 	ports := []struct {
 		name string
 		port uint16

@@ -324,6 +324,8 @@ func validateGlobal(c Config) error {
 		return keyErr("tracker.knock_rate", "must be 0 (no limit) or positive, got %g", c.Tracker.KnockRate)
 	case c.Tracker.KnockRate > 0 && c.Tracker.KnockBurst < 1:
 		return keyErr("tracker.knock_burst", "must be at least 1 when tracker.knock_rate is set, got %d", c.Tracker.KnockBurst)
+	case c.Firewall.Backend != BackendAuto && c.Firewall.Backend != BackendNftables && c.Firewall.Backend != BackendIptables:
+		return keyErr("firewall.backend", "must be auto, nftables or iptables, got %q", c.Firewall.Backend)
 	case c.Firewall.MarkMask <= 0 || c.Firewall.MarkMask > 0xffffffff:
 		return keyErr("firewall.mark_mask", "must be a non-zero 32-bit mask")
 	case c.Firewall.AcceptMark <= 0 || c.Firewall.AcceptMark&^c.Firewall.MarkMask != 0:

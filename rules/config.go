@@ -33,10 +33,18 @@ type FirewallConfig struct {
 	// Manage makes `run` install the static rules on start and remove exactly
 	// those on exit.
 	Manage bool `mapstructure:"manage" yaml:"manage"`
-	// KeepGuard leaves the guard in place when knockwall stops cleanly, so
-	// protected ports stay closed between a stop and the next start (a
-	// service restart). Off by default: a clean stop removes every rule.
+	// KeepGuard leaves the guard (and the rule that clears knockwall's
+	// mark bits) in place when knockwall stops cleanly, so protected ports
+	// stay closed between a stop and the next start. On by default;
+	// `knockwall rules remove` removes everything.
 	KeepGuard bool `mapstructure:"keep_guard" yaml:"keep_guard"`
+	// Backend is auto, nftables or iptables. auto picks nftables when the
+	// kernel answers nf_tables netlink.
+	Backend string `mapstructure:"backend" yaml:"backend"`
+	// FastPath (nftables only) mirrors grants and knock progress into
+	// kernel sets, so that SYNs that need no decision never reach
+	// knockwall. false judges every SYN in user space.
+	FastPath bool `mapstructure:"fast_path" yaml:"fast_path"`
 	// AcceptMark and RejectMark are the packet mark values knockwall sets on
 	// packets it accepts or wants rejected; MarkMask selects the bits of the
 	// packet mark that belong to knockwall. Change them only if the host
@@ -107,7 +115,8 @@ type RotateConfig struct {
 func Defaults() Config {
 	return Config{
 		Queue:    QueueConfig{Num: 0, Count: 1, MaxLen: DefaultQueueMaxLen},
-		Firewall: FirewallConfig{Manage: true, AcceptMark: DefaultAcceptMark, RejectMark: DefaultRejectMark, MarkMask: DefaultMarkMask},
+		Firewall: FirewallConfig{Manage: true, KeepGuard: true, Backend: BackendAuto, FastPath: true,
+			AcceptMark: DefaultAcceptMark, RejectMark: DefaultRejectMark, MarkMask: DefaultMarkMask},
 		Log:      LogConfig{Level: "info", Format: "text"},
 		Tracker: TrackerConfig{
 			MaxPending: DefaultMaxPending, MaxGrants: DefaultMaxGrants, MaxNonces: DefaultMaxNonces,

@@ -38,6 +38,11 @@ const (
 	// MaxQueues bounds queue.count.
 	MaxQueues = 64
 
+	// Firewall backends.
+	BackendAuto     = "auto"
+	BackendNftables = "nftables"
+	BackendIptables = "iptables"
+
 	// ClosedReject answers like a closed port (TCP RST, ICMP port unreachable for UDP).
 	ClosedReject = "reject"
 	// ClosedDrop silently discards.

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs knockwall's static rules by hand, for hosts that manage their own
 # firewall (firewall.manage: false). Usage: install-rules.sh [CONFIG]
-# The rules come from the same model the daemon uses (`knockwall rules print`).
-# Knockwall rules already present are replaced, except the guard, which is
-# kept (and completed), so protected ports stay closed throughout: safe to rerun.
+# The rules come from the same plan the daemon applies (`knockwall rules
+# print`): an nft -f script (nftables) or a shell script of iptables-restore
+# input (iptables), as firewall.backend says. Each replaces knockwall's rules
+# atomically, so the guard is never absent and rerunning is safe.
 set -euo pipefail
 cfg=${1:-${KNOCKWALL_CONFIG:-/etc/knockwall/knockwall.yaml}}
 kw=${KNOCKWALL_BIN:-knockwall}
-"$kw" rules print -c "$cfg" --remove --keep-guard | sh
-"$kw" rules print -c "$cfg" | sh
+script=$("$kw" rules print -c "$cfg")
+case "$script" in
+  '#!/usr/sbin/nft -f'*) printf '%s\n' "$script" | nft -f - ;;
+  *) printf '%s\n' "$script" | sh -e ;;
+esac
 echo "knockwall static rules installed from $cfg"

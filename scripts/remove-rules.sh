@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Removes knockwall's static rules, and only those. Usage: remove-rules.sh [CONFIG]
-# Note: this also removes the guard, so protected ports are then governed by
-# the host's own firewall alone.
+# Removes every rule knockwall owns (nftables and iptables), guard included:
+# protected ports are then governed by the host's own firewall alone. This
+# is what an uninstall runs. Usage: remove-rules.sh
 set -euo pipefail
-cfg=${1:-${KNOCKWALL_CONFIG:-/etc/knockwall/knockwall.yaml}}
 kw=${KNOCKWALL_BIN:-knockwall}
-"$kw" rules print -c "$cfg" --remove | sh
+"$kw" rules remove
 echo "knockwall static rules removed"

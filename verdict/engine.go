@@ -68,6 +68,8 @@ type Decision struct {
 	Port    uint16
 	Knock   tracker.Outcome
 	Service string // the service of Knock or of the token, when there is one
+	// ServiceID is that service's id (rules.Service.ID).
+	ServiceID uint64
 	// TokenErr says why an SPA token was refused (Reason is ReasonBadToken).
 	TokenErr error
 	// GrantRefused is set when a completed sequence or a valid token could
@@ -190,7 +192,8 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	d.Knock = e.tr.Observe(p.Src, key, now, v)
 	d.GrantRefused = d.Knock.Event == tracker.EventGrantRefused
 	if d.Knock.Event != tracker.EventNone {
-		d.Service = set.Services[v.service(d.Knock.Svc)].Name
+		ks := &set.Services[v.service(d.Knock.Svc)]
+		d.Service, d.ServiceID = ks.Name, ks.ID
 	}
 
 	payload := b[p.PayloadOff : p.PayloadOff+p.PayloadLen]
@@ -238,7 +241,7 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 		return
 	}
 	s := &set.Services[svc]
-	d.Service = s.Name
+	d.Service, d.ServiceID = s.Name, s.ID
 	key := s.SPA.Key(t.KeyID)
 	if key == nil {
 		d.TokenErr = spa.ErrUnknownKey

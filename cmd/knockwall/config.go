@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/knockwall/knockwall/internal/config"
+	"github.com/knockwall/knockwall/internal/daemon"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
 )
@@ -16,6 +18,8 @@ import (
 type configFlags struct {
 	path    string
 	example bool
+	// report is what the last load found: overrides, the file's mode.
+	report config.Report
 }
 
 func (f *configFlags) register(cmd *cobra.Command) {
@@ -26,7 +30,8 @@ func (f *configFlags) register(cmd *cobra.Command) {
 // load reads, overrides and compiles the configuration.
 func (f *configFlags) load(env environment) (rules.Config, *rules.Set, error) {
 	src := config.Source{Example: f.example, Path: config.Resolve(f.path, env.get)}
-	c, err := config.Load(src, env)
+	c, rep, err := config.LoadReport(src, env)
+	f.report = rep
 	if err != nil {
 		return rules.Config{}, nil, err
 	}
@@ -48,6 +53,9 @@ func newConfigCmd(env environment) *cobra.Command {
 			_, set, err := f.load(env)
 			if err != nil {
 				return err
+			}
+			for _, w := range warnings(set, f.report) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "knockwall: warning: %s\n", w)
 			}
 			writeEffective(cmd.OutOrStdout(), set)
 			return nil
@@ -75,8 +83,8 @@ func newExampleCmd() *cobra.Command {
 func writeEffective(w io.Writer, s *rules.Set) {
 	fmt.Fprintf(w, "# configuration is valid\n")
 	fmt.Fprintf(w, "queue:\n  num: %d\n  count: %d\n  max_len: %d\n", s.Queue.Num, s.Queue.Count, s.Queue.MaxLen)
-	fmt.Fprintf(w, "firewall:\n  manage: %t\n  keep_guard: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
-		s.Firewall.Manage, s.Firewall.KeepGuard, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
+	fmt.Fprintf(w, "firewall:\n  manage: %t\n  backend: %s\n  fast_path: %t\n  keep_guard: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
+		s.Firewall.Manage, s.Firewall.Backend, s.Firewall.FastPath, s.Firewall.KeepGuard, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
 	fmt.Fprintf(w, "log:\n  level: %s\n  format: %s\n", s.Log.Level, s.Log.Format)
 	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n  knock_rate: %g\n  knock_burst: %d\n",
 		s.Tracker.MaxPending, s.Tracker.MaxGrants, s.Tracker.MaxNonces, s.Tracker.KnockRate, s.Tracker.KnockBurst)
@@ -104,7 +112,7 @@ func writeEffective(w io.Writer, s *rules.Set) {
 				r.Length, r.Period, r.Lo, r.Hi, svc.StepTimeout))
 		}
 		fmt.Fprintf(w, " %s; everyone else gets %s.\n", strings.Join(ways, "; or "), svc.Closed)
-		for _, warn := range weaknesses(svc) {
+		for _, warn := range daemon.Weaknesses(svc) {
 			fmt.Fprintf(w, "  # WARNING: %s\n", warn)
 		}
 		fmt.Fprintf(w, "  %s:\n    ports: [%s]\n", svc.Name, ports)
@@ -133,14 +141,42 @@ func joinInts(ps []uint16) string {
 	return strings.Join(s, ", ")
 }
 
-// weaknesses names what makes a service easy to open by guessing.
-func weaknesses(svc rules.Service) []string {
+// warnings are the settings of set (from the file or the environment)
+// that weaken protection, and a config file others can read that holds a
+// plain sequence.
+func warnings(set *rules.Set, rep config.Report) []string {
 	var out []string
-	if n := len(svc.Sequence); n > 0 && n < 3 {
-		out = append(out, fmt.Sprintf("%s's sequence has %d knock(s); a port scan can stumble on it. Use 3 or more, or spa.", svc.Name, n))
+	if !set.Firewall.Manage {
+		out = append(out, "firewall.manage is false: knockwall installs no rule; protected ports are only as closed as rules you install (knockwall rules print)")
 	}
-	if r := svc.Rotate; r != nil && r.Length < 3 {
-		out = append(out, fmt.Sprintf("%s's rotating sequence has length %d; guessing it is cheap. Use 3 or more.", svc.Name, r.Length))
+	if set.Firewall.Manage && !set.Firewall.KeepGuard {
+		out = append(out, "firewall.keep_guard is false: a clean stop removes the guard, and protected ports are then open to whatever the host's own firewall allows")
+	}
+	if set.Tracker.KnockRate == 0 {
+		out = append(out, "tracker.knock_rate is 0: knock attempts are not rate limited, so plain sequences can be guessed as fast as packets can be sent")
+	}
+	for _, svc := range set.Services {
+		out = append(out, daemon.Weaknesses(svc)...)
+	}
+	if rep.Path != "" && rep.Mode&0o044 != 0 {
+		for _, svc := range set.Services {
+			if len(svc.Sequence) > 0 {
+				out = append(out, fmt.Sprintf("%s is readable by others (mode %04o) and holds a plain knock sequence (%s): anyone on this host can read it; chmod 600 it", rep.Path, rep.Mode, svc.Name))
+				break
+			}
+		}
 	}
 	return out
+}
+
+// logOverrides logs each environment override once (the key, never the
+// value: a value may be a secret's path or a sequence), and at WARN
+// whatever weakens protection.
+func logOverrides(log *slog.Logger, rep config.Report, set *rules.Set) {
+	for _, k := range rep.Overrides {
+		log.Info("environment override", "key", k, "variable", config.EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")))
+	}
+	for _, w := range warnings(set, rep) {
+		log.Warn(w)
+	}
 }

@@ -1,96 +1,104 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/spf13/cobra"
 
+	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/internal/firewall/ipt"
+	"github.com/knockwall/knockwall/internal/firewall/nft"
 	"github.com/knockwall/knockwall/rules"
 )
 
 func newRulesCmd(env environment) *cobra.Command {
-	cmd := &cobra.Command{Use: "rules", Short: "Show the static firewall rules knockwall uses"}
+	cmd := &cobra.Command{Use: "rules", Short: "Show or remove the static firewall rules knockwall uses"}
 	var f configFlags
-	var remove, keepGuard bool
+	var backend string
 	print := &cobra.Command{
 		Use:   "print",
-		Short: "Print the iptables/ip6tables commands that install (or with --remove, remove) knockwall's static rules",
-		Long: `Print the static rules as a shell script, for hosts that manage their own
-firewall (firewall.manage: false). Pipe it to sh as root to apply it:
+		Short: "Print the rules `knockwall run` installs: an nft -f script, or a shell script of iptables-restore input",
+		Long: `Print the static rules as knockwall run installs them, for hosts that manage
+their own firewall (firewall.manage: false):
 
-  knockwall rules print -c /etc/knockwall/knockwall.yaml | sh
-  knockwall rules print -c /etc/knockwall/knockwall.yaml --remove | sh
+  knockwall rules print --backend nftables | nft -f -
+  knockwall rules print --backend iptables | sh
 
-The install script adds the guard only where it is missing, so running it
-again never takes the guard away, not even for a moment. --remove
---keep-guard removes everything but the guard: with the install script
-after it, that replaces the rules while protected ports stay closed
-(scripts/install-rules.sh does this).`,
+Running either again replaces knockwall's rules atomically (the guard is never
+absent) and adds nothing twice. The backend defaults to firewall.backend
+(auto: nftables when the kernel has it). ` + "`knockwall rules remove`" + ` removes them.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, set, err := f.load(env)
 			if err != nil {
 				return err
 			}
-			p := set.FirewallPlan()
-			w := cmd.OutOrStdout()
-			fmt.Fprintln(w, "#!/bin/sh")
-			if remove {
-				fmt.Fprintln(w, "# Remove knockwall's static rules. Missing rules are fine.")
-				if keepGuard {
-					fmt.Fprintln(w, "# The guard stays, so protected ports stay closed.")
+			name := backend
+			if name == "" {
+				name = set.Firewall.Backend
+			}
+			if name == rules.BackendAuto {
+				name = rules.BackendIptables
+				if nft.Available() {
+					name = rules.BackendNftables
 				}
-				for _, c := range p.Remove {
-					if keepGuard && rules.IsGuard(c) {
-						continue
-					}
-					fmt.Fprintf(w, "%s 2>/dev/null || true\n", shellJoin(c))
-				}
-				return nil
 			}
-			fmt.Fprintln(w, "# knockwall's static rules. The guard (security table) keeps protected ports")
-			fmt.Fprintln(w, "# closed whenever knockwall is not running; keep it installed. Guard rules")
-			fmt.Fprintln(w, "# already in place are kept, not added twice.")
-			fmt.Fprintln(w, "set -e")
-			for _, c := range p.Install {
-				fmt.Fprintln(w, ensureLine(c))
+			switch name {
+			case rules.BackendNftables:
+				p := firewall.NewPlan(set, firewall.Options{FastPath: set.Firewall.FastPath})
+				return nft.Renderer().Render(cmd.OutOrStdout(), p)
+			case rules.BackendIptables:
+				p := firewall.NewPlan(set, firewall.Options{})
+				return ipt.New(ipt.Run).Render(cmd.OutOrStdout(), p)
 			}
-			fmt.Fprintln(w, "# Guard rules of earlier knockwall versions, now that this guard is in place.")
-			for _, c := range p.Retire {
-				fmt.Fprintf(w, "%s 2>/dev/null || true\n", shellJoin(c))
-			}
-			return nil
+			return usageError{fmt.Errorf("--backend must be nftables or iptables, got %q", name)}
 		},
 	}
 	f.register(print)
-	print.Flags().BoolVar(&remove, "remove", false, "print the commands that remove the rules")
-	print.Flags().BoolVar(&keepGuard, "keep-guard", false, "with --remove: leave the guard in place")
-	cmd.AddCommand(print)
+	print.Flags().StringVar(&backend, "backend", "", "nftables or iptables (default: firewall.backend)")
+
+	remove := &cobra.Command{
+		Use:   "remove",
+		Short: "Remove every rule knockwall owns, guard included, in nftables and iptables",
+		Long: `Remove every rule knockwall owns: the nftables table inet knockwall, and the
+KNOCKWALL-* chains and the jumps into them in iptables and ip6tables. The
+guard goes too, so protected ports are then governed by the host's own
+firewall alone: this is what an uninstall runs. Nothing left to remove is
+not an error. Needs no configuration.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			var errs []error
+			removed := false
+			if nft.Available() {
+				b, err := nft.New()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					defer b.Close()
+					removed = true
+					errs = append(errs, removeWith(ctx, b))
+				}
+			}
+			if ipt.Available() {
+				removed = true
+				errs = append(errs, removeWith(ctx, ipt.New(ipt.Run)))
+			}
+			if !removed {
+				fmt.Fprintln(cmd.ErrOrStderr(), "knockwall: neither nftables nor iptables is available here; nothing to remove")
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.AddCommand(print, remove)
 	return cmd
 }
 
-// ensureLine is c as a shell line; for the guard, one that adds only what
-// is missing: a chain that does not exist, a rule that -C does not find.
-func ensureLine(c rules.Command) string {
-	check, ok := c.Check()
-	if !rules.IsGuard(c) || !ok {
-		return shellJoin(c)
+func removeWith(ctx context.Context, b firewall.Backend) error {
+	if err := b.Remove(ctx); err != nil {
+		return fmt.Errorf("%s: %w", b.Name(), err)
 	}
-	quiet := " 2>/dev/null" // -C says nothing on success
-	if slices.Contains(c.Args, "-N") {
-		quiet = " >/dev/null 2>&1" // -S lists the chain
-	}
-	return shellJoin(check) + quiet + " || " + shellJoin(c)
-}
-
-func shellJoin(c rules.Command) string {
-	s := c.Bin
-	for _, a := range c.Args {
-		if a == "!" {
-			a = "'!'"
-		}
-		s += " " + a
-	}
-	return s
+	return nil
 }

@@ -44,10 +44,28 @@ func Resolve(flagPath string, getenv func(string) string) string {
 	return DefaultPath
 }
 
+// Report says where a configuration came from, for the log: the keys the
+// environment overrode and the file's permissions.
+type Report struct {
+	// Overrides are the keys set from KNOCKWALL_* variables, sorted.
+	Overrides []string
+	// Path and Mode are the file read (empty with the example).
+	Path string
+	Mode fs.FileMode
+}
+
 // Load reads src, applies environment overrides from environ (os.Environ()
 // form) and decodes the result. Problems with the content wrap
 // rules.ErrInvalid.
 func Load(src Source, environ []string) (rules.Config, error) {
+	c, _, err := LoadReport(src, environ)
+	return c, err
+}
+
+// LoadReport is Load, and says what the environment overrode and what the
+// file's permissions are.
+func LoadReport(src Source, environ []string) (rules.Config, Report, error) {
+	var rep Report
 	var raw []byte
 	if src.Example {
 		raw = rules.ExampleYAML
@@ -55,24 +73,35 @@ func Load(src Source, environ []string) (rules.Config, error) {
 		b, err := os.ReadFile(src.Path)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return rules.Config{}, fmt.Errorf("config file %s does not exist (use -c FILE, KNOCKWALL_CONFIG, or --example): %w", src.Path, rules.ErrInvalid)
+				return rules.Config{}, rep, fmt.Errorf("config file %s does not exist (use -c FILE, KNOCKWALL_CONFIG, or --example): %w", src.Path, rules.ErrInvalid)
 			}
-			return rules.Config{}, fmt.Errorf("read config: %w", err)
+			return rules.Config{}, rep, fmt.Errorf("read config: %w", err)
 		}
 		raw = b
+		rep.Path = src.Path
+		if fi, err := os.Stat(src.Path); err == nil {
+			rep.Mode = fi.Mode().Perm()
+		}
 	}
-	return Decode(raw, environ)
+	c, over, err := decodeEnv(raw, environ)
+	rep.Overrides = over
+	return c, rep, err
 }
 
 // Decode decodes YAML bytes with environment overrides.
 func Decode(raw []byte, environ []string) (rules.Config, error) {
+	c, _, err := decodeEnv(raw, environ)
+	return c, err
+}
+
+func decodeEnv(raw []byte, environ []string) (rules.Config, []string, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(raw)); err != nil {
-		return rules.Config{}, fmt.Errorf("parse yaml: %s: %w", strings.Join(strings.Fields(err.Error()), " "), rules.ErrInvalid)
+		return rules.Config{}, nil, fmt.Errorf("parse yaml: %s: %w", strings.Join(strings.Fields(err.Error()), " "), rules.ErrInvalid)
 	}
 	if err := unknownKeys(v.AllSettings(), reflect.TypeFor[rules.Config](), ""); err != nil {
-		return rules.Config{}, err
+		return rules.Config{}, nil, err
 	}
 
 	// Environment overrides: viper consults the environment only for keys
@@ -86,12 +115,15 @@ func Decode(raw []byte, environ []string) (rules.Config, error) {
 	for name := range v.GetStringMap("services") {
 		setDefaults(v, "services."+name, reflect.ValueOf(sd))
 	}
+	var overrides []string
 	for _, key := range v.AllKeys() {
 		name := EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 		if val, ok := env[name]; ok {
 			v.Set(key, val)
+			overrides = append(overrides, key)
 		}
 	}
+	slices.Sort(overrides)
 
 	var c rules.Config
 	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
@@ -99,9 +131,9 @@ func Decode(raw []byte, environ []string) (rules.Config, error) {
 		dc.ZeroFields = true
 	})
 	if err != nil {
-		return rules.Config{}, fmt.Errorf("%s: %w", strings.Join(strings.Fields(err.Error()), " "), rules.ErrInvalid)
+		return rules.Config{}, nil, fmt.Errorf("%s: %w", strings.Join(strings.Fields(err.Error()), " "), rules.ErrInvalid)
 	}
-	return c, nil
+	return c, overrides, nil
 }
 
 func envMap(environ []string) map[string]string {

@@ -447,3 +447,6 @@ func (s *socket) send(b []byte) error {
 }
 
 func (s *socket) close() { _ = unix.Close(s.fd) }
+
+// Num is the queue's number.
+func (q *Queue) Num() uint16 { return q.cfg.Num }

@@ -203,3 +203,7 @@ func ruleText(p *firewall.Plan, c *firewall.Chain, r *firewall.Rule) (string, er
 func nftDuration(d time.Duration) string {
 	return fmt.Sprintf("%dms", d.Milliseconds())
 }
+
+// Renderer returns a backend that can only Render: it holds no netlink
+// socket and writes the native queue statement.
+func Renderer() *Backend { return &Backend{} }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"encoding/binary"
@@ -10,8 +10,6 @@ import (
 
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/rules"
-	"github.com/knockwall/knockwall/tracker"
-	"github.com/knockwall/knockwall/verdict"
 )
 
 // syn4 is an IPv4 TCP SYN (checksums are not read by the engine).
@@ -41,15 +39,14 @@ func TestHandlerMarks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := tracker.New(tracker.Config{MaxPending: 64, MaxGrants: 64})
+	now := time.Now()
+	d, err := New(Config{Set: set, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now()
-	eng := verdict.New(set, tr, now)
 	granted := netip.MustParseAddr("10.77.0.2")
-	tr.Grant(granted, set.Services[0].ID, now, time.Hour)
-	h := newHandler(eng, set, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now }, nil)
+	d.Tracker().Grant(granted, set.Services[0].ID, now, time.Hour)
+	h := d.newHandler(nil)
 
 	const foreign = 0x00003f00 // mwan3's bits: knockwall must leave them alone
 	stranger := netip.MustParseAddr("10.77.0.3")

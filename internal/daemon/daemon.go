@@ -1,0 +1,540 @@
+// Package daemon is knockwall's life as a running service: it opens the
+// queues, puts the static firewall in place, judges packets through the
+// verdict engine, keeps the firewall in place (self-healing), mirrors grants
+// into the kernel's fast path, reloads its configuration, and on a stop
+// leaves the host as closed as the configuration says.
+//
+// The kernel sits behind small interfaces (queues, firewall backend,
+// change watch, clock), so the lifecycle is unit-tested with fakes; the
+// end-to-end tests prove the wiring against the real kernel.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/tracker"
+	"github.com/knockwall/knockwall/verdict"
+)
+
+// Timing of the daemon's background work.
+const (
+	// JanitorEvery is how often lapsed grants are removed and logged.
+	JanitorEvery = 250 * time.Millisecond
+	// WatchEvery is how often the firewall's change generation is polled;
+	// a change triggers a full check. Rules removed by someone else are
+	// back within about this long (plus one batch).
+	WatchEvery = 250 * time.Millisecond
+	// CheckEvery is how often the firewall is checked in full regardless
+	// of the generation (a change the watch cannot see, such as an
+	// iptables-legacy rule replaced by one of the same size).
+	CheckEvery = 10 * time.Second
+	// KernelStatsEvery is how often the kernel's queue drop counters are
+	// read.
+	KernelStatsEvery = time.Second
+	// RefusedLogEvery limits "grant refused" lines.
+	RefusedLogEvery = time.Second
+)
+
+// Queue is one bound NFQUEUE as the daemon uses it.
+type Queue interface {
+	// Fatal delivers an error when the queue stopped for good.
+	Fatal() <-chan error
+	// Stats is a snapshot of the queue's counters.
+	Stats() QueueStats
+	Close() error
+}
+
+// QueueStats are one queue's counters.
+type QueueStats struct {
+	Num                              uint16
+	Packets, Overruns, VerdictErrors uint64
+	Panics, Malformed, Batches       uint64
+}
+
+// QueueOpener binds queue num and delivers its packets to h. It returns once
+// the queue is bound: only then may traffic be diverted to it.
+type QueueOpener func(ctx context.Context, num uint16, h nfq.Handler) (Queue, error)
+
+// Resetter sends IPv6 TCP resets built like the kernel's (package rst).
+type Resetter interface {
+	Reset(syn []byte) error
+	Close() error
+}
+
+// Watch returns a number that changes whenever the host's firewall may
+// have changed (firewall.Watcher).
+type Watch func() (uint64, error)
+
+// Config is what a Daemon is made of.
+type Config struct {
+	Set *rules.Set
+	// Load reads and compiles the configuration again, for a reload; nil
+	// makes reloads fail.
+	Load func() (*rules.Set, error)
+	// Firewall applies the static rules; nil when firewall.manage is
+	// false (the operator installs them).
+	Firewall firewall.Backend
+	// Others are the other backend(s), whose leftovers (rules of an
+	// earlier run under another backend) are removed once Firewall's
+	// rules are in place, so no packet is queued twice.
+	Others []firewall.Backend
+	// Watch polls for changes; nil checks the firewall every WatchEvery.
+	Watch Watch
+	// OpenQueue binds one queue.
+	OpenQueue QueueOpener
+	// NewResetter opens an IPv6 reset sender per queue; nil or an error
+	// leaves IPv6 resets to the kernel's REJECT (flow label 0).
+	NewResetter func() (Resetter, error)
+	// KernelStats reads the kernel's counters of the queues.
+	KernelStats func(first, count int) (nfq.KernelStats, error)
+	// Now is the clock.
+	Now func() time.Time
+	Log *slog.Logger
+	// Version is reported by Status.
+	Version string
+}
+
+// Daemon is one run of knockwall.
+type Daemon struct {
+	cfg Config
+	log *slog.Logger
+
+	tr  *tracker.Tracker
+	eng *verdict.Engine
+
+	mu      sync.Mutex // guards set and plan (what Apply last put in place)
+	set     *rules.Set
+	plan    *firewall.Plan
+	backend string
+
+	queues  []Queue
+	grants  *grantSync // nil without the fast path
+	started time.Time
+
+	reloads chan chan error
+	heals   atomic.Uint64 // times rules were put back after someone removed them
+	reloadN atomic.Uint64
+}
+
+// New prepares a daemon; Run runs it.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		return nil, errors.New("daemon: no logger")
+	}
+	set := cfg.Set
+	tr, err := tracker.New(tracker.Config{
+		MaxPending: set.Tracker.MaxPending, MaxGrants: set.Tracker.MaxGrants,
+		KnockRate: set.Tracker.KnockRate, KnockBurst: set.Tracker.KnockBurst,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Log, tr: tr, set: set, reloads: make(chan chan error)}
+	d.started = cfg.Now()
+	d.eng = verdict.New(set, tr, d.started)
+	if cfg.Firewall != nil {
+		d.backend = cfg.Firewall.Name()
+	}
+	return d, nil
+}
+
+// Engine returns the verdict engine.
+func (d *Daemon) Engine() *verdict.Engine { return d.eng }
+
+// Tracker returns the tracker.
+func (d *Daemon) Tracker() *tracker.Tracker { return d.tr }
+
+// Set returns the rules in force.
+func (d *Daemon) Set() *rules.Set {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.set
+}
+
+// fastPath reports whether set asks for the kernel fast path and the
+// backend has it.
+func (d *Daemon) fastPath(set *rules.Set) bool {
+	if !set.Firewall.FastPath || d.cfg.Firewall == nil {
+		return false
+	}
+	_, ok := d.cfg.Firewall.(firewall.GrantWriter)
+	return ok
+}
+
+func (d *Daemon) newPlan(set *rules.Set) *firewall.Plan {
+	return firewall.NewPlan(set, firewall.Options{FastPath: d.fastPath(set)})
+}
+
+// Run runs the daemon until ctx ends (a clean stop: nil) or a queue fails
+// (the error; the static rules stay, so protected ports stay closed). A
+// start that fails leaves any guard that was in place: Apply changes each
+// table atomically, and nothing is removed before the new rules are in.
+func (d *Daemon) Run(ctx context.Context) error {
+	set := d.Set()
+	qctx, cancelQueues := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelQueues()
+	defer func() {
+		for _, q := range d.queues {
+			q.Close()
+		}
+	}()
+	plan := d.newPlan(set)
+	if gw, ok := d.cfg.Firewall.(firewall.GrantWriter); ok && plan.FastPath {
+		// Before the queues, whose handlers post grants to it.
+		d.grants = newGrantSync(gw, d.tr, d.cfg.Now, d.log)
+		d.grants.setPlan(plan)
+	}
+	var resetters []Resetter
+	defer func() {
+		for _, r := range resetters {
+			r.Close()
+		}
+	}()
+	// Queues first: a packet diverted to a queue nobody holds would pass
+	// (--queue-bypass) to the guard and be dropped, so binding first only
+	// shortens the time in which protected ports answer nobody.
+	for i := range set.Queue.Count {
+		var rs Resetter
+		if d.cfg.NewResetter != nil {
+			r, err := d.cfg.NewResetter()
+			if err != nil {
+				d.log.Warn("cannot send IPv6 resets myself; IPv6 rejects will carry flow label 0, unlike the kernel's", "err", err)
+			} else {
+				rs = r
+				resetters = append(resetters, r)
+			}
+		}
+		q, err := d.cfg.OpenQueue(qctx, uint16(set.Queue.Num+i), d.newHandler(rs))
+		if err != nil {
+			return err
+		}
+		d.queues = append(d.queues, q)
+	}
+
+	if fw := d.cfg.Firewall; fw != nil {
+		if err := fw.Apply(ctx, plan); err != nil {
+			return fmt.Errorf("install firewall rules (%s): %w; any guard already in place stays, so protected ports stay closed", fw.Name(), err)
+		}
+		d.log.Info("firewall rules installed", "backend", fw.Name(), "fast_path", plan.FastPath, "chains", len(plan.Chains))
+		for _, o := range d.cfg.Others {
+			if err := o.Remove(ctx); err != nil {
+				d.log.Debug("no leftovers removed", "backend", o.Name(), "err", err)
+			}
+		}
+		if d.grants != nil {
+			d.grants.resync()
+		}
+	} else {
+		d.log.Info("firewall.manage is false: install the static rules yourself (knockwall rules print)")
+	}
+	d.mu.Lock()
+	d.plan = plan
+	d.mu.Unlock()
+	for _, svc := range set.Services {
+		d.log.Info("service", keyService, svc.Name, "ports", fmt.Sprint(svc.Ports), "knocks", len(svc.Sequence),
+			keyOpenFor, svc.OpenFor.String(), "closed", svc.Closed.String())
+	}
+	d.log.Info("ready", "queues", set.Queue.Count, "first_queue", set.Queue.Num)
+
+	var bg sync.WaitGroup
+	bgCtx, stopBG := context.WithCancel(ctx)
+	defer func() { stopBG(); bg.Wait() }()
+	if d.grants != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); d.grants.run(bgCtx) }()
+	}
+
+	fatal := make(chan error, len(d.queues))
+	for _, q := range d.queues {
+		go func() {
+			if err, ok := <-q.Fatal(); ok {
+				fatal <- err
+			}
+		}()
+	}
+	return d.loop(ctx, fatal)
+}
+
+func (d *Daemon) loop(ctx context.Context, fatal <-chan error) error {
+	janitor := time.NewTicker(JanitorEvery)
+	defer janitor.Stop()
+	watch := time.NewTicker(WatchEvery)
+	defer watch.Stop()
+	set := d.Set()
+	var lastKernel nfq.KernelStats
+	if d.cfg.KernelStats != nil {
+		lastKernel, _ = d.cfg.KernelStats(set.Queue.Num, set.Queue.Count)
+	}
+	nextKernel := d.cfg.Now().Add(KernelStatsEvery)
+	h := &healer{d: d}
+	for {
+		select {
+		case <-ctx.Done():
+			d.stop(context.WithoutCancel(ctx))
+			return nil
+		case err := <-fatal:
+			d.logStats()
+			d.log.Error("queue failed; static rules left in place so protected ports stay closed",
+				"err", err, "remove_with", "knockwall rules remove")
+			return err
+		case done := <-d.reloads:
+			done <- d.reload(ctx)
+		case <-watch.C:
+			h.poll(ctx)
+		case <-janitor.C:
+			now := d.cfg.Now()
+			if d.cfg.KernelStats != nil && now.After(nextKernel) {
+				nextKernel = now.Add(KernelStatsEvery)
+				set := d.Set()
+				if ks, err := d.cfg.KernelStats(set.Queue.Num, set.Queue.Count); err == nil {
+					if dq, du := ks.QueueDropped-lastKernel.QueueDropped, ks.UserDropped-lastKernel.UserDropped; dq+du > 0 {
+						d.log.Warn("kernel dropped packets: knockwall is overloaded (protected ports stay closed)",
+							"queue_full", dq, "socket_full", du, "waiting", ks.Waiting)
+					}
+					lastKernel = ks
+				}
+			}
+			d.eng.Nonces().Purge(now.UnixNano())
+			set := d.eng.Rules()
+			for _, e := range d.tr.Expire(now) {
+				name := "?"
+				if i, ok := set.ServiceByID(e.ID); ok {
+					name = set.Services[i].Name
+				}
+				d.log.Info("expire", keySrc, e.Src.String(), keyService, name)
+			}
+		}
+	}
+}
+
+// stop leaves the firewall as firewall.keep_guard says: the guard and the
+// mark clearing, or nothing.
+func (d *Daemon) stop(ctx context.Context) {
+	d.log.Info("shutting down")
+	d.mu.Lock()
+	plan, set := d.plan, d.set
+	d.mu.Unlock()
+	if fw := d.cfg.Firewall; fw != nil && plan != nil {
+		if set.Firewall.KeepGuard {
+			if err := fw.Apply(ctx, plan.Stopped()); err != nil {
+				d.log.Error("could not remove the diversion; rules left as they were (protected ports stay closed)", "err", err)
+			} else {
+				d.log.Info("firewall rules removed; the guard stays (firewall.keep_guard), protected ports stay closed",
+					"remove_all_with", "knockwall rules remove")
+			}
+		} else if err := fw.Remove(ctx); err != nil {
+			d.log.Error("could not remove the firewall rules", "err", err)
+		} else {
+			d.log.Warn("firewall rules removed, the guard too (firewall.keep_guard: false): protected ports are now open to whatever the host's own firewall allows")
+		}
+	}
+	d.logStats()
+}
+
+// Reload asks the running daemon to read its configuration again. It
+// returns the reason when the new configuration is refused (nothing then
+// changes).
+func (d *Daemon) Reload(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case d.reloads <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// reload swaps in a new configuration: the firewall plan first (one atomic
+// step per table; the guard of ports protected before and after is never
+// absent), then the engine's rules. Grants of services whose name stays
+// survive.
+func (d *Daemon) reload(ctx context.Context) error {
+	if d.cfg.Load == nil {
+		return errors.New("reload: no configuration source")
+	}
+	set, err := d.cfg.Load()
+	if err != nil {
+		d.log.Error("reload refused; the running configuration stays", "err", err)
+		return err
+	}
+	old := d.Set()
+	if err := sameShape(old, set); err != nil {
+		d.log.Error("reload refused; the running configuration stays", "err", err)
+		return err
+	}
+	plan := d.newPlan(set)
+	if fw := d.cfg.Firewall; fw != nil {
+		if err := fw.Apply(ctx, plan); err != nil {
+			d.log.Error("reload: firewall rules could not be applied; the running configuration stays", "err", err)
+			d.mu.Lock()
+			prev := d.plan
+			d.mu.Unlock()
+			if prev != nil {
+				_ = fw.Apply(ctx, prev)
+			}
+			return fmt.Errorf("apply firewall rules: %w", err)
+		}
+	}
+	d.eng.SetRules(set, d.cfg.Now())
+	d.mu.Lock()
+	d.set, d.plan = set, plan
+	d.mu.Unlock()
+	if d.grants != nil {
+		d.grants.setPlan(plan)
+		d.grants.resync()
+	}
+	d.reloadN.Add(1)
+	for _, c := range diffServices(old, set) {
+		d.log.Info("reload", keyService, c.name, "change", c.what)
+	}
+	d.log.Info("reloaded")
+	return nil
+}
+
+// sameShape refuses a reload that changes what only a restart can: the
+// queues, the tracker's bounds, the logger, the marks, the backend.
+func sameShape(a, b *rules.Set) error {
+	switch {
+	case a.Queue != b.Queue:
+		return errRestart("queue")
+	case a.Tracker != b.Tracker:
+		return errRestart("tracker")
+	case a.Log != b.Log:
+		return errRestart("log")
+	case a.Firewall.Manage != b.Firewall.Manage || a.Firewall.Backend != b.Firewall.Backend || a.Firewall.FastPath != b.Firewall.FastPath:
+		return errRestart("firewall.manage, backend or fast_path")
+	case a.Firewall.AcceptMark != b.Firewall.AcceptMark || a.Firewall.RejectMark != b.Firewall.RejectMark || a.Firewall.MarkMask != b.Firewall.MarkMask:
+		return errRestart("firewall marks")
+	}
+	return nil
+}
+
+func errRestart(what string) error {
+	return fmt.Errorf("%w: %s changed; that takes a restart (systemctl restart knockwall)", rules.ErrInvalid, what)
+}
+
+type serviceChange struct{ name, what string }
+
+// diffServices says, per service, what a reload changed.
+func diffServices(a, b *rules.Set) []serviceChange {
+	var out []serviceChange
+	for _, sb := range b.Services {
+		i, ok := a.ServiceByID(sb.ID)
+		if !ok {
+			out = append(out, serviceChange{sb.Name, "added"})
+			continue
+		}
+		if w := describeChange(&a.Services[i], &sb); w != "" {
+			out = append(out, serviceChange{sb.Name, w})
+		}
+	}
+	for _, sa := range a.Services {
+		if _, ok := b.ServiceByID(sa.ID); !ok {
+			out = append(out, serviceChange{sa.Name, "removed (its grants end)"})
+		}
+	}
+	return out
+}
+
+func describeChange(a, b *rules.Service) string {
+	var what []string
+	if fmt.Sprint(a.Ports) != fmt.Sprint(b.Ports) {
+		what = append(what, fmt.Sprintf("ports %v → %v", a.Ports, b.Ports))
+	}
+	if fmt.Sprint(a.Sequence) != fmt.Sprint(b.Sequence) {
+		what = append(what, "sequence changed (knock progress dropped)")
+	}
+	if a.OpenFor != b.OpenFor || a.StepTimeout != b.StepTimeout {
+		what = append(what, fmt.Sprintf("open_for %s → %s, step_timeout %s → %s", a.OpenFor, b.OpenFor, a.StepTimeout, b.StepTimeout))
+	}
+	if a.Closed != b.Closed {
+		what = append(what, fmt.Sprintf("closed %s → %s", a.Closed, b.Closed))
+	}
+	if (a.SPA == nil) != (b.SPA == nil) || (a.Rotate == nil) != (b.Rotate == nil) {
+		what = append(what, "spa/rotate changed")
+	}
+	if len(what) == 0 {
+		return ""
+	}
+	return fmt.Sprint(what)
+}
+
+// Revoke ends src's grants (of service, or every service when service is
+// "") at once: in the tracker, then in the kernel's fast path, before it
+// returns. It returns the grants it ended.
+func (d *Daemon) Revoke(ctx context.Context, src netip.Addr, service string, who string) ([]tracker.GrantInfo, error) {
+	var id uint64
+	if service != "" {
+		set := d.eng.Rules()
+		i, ok := set.ServiceByName([]byte(service))
+		if !ok {
+			return nil, fmt.Errorf("no service %q", service)
+		}
+		id = set.Services[i].ID
+	}
+	ended := d.tr.Revoke(src.Unmap(), id)
+	if d.grants != nil && len(ended) > 0 {
+		if err := d.grants.replaceNow(ctx); err != nil {
+			return ended, fmt.Errorf("revoked in knockwall, but the kernel's fast path could not be updated: %w", err)
+		}
+	}
+	d.log.Info("revoke", keySrc, src.String(), keyService, service, "grants", len(ended), "by", who)
+	return ended, nil
+}
+
+// Grant grants service to src until now+dur, as an operator asks: at once
+// in the tracker and in the kernel's fast path.
+func (d *Daemon) Grant(ctx context.Context, src netip.Addr, service string, dur time.Duration, who string) (time.Time, error) {
+	set := d.eng.Rules()
+	i, ok := set.ServiceByName([]byte(service))
+	if !ok {
+		return time.Time{}, fmt.Errorf("no service %q", service)
+	}
+	svc := &set.Services[i]
+	if dur <= 0 {
+		dur = svc.OpenFor
+	}
+	src = src.Unmap()
+	now := d.cfg.Now()
+	until := now.Add(dur)
+	if !d.tr.GrantUntil(src, svc.ID, now, until) {
+		return time.Time{}, tracker.ErrGrantTableFull
+	}
+	if d.grants != nil {
+		if err := d.grants.replaceNow(ctx); err != nil {
+			return until, fmt.Errorf("granted in knockwall, but the kernel's fast path could not be updated: %w", err)
+		}
+	}
+	d.log.Info("grant", keySrc, src.String(), keyService, svc.Name, "by", "manual", "for", dur.String(), "operator", who)
+	return until, nil
+}
+
+// Weaknesses names what makes a service easy to open by guessing.
+func Weaknesses(svc rules.Service) []string {
+	var out []string
+	if n := len(svc.Sequence); n > 0 && n < 3 {
+		out = append(out, fmt.Sprintf("%s's sequence has %d knock(s); a port scan can stumble on it. Use 3 or more, or spa.", svc.Name, n))
+	}
+	if r := svc.Rotate; r != nil && r.Length < 3 {
+		out = append(out, fmt.Sprintf("%s's rotating sequence has length %d; guessing it is cheap. Use 3 or more.", svc.Name, r.Length))
+	}
+	return out
+}

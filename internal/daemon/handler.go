@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/knockwall/knockwall/internal/lograte"
+	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/tracker"
+	"github.com/knockwall/knockwall/verdict"
+)
+
+// Log attribute keys.
+const (
+	keySrc     = "src"
+	keyService = "service"
+	keyPort    = "port"
+	keyProto   = "proto"
+	keyStep    = "step"
+	keyReason  = "reason"
+	keyOpenFor = "open_for"
+)
+
+// newHandler adapts the engine to a queue: decision to verdict and mark,
+// the log lines a decision deserves, and new grants to the fast path.
+func (d *Daemon) newHandler(resets Resetter) nfq.Handler {
+	set := d.cfg.Set
+	mask := uint32(set.Firewall.MarkMask)
+	acceptMark := uint32(set.Firewall.AcceptMark)
+	rejectMark := uint32(set.Firewall.RejectMark)
+	log := d.log
+	debug := log.Enabled(context.Background(), slog.LevelDebug)
+	// Refused grants come in floods when the table is full; say so at most
+	// once per RefusedLogEvery.
+	refused := &lograte.Limiter{Every: RefusedLogEvery}
+	eng, now := d.eng, d.cfg.Now
+	return func(pkt []byte, mark uint32) nfq.Verdict {
+		dec := eng.Decide(pkt, now())
+		if dec.GrantRefused {
+			if refused.Allow() {
+				log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, dec.Src.String(), keyService, dec.Service)
+			}
+		} else if dec.Knock.Event != tracker.EventNone {
+			logKnock(log, debug, dec)
+		}
+		switch {
+		case dec.Reason == verdict.ReasonToken:
+			log.Info("grant", keySrc, dec.Src.String(), keyService, dec.Service, "by", "spa")
+		case dec.Reason == verdict.ReasonBadToken && !dec.GrantRefused && debug:
+			log.Debug("token refused", keySrc, dec.Src.String(), keyService, dec.Service, keyReason, dec.TokenErr.Error())
+		}
+		if g := d.grants; g != nil && (dec.Reason == verdict.ReasonToken || dec.Knock.Event == tracker.EventGrant) {
+			g.granted(dec.Src, dec.ServiceID)
+		}
+		switch dec.Verdict {
+		case verdict.Accept:
+			if dec.Reason != verdict.ReasonGranted {
+				// Only protected ports need the accept mark (the guard
+				// looks for it); the rest may be answered in batches.
+				return nfq.Verdict{Accept: true}
+			}
+			// Sole: the accept mark opens the guard, so it must never
+			// reach, by a batch, a packet whose own verdict was lost.
+			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark, Sole: true}
+		case verdict.Reject:
+			if resets != nil && dec.Proto == rules.ProtoTCP && dec.Src.Is6() && resets.Reset(pkt) == nil {
+				return nfq.Verdict{} // answered; the SYN itself goes no further
+			}
+			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | rejectMark}
+		default:
+			return nfq.Verdict{}
+		}
+	}
+}
+
+func logKnock(log *slog.Logger, debug bool, d verdict.Decision) {
+	switch d.Knock.Event {
+	case tracker.EventGrant:
+		log.Info("grant", keySrc, d.Src.String(), keyService, d.Service)
+	case tracker.EventStep, tracker.EventRepeat:
+		if debug {
+			log.Debug("knock", keySrc, d.Src.String(), keyService, d.Service, keyStep, d.Knock.Done, keyPort, d.Port, keyProto, d.Proto, "event", d.Knock.Event.String())
+		}
+	case tracker.EventReset:
+		if debug {
+			log.Debug("reset", keySrc, d.Src.String(), keyService, d.Service, keyPort, d.Port, keyProto, d.Proto)
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"unsafe"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Watcher tells cheaply, without a fork and without reading any rule,
+// whether the host's firewall may have changed: Generation returns a number
+// that changes with every change of the nf_tables ruleset (nftables, and
+// iptables-nft, which is nftables underneath) and of each iptables-legacy
+// table knockwall uses. The daemon polls it and runs a full Check only when
+// it moves (and now and then regardless).
+type Watcher struct {
+	nl *netlink.Conn // nil when the kernel has no nf_tables
+}
+
+// NewWatcher opens the netlink socket Generation asks.
+func NewWatcher() *Watcher {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return &Watcher{}
+	}
+	return &Watcher{nl: c}
+}
+
+// Close closes the socket.
+func (w *Watcher) Close() error {
+	if w.nl == nil {
+		return nil
+	}
+	return w.nl.Close()
+}
+
+// Generation implements the watch; see Watcher.
+func (w *Watcher) Generation() (uint64, error) {
+	h := fnv.New64a()
+	var b [8]byte
+	if w.nl != nil {
+		gen, err := w.nftGen()
+		if err != nil {
+			return 0, err
+		}
+		binary.BigEndian.PutUint32(b[:], gen)
+		h.Write(b[:4])
+	}
+	for _, t := range xtTables {
+		size, entries := xtInfo(t.family, t.name)
+		binary.BigEndian.PutUint32(b[:], size)
+		binary.BigEndian.PutUint32(b[4:], entries)
+		h.Write(b[:])
+	}
+	return h.Sum64(), nil
+}
+
+// nftGen asks the nf_tables ruleset generation (NFT_MSG_GETGEN).
+func (w *Watcher) nftGen() (uint32, error) {
+	req := netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
+			Flags: netlink.Request,
+		},
+		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	}
+	msgs, err := w.nl.Execute(req)
+	if err != nil {
+		return 0, fmt.Errorf("nf_tables generation: %w", err)
+	}
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return 0, err
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, errors.New("nf_tables generation: no answer")
+}
+
+var xtTables = []struct {
+	family int
+	name   string
+}{
+	{unix.AF_INET, "mangle"}, {unix.AF_INET, "filter"}, {unix.AF_INET, "security"},
+	{unix.AF_INET6, "mangle"}, {unix.AF_INET6, "filter"}, {unix.AF_INET6, "security"},
+}
+
+// iptGetinfo is struct ipt_getinfo (and ip6t_getinfo, the same layout).
+type iptGetinfo struct {
+	Name       [32]byte
+	ValidHooks uint32
+	HookEntry  [5]uint32
+	Underflow  [5]uint32
+	NumEntries uint32
+	Size       uint32
+}
+
+// soGetInfo is IPT_SO_GET_INFO and IP6T_SO_GET_INFO.
+const soGetInfo = 64
+
+// xtInfo returns the size and entry count of an iptables-legacy table, or
+// zeros when it is not loaded (iptables-nft hosts have none).
+func xtInfo(family int, table string) (size, entries uint32) {
+	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return 0, 0
+	}
+	defer unix.Close(fd)
+	var info iptGetinfo
+	copy(info.Name[:], table)
+	level := unix.IPPROTO_IP
+	if family == unix.AF_INET6 {
+		level = unix.IPPROTO_IPV6
+	}
+	l := uint32(unsafe.Sizeof(info))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), soGetInfo,
+		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&l)), 0)
+	if errno != 0 {
+		return 0, 0
+	}
+	return info.Size, info.NumEntries
+}

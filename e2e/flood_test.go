@@ -191,6 +191,16 @@ func unrelatedPorts(n int, seed uint64) []uint16 {
 	return ports
 }
 
+// judgedPorts are ports whose SYNs the daemon judges, the ones that load
+// it: with the fast path only the protected port (and knock ports) leave
+// the kernel; otherwise n unrelated closed ports.
+func (fe *floodEnv) judgedPorts(n int, seed uint64) []uint16 {
+	if fe.backend.fastPath {
+		return []uint16{protectedPort}
+	}
+	return unrelatedPorts(n, seed)[1:]
+}
+
 // floodRun is one or more loadgen runs in progress.
 type floodRun struct {
 	cancel context.CancelFunc
@@ -605,13 +615,13 @@ func testFloodPendingChurn(t *testing.T, b backend) {
 	}
 }
 
-// measureCapacity floods unrelated closed ports as fast as loadgen can for
+// measureCapacity floods ports the daemon judges (judgedPorts) as fast as loadgen can for
 // about a second and returns the SYNs per second the daemon passed, counted
 // by the kernel's resets (each verdicted SYN to a closed port gets one).
 func (fe *floodEnv) measureCapacity(t *testing.T) float64 {
 	t.Helper()
 	before := fe.queueCounters(t)
-	c := synFlood(0, 5, unrelatedPorts(64, 5)[1:]...)
+	c := synFlood(0, 5, fe.judgedPorts(64, 5)...)
 	c.Count, c.Duration = 2_000_000, time.Second
 	st := fe.startFlood(t, c).wait(t)
 	time.Sleep(200 * time.Millisecond) // the queue drains
@@ -671,7 +681,7 @@ func testFloodOverload(t *testing.T, b backend) {
 			before := fe.queueCounters(t)
 			var floods []loadgen.Config
 			for seed := range uint64(overloadSenders) {
-				c := synFlood(0, 6+seed, unrelatedPorts(64, 6+seed)...)
+				c := synFlood(0, 6+seed, fe.judgedPorts(64, 6+seed)...)
 				c.Duration, c.Count = duration, 3*int(capacity)*int(duration/time.Second)
 				floods = append(floods, c)
 			}

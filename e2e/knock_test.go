@@ -273,7 +273,6 @@ func testFailClosed(t *testing.T, b backend) {
 	e.expectOpen(t, netip.Addr{}, e.server6(openPort))
 }
 
-
 // TestIPv6: closed before the knock, open after it, over IPv6.
 func TestIPv6(t *testing.T) { eachBackend(t, testIPv6) }
 

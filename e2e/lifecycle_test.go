@@ -317,4 +317,3 @@ func nftQueue(t *testing.T, e *env) bool {
 	_, err := e.run(e.pair.Server, "nft", "add table inet kwprobe; add chain inet kwprobe c; add rule inet kwprobe c queue num 0 bypass; delete table inet kwprobe")
 	return err == nil
 }
-

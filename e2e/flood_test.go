@@ -510,7 +510,7 @@ func (d *daemon) overrunTimes(t *testing.T) map[string][]time.Time {
 // source whose last grant has lapsed (the two clients take turns, with a
 // short open_for). The flood aims at unrelated ports and the protected
 // port, or at the knock ports themselves.
-func TestFloodLegitimate(t *testing.T) { eachBackend(t, testFloodLegitimate) }
+func TestFloodLegitimate(t *testing.T) { eachBackendSerial(t, testFloodLegitimate) }
 
 func testFloodLegitimate(t *testing.T, b backend) {
 	tests := []struct {
@@ -565,7 +565,7 @@ func testFloodLegitimate(t *testing.T, b backend) {
 // knocks churns it, but a grant made before the flood survives: its holder
 // connects during and after the flood, pending progress was evicted, and no
 // grant was refused.
-func TestFloodPendingChurn(t *testing.T) { eachBackend(t, testFloodPendingChurn) }
+func TestFloodPendingChurn(t *testing.T) { eachBackendSerial(t, testFloodPendingChurn) }
 
 func testFloodPendingChurn(t *testing.T, b backend) {
 	const duration = 2 * time.Second
@@ -650,7 +650,7 @@ func (fe *floodEnv) measureCapacity(t *testing.T) float64 {
 // the measured capacity are only logged. With the default queue length the
 // kernel queue overflows; with a long one the netlink socket does, which
 // the daemon counts and logs as overruns.
-func TestFloodOverload(t *testing.T) { eachBackend(t, testFloodOverload) }
+func TestFloodOverload(t *testing.T) { eachBackendSerial(t, testFloodOverload) }
 
 func testFloodOverload(t *testing.T, b backend) {
 	const duration = 2 * time.Second
@@ -846,7 +846,7 @@ func (fe *floodEnv) pauseDaemon(t *testing.T, f *floodRun, n int, d time.Duratio
 // above tracker.knock_rate is limited, to the point that its own correct
 // sequence right afterwards opens nothing, while another source's knock
 // opens as usual, during the hammering.
-func TestFloodKnockRateLimit(t *testing.T) { eachBackend(t, testFloodKnockRateLimit) }
+func TestFloodKnockRateLimit(t *testing.T) { eachBackendSerial(t, testFloodKnockRateLimit) }
 
 func testFloodKnockRateLimit(t *testing.T, b backend) {
 	const (
@@ -907,7 +907,7 @@ func testFloodKnockRateLimit(t *testing.T, b backend) {
 // source's correct knock is refused (and logged) while the first grant
 // lives, the holder still connects, and once the first grant has expired
 // the second source is granted.
-func TestFloodGrantTableFull(t *testing.T) { eachBackend(t, testFloodGrantTableFull) }
+func TestFloodGrantTableFull(t *testing.T) { eachBackendSerial(t, testFloodGrantTableFull) }
 
 func testFloodGrantTableFull(t *testing.T, b backend) {
 	const openFor = 3 * time.Second // long enough to check the refusal well within it
@@ -991,7 +991,7 @@ func (fe *floodEnv) grantOutcome(from int, src netip.Addr) (granted bool, err er
 // refused. A regression test: the tracker once capped each of its 16
 // shards at max_grants/16, and with max_grants 16 (one grant a shard) two
 // of 16 sources almost always share a shard.
-func TestFloodGrantTableCapacity(t *testing.T) { eachBackend(t, testFloodGrantTableCapacity) }
+func TestFloodGrantTableCapacity(t *testing.T) { eachBackendSerial(t, testFloodGrantTableCapacity) }
 
 func testFloodGrantTableCapacity(t *testing.T, b backend) {
 	const maxGrants = 16

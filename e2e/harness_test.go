@@ -88,8 +88,20 @@ func (b backend) yaml() string {
 	return fmt.Sprintf("  backend: %s\n  fast_path: %t\n", b.firewall, b.fastPath)
 }
 
-// eachBackend runs fn as a subtest per backend.
+// eachBackend runs fn as a subtest per backend, in parallel with each
+// other (each has namespaces of its own; most of a test is waiting).
 func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, b)
+		})
+	}
+}
+
+// eachBackendSerial is eachBackend one at a time, for tests that load the
+// machine (floods) or measure it.
+func eachBackendSerial(t *testing.T, fn func(t *testing.T, b backend)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) { fn(t, b) })
 	}
@@ -289,11 +301,13 @@ func startDaemon(t *testing.T, ns netns.NS, bin, cfgPath string) *daemon {
 	return startDaemonAt(t, ns, bin, cfgPath, "debug")
 }
 
-// startDaemonAt is startDaemon at log level level.
-func startDaemonAt(t *testing.T, ns netns.NS, bin, cfgPath, level string) *daemon {
+// startDaemonAt is startDaemon at log level level, with extra environment
+// variables.
+func startDaemonAt(t *testing.T, ns netns.NS, bin, cfgPath, level string, extraEnv ...string) *daemon {
 	t.Helper()
 	cmd := ns.Command(bin, "run", "-c", cfgPath)
 	cmd.Env = append(os.Environ(), "KNOCKWALL_LOG_FORMAT=json", "KNOCKWALL_LOG_LEVEL="+level)
+	cmd.Env = append(cmd.Env, extraEnv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -112,8 +112,8 @@ func testStopKeepsGuard(t *testing.T, b backend) {
 func TestKeepGuardFalse(t *testing.T) { eachBackend(t, testKeepGuardFalse) }
 
 func testKeepGuardFalse(t *testing.T, b backend) {
-	t.Setenv("KNOCKWALL_FIREWALL_KEEP_GUARD", "false")
-	e := newEnv(t, envOptions{backend: b})
+	e := newEnv(t, envOptions{backend: b, noDaemon: true})
+	e.d = startDaemonAt(t, e.pair.Server, e.bin, e.cfgPath, "debug", "KNOCKWALL_FIREWALL_KEEP_GUARD=false")
 	if !e.d.has("firewall.keep_guard is false: a clean stop removes the guard, and protected ports are then open to whatever the host's own firewall allows", nil) {
 		t.Errorf("no WARN about keep_guard false at start")
 	}

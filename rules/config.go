@@ -114,10 +114,10 @@ type RotateConfig struct {
 // environment sets it. Services have no defaults beyond ServiceDefaults.
 func Defaults() Config {
 	return Config{
-		Queue:    QueueConfig{Num: 0, Count: 1, MaxLen: DefaultQueueMaxLen},
+		Queue: QueueConfig{Num: 0, Count: 1, MaxLen: DefaultQueueMaxLen},
 		Firewall: FirewallConfig{Manage: true, KeepGuard: true, Backend: BackendAuto, FastPath: true,
 			AcceptMark: DefaultAcceptMark, RejectMark: DefaultRejectMark, MarkMask: DefaultMarkMask},
-		Log:      LogConfig{Level: "info", Format: "text"},
+		Log: LogConfig{Level: "info", Format: "text"},
 		Tracker: TrackerConfig{
 			MaxPending: DefaultMaxPending, MaxGrants: DefaultMaxGrants, MaxNonces: DefaultMaxNonces,
 			KnockRate: DefaultKnockRate, KnockBurst: DefaultKnockBurst,

@@ -86,6 +86,11 @@ var zeroAllocPaths = []hotPath{
 		expectDecision(tb, e, pkt, t0, verdict.Reject, verdict.ReasonNoGrant)
 		return func() { e.Decide(pkt, t0) }
 	}},
+	{"protected no-grant syn ipv6 with AH", func(tb testing.TB, e *verdict.Engine) func() {
+		pkt := withAH(syn(tb, client6, 22))
+		expectDecision(tb, e, pkt, t0, verdict.Reject, verdict.ReasonNoGrant)
+		return func() { e.Decide(pkt, t0) }
+	}},
 	{"protected no-grant syn, drop", func(tb testing.TB, e *verdict.Engine) func() {
 		pkt := syn(tb, client6b, 5432)
 		expectDecision(tb, e, pkt, t0, verdict.Drop, verdict.ReasonNoGrant)

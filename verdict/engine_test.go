@@ -172,10 +172,12 @@ func TestDecide(t *testing.T) {
 			step{what: "v6 lapses later", pkt: syn(t, client6, 22), at: 2*s + open, verdict: accept, reason: verdict.ReasonGranted},
 		)},
 		{name: "ipv6 with extension headers knocks", steps: []step{
+			{what: "protected, with AH", pkt: withAH(syn(t, client6, 22)), verdict: reject, reason: verdict.ReasonNoGrant},
 			{pkt: k6[0], verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventStep},
 			{pkt: spec{src: client6, dst: server6, sport: 2, dport: 8000, flags: verdict.TCPSyn, ext: extHeaders()}.tcp(t), at: s, verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventStep},
-			{pkt: spec{src: client6, dst: server6, sport: 3, dport: 9000, ext: extHeaders()}.udp(t), at: 2 * s, verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventGrant},
+			{pkt: withAH(spec{src: client6, dst: server6, sport: 3, dport: 9000, ext: extHeaders()}.udp(t)), at: 2 * s, verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventGrant},
 			{pkt: spec{src: client6, dst: server6, sport: 4, dport: 22, flags: verdict.TCPSyn, ext: extHeaders()}.tcp(t), at: 3 * s, verdict: accept, reason: verdict.ReasonGranted},
+			{what: "granted, with AH", pkt: withAH(syn(t, client6, 22)), at: 3 * s, verdict: accept, reason: verdict.ReasonGranted},
 		}},
 		{name: "a second source stays out", steps: then(sequence(k4),
 			step{what: "other v4 source", pkt: syn(t, client4b, 22), at: 3 * s, verdict: reject, reason: verdict.ReasonNoGrant},

@@ -23,6 +23,7 @@ func seedPackets(tb testing.TB) [][]byte {
 		syn(tb, client6, 22),
 		udpPkt(tb, client6, 6000, nil),
 		spec{src: client6, dst: server6, sport: 1, dport: 22, flags: verdict.TCPSyn, ext: extHeaders()}.tcp(tb),
+		withAH(syn(tb, client6, 22)),
 		tcpPkt(tb, client4, 22, verdict.TCPSyn|verdict.TCPAck),
 		icmp4(tb),
 		syn(tb, client4, 22)[:30],

@@ -126,6 +126,11 @@ func TestDecodeValid(t *testing.T) {
 			want: verdict.Parsed{Src: client6, Dst: server6, IPVersion: 6, IPProto: 6, SrcPort: 1, DstPort: 22, TCPFlags: verdict.TCPSyn, PayloadOff: 68},
 		},
 		{
+			name: "ipv6 authentication header then tcp",
+			pkt:  withAH(syn(t, client6, 22)),
+			want: verdict.Parsed{Src: client6, Dst: server6, IPVersion: 6, IPProto: 6, SrcPort: 40000, DstPort: 22, TCPFlags: verdict.TCPSyn, PayloadOff: 84},
+		},
+		{
 			name: "ipv6 hop-by-hop and destination options then udp",
 			pkt:  spec{src: client6, dst: server6, sport: 1, dport: 9000, payload: []byte("x"), ext: []gopacket.SerializableLayer{hopByHop(), destOpts()}}.udp(t),
 			want: verdict.Parsed{Src: client6, Dst: server6, IPVersion: 6, IPProto: 17, SrcPort: 1, DstPort: 9000, PayloadOff: 64, PayloadLen: 1},

@@ -14,9 +14,9 @@ import (
 // kept it at first, measured ~180 bytes and one allocation per new source.)
 // V must hold no pointers. Keys are the 16-byte form of the address, so an
 // IPv4 source and its IPv4-mapped IPv6 form share an entry; they never
-// meet, since Linux drops IPv6 packets from an IPv4-mapped source before
-// netfilter sees them (ip6_rcv_core, since 4.15). Grants, which open ports,
-// keep the two apart anyway (grantKey.v4).
+// meet, since verdict drops IPv6 packets from an IPv4-mapped source as
+// malformed before the tracker sees them. Grants, which open ports, keep
+// the two apart anyway (grantKey.v4).
 type table[V any] struct {
 	slots []slot[V]
 	index []int32 // slot number, or -1; len is a power of two ≥ 2×cap

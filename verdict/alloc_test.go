@@ -149,6 +149,11 @@ var zeroAllocPaths = []hotPath{
 		expectDecision(tb, e, pkt, t0, verdict.Drop, verdict.ReasonMalformed)
 		return func() { e.Decide(pkt, t0) }
 	}},
+	{"ipv4-mapped source", func(tb testing.TB, e *verdict.Engine) func() {
+		pkt := udpPkt(tb, mapped4, 9000, nil)
+		expectDecision(tb, e, pkt, t0, verdict.Drop, verdict.ReasonMalformed)
+		return func() { e.Decide(pkt, t0) }
+	}},
 	{"malformed empty", func(tb testing.TB, e *verdict.Engine) func() {
 		expectDecision(tb, e, nil, t0, verdict.Drop, verdict.ReasonMalformed)
 		return func() { e.Decide(nil, t0) }

@@ -160,6 +160,9 @@ func TestDecide(t *testing.T) {
 			{what: "icmp", pkt: icmp4(t), verdict: drop, reason: verdict.ReasonMalformed},
 			{what: "ipv4 fragment", pkt: spec{src: client4, dst: server4, sport: 1, dport: 22, flags: verdict.TCPSyn, ipFlags: layers.IPv4MoreFragments}.tcp(t), verdict: drop, reason: verdict.ReasonMalformed},
 			{what: "version 5", pkt: edit(syn(t, client4, 80), func(b []byte) { b[0] = 0x55 }), verdict: drop, reason: verdict.ReasonMalformed},
+			{what: "ipv4-mapped source, unprotected port", pkt: syn(t, mapped4, 80), verdict: drop, reason: verdict.ReasonMalformed},
+			{what: "ipv4-mapped source, knock", pkt: syn(t, mapped4, 7000), verdict: drop, reason: verdict.ReasonMalformed, check: true},
+			{what: "ipv4-mapped source, udp knock", pkt: udpPkt(t, mapped4, 9000, nil), verdict: drop, reason: verdict.ReasonMalformed, check: true},
 		}},
 		{name: "ipv6 source granted separately from ipv4", steps: then(sequence(k4),
 			step{what: "v6 not granted", pkt: syn(t, client6, 22), at: 3 * s, verdict: reject, reason: verdict.ReasonNoGrant},
@@ -184,7 +187,7 @@ func TestDecide(t *testing.T) {
 			step{what: "other v6 source", pkt: syn(t, client6b, 22), at: 3 * s, verdict: reject, reason: verdict.ReasonNoGrant},
 			step{what: "other source's last knock alone", pkt: udpPkt(t, client4b, 9000, nil), at: 4 * s, verdict: reject, reason: verdict.ReasonKnock, check: true},
 			step{what: "still out", pkt: syn(t, client4b, 22), at: 5 * s, verdict: reject, reason: verdict.ReasonNoGrant},
-			step{what: "ipv4-mapped form of the granted source", pkt: syn(t, netip.AddrFrom16(client4.As16()), 22), at: 5 * s, verdict: reject, reason: verdict.ReasonNoGrant},
+			step{what: "ipv4-mapped form of the granted source", pkt: syn(t, mapped4, 22), at: 5 * s, verdict: drop, reason: verdict.ReasonMalformed},
 		)},
 		{name: "interleaved sources both get in", steps: []step{
 			{pkt: k4[0], verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventStep},

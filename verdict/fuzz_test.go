@@ -24,6 +24,7 @@ func seedPackets(tb testing.TB) [][]byte {
 		udpPkt(tb, client6, 6000, nil),
 		spec{src: client6, dst: server6, sport: 1, dport: 22, flags: verdict.TCPSyn, ext: extHeaders()}.tcp(tb),
 		withAH(syn(tb, client6, 22)),
+		udpPkt(tb, mapped4, 9000, nil),
 		tcpPkt(tb, client4, 22, verdict.TCPSyn|verdict.TCPAck),
 		icmp4(tb),
 		syn(tb, client4, 22)[:30],
@@ -89,6 +90,9 @@ func FuzzDecode(f *testing.F) {
 			}
 			if p.Src != netip.AddrFrom16([16]byte(b[8:24])) || p.Dst != netip.AddrFrom16([16]byte(b[24:40])) {
 				t.Fatalf("addresses %v > %v do not match the header", p.Src, p.Dst)
+			}
+			if p.Src.Is4In6() {
+				t.Fatalf("valid packet from the IPv4-mapped source %v", p.Src)
 			}
 			if b[6] != 6 && b[6] != 17 {
 				// Extension headers: the transport header is further in.

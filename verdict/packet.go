@@ -37,7 +37,8 @@ type Parsed struct {
 func (p *Parsed) Valid() bool { return p.IPProto == protoTCP || p.IPProto == protoUDP }
 
 // Decode parses an IPv4 or IPv6 packet with a TCP or UDP header. A short,
-// odd or fragmented packet leaves IPProto 0; it never panics.
+// odd or fragmented packet, or an IPv6 packet from an IPv4-mapped source,
+// leaves IPProto 0; it never panics.
 func (p *Parsed) Decode(b []byte) {
 	*p = Parsed{}
 	if len(b) < 1 {
@@ -83,6 +84,14 @@ func (p *Parsed) decode6(b []byte) {
 	p.IPVersion = 6
 	p.Src = netip.AddrFrom16([16]byte(b[8:24]))
 	p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+	if p.Src.Is4In6() {
+		// ::ffff:a.b.c.d is no IPv6 source (RFC 4291, 2.5.5.2), yet the
+		// kernel may hand one over (UDP to the SPA port arrives). Left
+		// unknown, it never reaches the tracker or the SPA code, where it
+		// would meet a.b.c.d's state under the same 16-byte key, or spend
+		// the nonce of a token bound to a.b.c.d.
+		return
+	}
 	// The walk leaves fragments unknown, as decode4 does, and is the one
 	// internal/rst answers by, so every SYN knockwall rejects is answered
 	// alike whatever its extension headers.

@@ -222,6 +222,9 @@ func TestDecodeMalformed(t *testing.T) {
 		{name: "ipv6 no next header", pkt: edit(syn6, func(b []byte) { b[6] = 59 }), wantVersion: 6},
 		{name: "ipv6 icmp", pkt: icmp6(t), wantVersion: 6},
 		{name: "ipv6 esp", pkt: edit(syn6, func(b []byte) { b[6] = 50 }), wantVersion: 6},
+		{name: "ipv6 syn from an ipv4-mapped source", pkt: syn(t, mapped4, 22), wantVersion: 6},
+		{name: "ipv6 udp from an ipv4-mapped source", pkt: udpPkt(t, mapped4, 62201, []byte("token")), wantVersion: 6},
+		{name: "ipv6 from ::ffff:0.0.0.0", pkt: syn(t, netip.MustParseAddr("::ffff:0.0.0.0"), 22), wantVersion: 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

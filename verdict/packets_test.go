@@ -26,6 +26,8 @@ var (
 	client6  = netip.MustParseAddr("2001:db8::10")
 	client6b = netip.MustParseAddr("2001:db8::11")
 	server6  = netip.MustParseAddr("2001:db8:ffff::1")
+	// mapped4 is client4's IPv4-mapped IPv6 form, ::ffff:192.0.2.10.
+	mapped4 = netip.AddrFrom16(client4.As16())
 )
 
 // gopacketLayer is short for a serializable gopacket layer.

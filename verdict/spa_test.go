@@ -1,0 +1,96 @@
+package verdict_test
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/spa"
+	"github.com/knockwall/knockwall/tracker"
+	"github.com/knockwall/knockwall/verdict"
+)
+
+// spaPort is the SPA port of fuzzSet's service web (protected port 443).
+const spaPort = 62201
+
+// webToken is a token for web under fuzzKey, made at ts with a nonce that
+// starts with n, bound to src when src is valid.
+func webToken(tb testing.TB, ts time.Time, n byte, src netip.Addr) []byte {
+	tb.Helper()
+	tok, err := spa.Build(fuzzKey, "web", ts.Unix(), [spa.NonceSize]byte{n, 0xee}, src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+// spaEngine is an engine on fuzzSet, changed by mod, started at start.
+func spaEngine(tb testing.TB, start time.Time, mod func(c *rules.Config)) *verdict.Engine {
+	tb.Helper()
+	c := testConfig()
+	web := rules.ServiceDefaults()
+	web.Ports = []int{443}
+	web.SPA.Port = spaPort
+	web.SPA.KeyFile = "web.key"
+	c.Services["web"] = web
+	if mod != nil {
+		mod(&c)
+	}
+	set, err := rules.Compile(c, rules.WithKeyReader(func(string) (*spa.Key, error) { return fuzzKey, nil }))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tr, err := tracker.New(tracker.Config{MaxPending: 64, MaxGrants: 64, KnockRate: c.Tracker.KnockRate, KnockBurst: c.Tracker.KnockBurst})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return verdict.New(set, tr, start)
+}
+
+// expectToken decides pkt at now and checks the reason and token error.
+func expectToken(t *testing.T, e *verdict.Engine, what string, pkt []byte, now time.Time, reason verdict.Reason, tokenErr error) {
+	t.Helper()
+	d := e.Decide(pkt, now)
+	if d.Reason != reason || !errors.Is(d.TokenErr, tokenErr) || (tokenErr == nil && d.TokenErr != nil) {
+		t.Fatalf("%s: %v/%v, token error %v; want reason %v, token error %v", what, d.Verdict, d.Reason, d.TokenErr, reason, tokenErr)
+	}
+}
+
+// TestMappedSourceCannotBurnToken: a token bound to 192.0.2.10 and sent
+// first from ::ffff:192.0.2.10, by UDP or in a SYN, is dropped as malformed
+// before the SPA code sees it: it grants nothing and spends no nonce, so
+// the real IPv4 client's copy still opens.
+func TestMappedSourceCannotBurnToken(t *testing.T) {
+	e := spaEngine(t, t0.Add(-time.Minute), nil)
+	tok := webToken(t, t0, 1, client4)
+	for _, pkt := range [][]byte{
+		udpPkt(t, mapped4, spaPort, tok),
+		spec{src: mapped4, dst: server6, sport: 5, dport: 443, flags: verdict.TCPSyn, payload: tok}.tcp(t),
+	} {
+		d := e.Decide(pkt, t0)
+		if d.Verdict != verdict.Drop || d.Reason != verdict.ReasonMalformed || d.TokenErr != nil {
+			t.Fatalf("token from the IPv4-mapped source: %v/%v, token error %v; want drop/malformed, unread", d.Verdict, d.Reason, d.TokenErr)
+		}
+	}
+	if e.Tracker().Granted(mapped4, e.Rules().CoverIDs(443), t0) || e.Tracker().Granted(client4, e.Rules().CoverIDs(443), t0) {
+		t.Fatal("a grant was made")
+	}
+	expectToken(t, e, "the real client's copy", udpPkt(t, client4, spaPort, tok), t0, verdict.ReasonToken, nil)
+}
+
+// TestMappedSourceSharesNoBudget: knocks from ::ffff:192.0.2.10 do not spend
+// 192.0.2.10's knock budget.
+func TestMappedSourceSharesNoBudget(t *testing.T) {
+	e := spaEngine(t, t0, func(c *rules.Config) { c.Tracker.KnockRate, c.Tracker.KnockBurst = 1, 3 })
+	for range 10 {
+		expectDecision(t, e, syn(t, mapped4, 7000), t0, verdict.Drop, verdict.ReasonMalformed)
+	}
+	for i, k := range sshKnocks(t, client4) {
+		if d := e.Decide(k, t0); d.Reason != verdict.ReasonKnock {
+			t.Fatalf("client4's knock %d: %v/%v, want a knock", i+1, d.Verdict, d.Reason)
+		}
+	}
+	expectDecision(t, e, syn(t, client4, 22), t0, verdict.Accept, verdict.ReasonGranted)
+}

@@ -59,15 +59,16 @@ const (
 	udpErrTimeout = time.Second
 )
 
-// spaYAML is the spa (and, with rotate, rotate) section of the ssh service,
-// indented for service.extra.
-func spaYAML(keyPath string, rotate bool) string {
+// spaYAML is the spa (and, with o.rotate, rotate) section of the ssh
+// service, indented for service.extra.
+func spaYAML(keyPath string, o spaOptions) string {
 	s := fmt.Sprintf(`    spa:
       port: %d
       key_file: %q
       max_skew: 30s
-`, spaPort, keyPath)
-	if rotate {
+      require_source: %t
+`, spaPort, keyPath, o.requireSource)
+	if o.rotate {
 		s += fmt.Sprintf(`    rotate:
       length: %d
       period: %ds
@@ -78,8 +79,8 @@ func spaYAML(keyPath string, rotate bool) string {
 }
 
 // spaService is the ssh service opened by SPA (and rotation) only.
-func spaService(keyPath string, rotate bool) service {
-	return service{sequence: []string{}, openFor: spaOpenFor, closed: reject, extra: spaYAML(keyPath, rotate)}
+func spaService(keyPath string, o spaOptions) service {
+	return service{sequence: []string{}, openFor: spaOpenFor, closed: reject, extra: spaYAML(keyPath, o)}
 }
 
 // spaEnv is an env whose daemon serves spaService, with a client config
@@ -92,8 +93,9 @@ type spaEnv struct {
 }
 
 type spaOptions struct {
-	rotate       bool
-	secondClient bool
+	rotate        bool
+	secondClient  bool
+	requireSource bool // spa.require_source on the server
 }
 
 func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
@@ -102,7 +104,7 @@ func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
 	dir := t.TempDir()
 	serverKey := filepath.Join(dir, "server.key")
 	key := keygen(t, bin, serverKey)
-	e := newEnv(t, envOptions{svc: spaService(serverKey, o.rotate), secondClient: o.secondClient})
+	e := newEnv(t, envOptions{svc: spaService(serverKey, o), secondClient: o.secondClient})
 
 	content, err := os.ReadFile(serverKey)
 	if err != nil {
@@ -120,7 +122,7 @@ func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
 func writeClientConfig(t *testing.T, dir, name, keyPath string, rotate bool) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(configYAML(spaService(keyPath, rotate))), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(configYAML(spaService(keyPath, spaOptions{rotate: rotate}))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -315,6 +317,45 @@ func TestSPABoundToOtherSource(t *testing.T) {
 	}
 	e.expectOpen(t, src, remote)
 	e.expectClosed(t, reject, named, remote)
+}
+
+// TestSPARequireSource: with spa.require_source, an unbound token (what
+// `knockwall knock` sends by default) opens nothing, is answered like a
+// closed port, and the daemon says why; the same client's token bound to
+// its address (--source auto) opens, by UDP over IPv4 and in a SYN over
+// IPv6.
+func TestSPARequireSource(t *testing.T) {
+	e := newSPAEnv(t, spaOptions{requireSource: true})
+	src, remote := e.pair.Client4, e.server4(protectedPort)
+
+	e.expectClosed(t, reject, src, remote)
+	mark := e.d.mark()
+	e.knock(t, e.pair.Server4, "--service", "ssh", "-c", e.clientCfg)
+	if _, err := e.d.waitLogFrom(mark, "token refused", tokenRefused(src, spa.ErrUnbound), logTimeout); err != nil {
+		t.Errorf("refusal log: %v", err)
+	}
+	e.expectStaysClosed(t, reject, src, remote)
+	expectUDPLikeClosed(t, e.pair, src, e.pair.Server4, newToken(t, e.key, netip.Addr{}))
+	e.expectNoGrantSince(t, mark, "unbound tokens with require_source")
+
+	t.Run("bound udp ipv4", func(t *testing.T) {
+		mark := e.d.mark()
+		e.knock(t, e.pair.Server4, "--service", "ssh", "-c", e.clientCfg, "--source", "auto")
+		if _, err := e.d.waitLogFrom(mark, "grant", spaGrant(src), logTimeout); err != nil {
+			t.Errorf("grant log: %v", err)
+		}
+		e.expectOpen(t, src, remote)
+	})
+	t.Run("bound syn ipv6", func(t *testing.T) {
+		src6, remote6 := e.pair.Client6, e.server6(protectedPort)
+		e.expectClosed(t, reject, src6, remote6)
+		mark := e.d.mark()
+		e.knock(t, e.pair.Server6, "--service", "ssh", "-c", e.clientCfg, "--source", "auto", "--transport", "syn")
+		if _, err := e.d.waitLogFrom(mark, "grant", spaGrant(src6), logTimeout); err != nil {
+			t.Errorf("grant log: %v", err)
+		}
+		e.expectOpen(t, src6, remote6)
+	})
 }
 
 // TestSPAWrongKey: a token made with a key the server does not know opens
@@ -620,7 +661,7 @@ func TestSPAKeyFileMode(t *testing.T) {
 	if err := os.Chmod(keyPath, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, envOptions{svc: spaService(keyPath, false), noDaemon: true})
+	e := newEnv(t, envOptions{svc: spaService(keyPath, spaOptions{}), noDaemon: true})
 	before := map[string][]string{}
 	for _, b := range []string{"iptables", "ip6tables"} {
 		before[b] = ruleLines(e.iptablesSave(t, b))

@@ -109,6 +109,8 @@ type SPA struct {
 	Port    uint16 // UDP; 0 = tokens only in SYNs to the protected ports
 	Keys    []*spa.Key
 	MaxSkew time.Duration
+	// RequireSource refuses tokens that are not bound to a source.
+	RequireSource bool
 }
 
 // Key returns the key with id, or nil.
@@ -416,7 +418,7 @@ func loadKey(key, path string, o compileOpts) (*spa.Key, error) {
 func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
 	base += ".spa"
 	if c.KeyFile == "" {
-		if len(c.KeyFiles) > 0 || c.Port != 0 {
+		if len(c.KeyFiles) > 0 || c.Port != 0 || c.RequireSource {
 			return nil, keyErr(base+".key_file", "spa needs a key_file")
 		}
 		return nil, nil
@@ -427,7 +429,7 @@ func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
 	if c.MaxSkew < time.Second || c.MaxSkew > MaxSkewLimit {
 		return nil, keyErr(base+".max_skew", "must be from 1s to %s, got %s", MaxSkewLimit, c.MaxSkew)
 	}
-	a := &SPA{Port: uint16(c.Port), MaxSkew: c.MaxSkew}
+	a := &SPA{Port: uint16(c.Port), MaxSkew: c.MaxSkew, RequireSource: c.RequireSource}
 	for i, path := range append([]string{c.KeyFile}, c.KeyFiles...) {
 		key := base + ".key_file"
 		if i > 0 {

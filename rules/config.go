@@ -91,6 +91,10 @@ type SPAConfig struct {
 	// MaxSkew is the largest difference accepted between a token's
 	// timestamp and this host's clock.
 	MaxSkew time.Duration `mapstructure:"max_skew" yaml:"max_skew"`
+	// RequireSource refuses tokens that do not name the source address
+	// they come from: a token seen on the wire then opens nothing for
+	// anyone else. Clients behind NAT must bind to their public address.
+	RequireSource bool `mapstructure:"require_source" yaml:"require_source"`
 }
 
 // RotateConfig derives the service's knock sequence from a key and the time

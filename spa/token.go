@@ -48,6 +48,7 @@ var (
 	ErrReplay      = errors.New("spa: nonce already used")    // replayed
 	ErrReplayFull  = errors.New("spa: replay cache full")     // refused to stay safe; see ReplayCache
 	ErrWrongSource = errors.New("spa: bound to other source") // token names another source
+	ErrUnbound     = errors.New("spa: not bound to a source") // the service requires a bound token (spa.require_source)
 	ErrService     = errors.New("spa: service not served")    // no SPA service of that name here
 )
 

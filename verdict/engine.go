@@ -259,9 +259,14 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 		return
 	}
 	// The source is checked before the nonce is spent, so a bound token
-	// that someone else sends first cannot burn it.
-	if t.Bound() && t.Source != src.Unmap() {
+	// that someone else sends first cannot burn it. (src is never
+	// IPv4-mapped: Decode leaves such packets unknown.)
+	switch {
+	case t.Bound() && t.Source != src:
 		d.TokenErr = spa.ErrWrongSource
+		return
+	case !t.Bound() && s.SPA.RequireSource:
+		d.TokenErr = spa.ErrUnbound
 		return
 	}
 	// Remember the nonce until the token would be stale anyway.

@@ -94,3 +94,43 @@ func TestMappedSourceSharesNoBudget(t *testing.T) {
 	}
 	expectDecision(t, e, syn(t, client4, 22), t0, verdict.Accept, verdict.ReasonGranted)
 }
+
+// TestRequireSource: with spa.require_source, an unbound token is refused
+// with spa.ErrUnbound and answered like a closed port, by UDP and in a SYN,
+// without spending its nonce; a token bound to its sender still opens.
+// Without it, both open.
+func TestRequireSource(t *testing.T) {
+	require := func(c *rules.Config) {
+		web := c.Services["web"]
+		web.SPA.RequireSource = true
+		c.Services["web"] = web
+	}
+	now := t0
+	t.Run("required", func(t *testing.T) {
+		e := spaEngine(t, now.Add(-time.Minute), require)
+		unbound := webToken(t, now, 1, netip.Addr{})
+		for _, pkt := range [][]byte{
+			udpPkt(t, client4, spaPort, unbound),
+			spec{src: client6, dst: server6, sport: 5, dport: 443, flags: verdict.TCPSyn, payload: unbound}.tcp(t),
+		} {
+			d := e.Decide(pkt, now)
+			if d.Verdict != verdict.Reject || d.Reason != verdict.ReasonBadToken || !errors.Is(d.TokenErr, spa.ErrUnbound) {
+				t.Fatalf("unbound token: %v/%v, token error %v; want reject/bad-token, %v", d.Verdict, d.Reason, d.TokenErr, spa.ErrUnbound)
+			}
+		}
+		if e.Nonces().Len() != 0 {
+			t.Errorf("refused tokens left %d nonces in the replay cache", e.Nonces().Len())
+		}
+		if e.Tracker().Granted(client4, e.Rules().CoverIDs(443), now) || e.Tracker().Granted(client6, e.Rules().CoverIDs(443), now) {
+			t.Fatal("an unbound token granted")
+		}
+		expectToken(t, e, "bound to its sender, udp", udpPkt(t, client4, spaPort, webToken(t, now, 2, client4)), now, verdict.ReasonToken, nil)
+		expectToken(t, e, "bound to its sender, syn", spec{src: client6, dst: server6, sport: 6, dport: 443, flags: verdict.TCPSyn, payload: webToken(t, now, 3, client6)}.tcp(t), now, verdict.ReasonToken, nil)
+		expectToken(t, e, "bound to another source", udpPkt(t, client4b, spaPort, webToken(t, now, 4, client4)), now, verdict.ReasonBadToken, spa.ErrWrongSource)
+	})
+	t.Run("not required", func(t *testing.T) {
+		e := spaEngine(t, now.Add(-time.Minute), nil)
+		expectToken(t, e, "unbound", udpPkt(t, client4, spaPort, webToken(t, now, 1, netip.Addr{})), now, verdict.ReasonToken, nil)
+		expectToken(t, e, "bound", udpPkt(t, client4b, spaPort, webToken(t, now, 2, client4b)), now, verdict.ReasonToken, nil)
+	})
+}

@@ -291,6 +291,56 @@ func TestSPAReplay(t *testing.T) {
 	})
 }
 
+// TestSPAReplayAfterRestart: a token datagram that opened the port, sent
+// again byte for byte after the daemon restarted (its replay cache empty)
+// and well within max_skew, opens nothing: the daemon refuses tokens stamped
+// before it started, and answers like a closed port.
+func TestSPAReplayAfterRestart(t *testing.T) {
+	e := newSPAEnv(t, spaOptions{})
+	src, remote := e.pair.Client4, e.server4(protectedPort)
+
+	tok := newToken(t, e.key, netip.Addr{})
+	u := &layers.UDP{SrcPort: layers.UDPPort(41000 + randUint32(t)%1000), DstPort: spaPort}
+	seg, err := l4Segment(src, e.pair.Server4, u, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() {
+		t.Helper()
+		if err := e.pair.Client.Do(func() error { return sendRaw(src, e.pair.Server4, unix.IPPROTO_UDP, seg) }); err != nil {
+			t.Fatalf("send token datagram: %v", err)
+		}
+	}
+	made := time.Now()
+
+	mark := e.d.mark()
+	send()
+	if _, err := e.d.waitLogFrom(mark, "grant", spaGrant(src), logTimeout); err != nil {
+		t.Fatalf("the token did not grant: %v", err)
+	}
+	e.expectOpen(t, src, remote)
+
+	// A clean restart: grants and the replay cache go with the process.
+	if _, err := e.d.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	e.d = startDaemon(t, e.pair.Server, e.bin, e.cfgPath)
+	e.expectClosed(t, reject, src, remote)
+
+	mark = e.d.mark()
+	send()
+	e.expectStaysClosed(t, reject, src, remote)
+	if _, err := e.d.waitLogFrom(mark, "token refused", tokenRefused(src, spa.ErrBeforeStart), logTimeout); err != nil {
+		t.Errorf("refusal log: %v", err)
+	}
+	// The same token again, answered like an unused port.
+	expectUDPLikeClosed(t, e.pair, src, e.pair.Server4, tok)
+	e.expectNoGrantSince(t, mark, "a token replayed after a restart")
+	if since := time.Since(made); since >= 30*time.Second {
+		t.Fatalf("the replay came %v after the token was made, beyond max_skew 30s: it proved nothing", since)
+	}
+}
+
 // TestSPABoundToOtherSource: a token bound to 10.77.0.3 but sent from
 // 10.77.0.2 opens the port for neither; bound to its real source
 // (--source auto) it opens.

@@ -134,3 +134,48 @@ func TestRequireSource(t *testing.T) {
 		expectToken(t, e, "bound", udpPkt(t, client4b, spaPort, webToken(t, now, 2, client4b)), now, verdict.ReasonToken, nil)
 	})
 }
+
+// TestTokensBeforeStart: an engine refuses tokens stamped at or before the
+// second it started (spa.ErrBeforeStart), also within max_skew and in its
+// start second, where the process before it may have accepted them; a reload
+// keeps both that and the replay cache; an engine started later refuses the
+// token the first one accepted.
+func TestTokensBeforeStart(t *testing.T) {
+	start := t0.Add(500 * time.Millisecond) // halfway through the second t0
+	e := spaEngine(t, start, nil)
+	sec := time.Second
+	tests := []struct {
+		what   string
+		stamp  time.Time // the token's timestamp
+		at     time.Time // when it arrives
+		reason verdict.Reason
+		err    error
+	}{
+		{"made a while before the start", t0.Add(-10 * sec), start, verdict.ReasonBadToken, spa.ErrBeforeStart},
+		{"made in the start second, before the start", t0, start, verdict.ReasonBadToken, spa.ErrBeforeStart},
+		{"made in the start second, arriving later", t0.Add(400 * time.Millisecond), t0.Add(2 * sec), verdict.ReasonBadToken, spa.ErrBeforeStart},
+		{"made the second after", t0.Add(sec), t0.Add(sec), verdict.ReasonToken, nil},
+		{"stale is stale first", t0.Add(-time.Hour), t0.Add(sec), verdict.ReasonBadToken, spa.ErrStale},
+	}
+	for i, tt := range tests {
+		tok := webToken(t, tt.stamp, byte(i+1), netip.Addr{})
+		expectToken(t, e, tt.what, udpPkt(t, client4, spaPort, tok), tt.at, tt.reason, tt.err)
+	}
+	accepted := webToken(t, t0.Add(sec), 4, netip.Addr{}) // the one that opened, above
+
+	// A reload keeps the start second and the replay cache.
+	set := e.Rules()
+	e.SetRules(set, t0.Add(5*sec))
+	expectToken(t, e, "before the start, after a reload", udpPkt(t, client4, spaPort, webToken(t, t0, 9, netip.Addr{})), t0.Add(5*sec), verdict.ReasonBadToken, spa.ErrBeforeStart)
+	expectToken(t, e, "replay after a reload", udpPkt(t, client4, spaPort, accepted), t0.Add(5*sec), verdict.ReasonBadToken, spa.ErrReplay)
+	expectToken(t, e, "made after the reload", udpPkt(t, client4, spaPort, webToken(t, t0.Add(4*sec), 10, netip.Addr{})), t0.Add(5*sec), verdict.ReasonToken, nil)
+
+	// A restart: a new engine, an empty replay cache, within max_skew of
+	// the accepted token. Without the start check it would open again.
+	restarted := spaEngine(t, t0.Add(3*sec), nil)
+	expectToken(t, restarted, "replay after a restart", udpPkt(t, client4b, spaPort, accepted), t0.Add(4*sec), verdict.ReasonBadToken, spa.ErrBeforeStart)
+	if restarted.Tracker().Granted(client4b, restarted.Rules().CoverIDs(443), t0.Add(4*sec)) {
+		t.Error("the replayed token granted after the restart")
+	}
+	expectToken(t, restarted, "fresh after a restart", udpPkt(t, client4b, spaPort, webToken(t, t0.Add(4*sec), 11, netip.Addr{})), t0.Add(4*sec), verdict.ReasonToken, nil)
+}

@@ -3,8 +3,10 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -465,6 +467,9 @@ func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error)
 	if len(r.Range) != 2 || r.Range[0] < 1 || r.Range[1] > 65535 || r.Range[0] >= r.Range[1] {
 		return nil, keyErr(base+".range", "must be [low, high] with 1 <= low < high <= 65535, got %v", r.Range)
 	}
+	if err := checkrotateSpace(base, r.Length, r.Range[1]-r.Range[0]+1); err != nil {
+		return nil, err
+	}
 	path := r.KeyFile
 	if path == "" {
 		path = c.SPA.KeyFile
@@ -477,6 +482,63 @@ func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error)
 		return nil, err
 	}
 	return &Rotate{Key: k, Length: r.Length, Period: r.Period, Lo: uint16(r.Range[0]), Hi: uint16(r.Range[1])}, nil
+}
+
+// rotateSpace is the number of sequences spa.RotatingSequence can draw:
+// length ports from span, none equal to the one before it, so span for the
+// first and span-1 for each next: span·(span-1)^(length-1). It saturates at
+// 2^63.
+func rotateSpace(length, span int) uint64 {
+	if length < 1 || span < 1 {
+		return 0
+	}
+	const limit = 1 << 63
+	n := uint64(span)
+	for range length - 1 {
+		if span-1 == 0 {
+			return 0
+		}
+		if n > limit/uint64(span-1) {
+			return limit
+		}
+		n *= uint64(span - 1)
+	}
+	return n
+}
+
+// rotateBits is log2 of rotateSpace, for messages.
+func rotateBits(length, span int) float64 {
+	if rotateSpace(length, span) == 0 {
+		return 0
+	}
+	return math.Log2(float64(span)) + float64(length-1)*math.Log2(float64(span-1))
+}
+
+// checkRotateSpace refuses a rotating sequence of length over span ports
+// whose space is below 2^MinRotateBits, saying what would be enough.
+func checkrotateSpace(base string, length, span int) error {
+	if rotateSpace(length, span) >= 1<<MinRotateBits {
+		return nil
+	}
+	var fixes []string
+	// The narrowest range enough for this length, if a range of ports can
+	// be: rotateSpace grows with the span.
+	const maxSpan = 65535
+	if w := 2 + sort.Search(maxSpan-1, func(i int) bool { return rotateSpace(length, i+2) >= 1<<MinRotateBits }); w <= maxSpan {
+		fixes = append(fixes, fmt.Sprintf("widen range to %d ports", w))
+	}
+	for l := length + 1; l <= MaxSequence; l++ {
+		if rotateSpace(l, span) >= 1<<MinRotateBits {
+			fixes = append(fixes, fmt.Sprintf("lengthen to %d", l))
+			break
+		}
+	}
+	fix := strings.Join(fixes, " or ")
+	if fix == "" {
+		fix = "widen range and lengthen"
+	}
+	return keyErr(base+".range", "length %d over %d ports is %.1f bits of possible sequences (no port repeats the one before it), below %d; %s",
+		length, span, rotateBits(length, span), MinRotateBits, fix)
 }
 
 func protoIndex(proto uint8) int {

@@ -88,7 +88,7 @@ func TestCompileSPAAndRotate(t *testing.T) {
 			s.Rotate = rules.RotateConfig{Length: 3, Period: time.Second, Range: []int{40000, 20000}}
 		}, wantKey: "services.ssh.rotate.range"},
 		{name: "rotate range holds the protected port", svc: func(s *rules.ServiceConfig) {
-			s.Rotate = rules.RotateConfig{Length: 3, Period: time.Second, Range: []int{1, 100}}
+			s.Rotate = rules.RotateConfig{Length: 3, Period: time.Second, Range: []int{1, 3000}}
 		}, wantKey: "services.ssh.rotate.range", wantMsg: "protected port 22"},
 		{name: "rotate range holds a fixed knock", svc: func(s *rules.ServiceConfig) {
 			s.Sequence = []string{"30000"}

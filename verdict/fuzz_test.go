@@ -141,7 +141,7 @@ func fuzzSet(tb testing.TB) *rules.Set {
 	web.Ports = []int{443}
 	web.SPA.Port = 62201
 	web.SPA.KeyFile = "web.key"
-	web.Rotate.Length = 2
+	web.Rotate.Length = 5 // 100·99^4 sequences: at least 2^32 (rules.MinRotateBits)
 	web.Rotate.Range = []int{40000, 40099}
 	c.Services["web"] = web
 	set, err := rules.Compile(c, rules.WithKeyReader(func(string) (*spa.Key, error) { return fuzzKey, nil }))

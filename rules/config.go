@@ -59,9 +59,10 @@ type TrackerConfig struct {
 	// MaxNonces bounds the SPA replay cache. When it is full of nonces still
 	// inside their window, new tokens are refused (never old nonces forgotten).
 	MaxNonces int `mapstructure:"max_nonces" yaml:"max_nonces"`
-	// KnockRate is how many knock attempts (packets to knock ports, SPA
-	// ports, rotating ranges, tokens in SYNs) one source may make per
-	// second, KnockBurst how many at once. 0 turns the limit off.
+	// KnockRate is how many knock attempts (packets to knock ports and
+	// rotating ranges; SPA tokens are not charged) one source may make per
+	// second, KnockBurst how many at once. A new source starts with
+	// tracker.NewBucketKnocks, not the burst. 0 turns the limit off.
 	KnockRate  float64 `mapstructure:"knock_rate" yaml:"knock_rate"`
 	KnockBurst int     `mapstructure:"knock_burst" yaml:"knock_burst"`
 }

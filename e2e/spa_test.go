@@ -114,7 +114,16 @@ func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
 	if err := os.WriteFile(clientKey, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	afterStartSecond()
 	return &spaEnv{env: e, dir: dir, key: key, clientCfg: writeClientConfig(t, dir, "client.yaml", clientKey, o.rotate)}
+}
+
+// afterStartSecond waits, once a daemon is ready, for the next unix second:
+// the daemon refuses tokens stamped in the second it started (docs/spa.md,
+// "Restarts"), and the tests' tokens are stamped when they are made.
+func afterStartSecond() {
+	now := time.Now()
+	time.Sleep(time.Unix(now.Unix()+1, 0).Sub(now))
 }
 
 // writeClientConfig writes a config naming keyPath for the ssh service, as

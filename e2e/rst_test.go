@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,130 @@ func testRejectLooksClosed(t *testing.T, b backend) {
 			}
 		})
 	}
+}
+
+// TestRejectLooksClosedAH: an IPv6 SYN carrying an authentication header
+// (AH) gets the same answer from the protected port and a knock port as from
+// a closed port.
+//
+// Which answer that is depends on the host. The kernel handles AH before
+// TCP: without AH support it answers the unknown next header with an ICMPv6
+// parameter problem, with AH but no security association it drops the
+// packet, and only an AH it accepts reaches TCP, which resets. With
+// iptables-nft (Debian's default) "-p tcp" stops at AH (nftables' l4proto),
+// so knockwall's rules never see such a SYN and every port answers alike.
+// With legacy ip6tables, which walks past AH, knockwall judges the SYN and
+// answers with its own reset (internal/rst, by the same walk as verdict): a
+// reset with a kernel-like flow label, but still a reset where a closed port
+// on a host without an AH security association sends none.
+func TestRejectLooksClosedAH(t *testing.T) { eachBackend(t, testRejectLooksClosedAH) }
+
+func testRejectLooksClosedAH(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b, svc: service{closed: reject}})
+	var ref ahAnswer
+	for i, port := range []uint16{unusedPort, protectedPort, 7000} {
+		seq := randUint32(t)
+		dst := netip.AddrPortFrom(e.pair.Server6, port)
+		got, err := ahSYNAnswer(e.pair, e.pair.Client6, dst, seq)
+		if err != nil {
+			t.Fatalf("port %d: %v", port, err)
+		}
+		t.Logf("port %d: %+v", port, got)
+		again, err := ahSYNAnswer(e.pair, e.pair.Client6, dst, seq)
+		if err != nil {
+			t.Fatalf("port %d, again: %v", port, err)
+		}
+		if again.FlowLabel != got.FlowLabel {
+			t.Errorf("port %d: flow label changed for the same SYN: %d then %d", port, got.FlowLabel, again.FlowLabel)
+		}
+		got.FlowLabel = min(got.FlowLabel, 1) // compare only zero or not, as in TestRejectLooksClosed
+		if i == 0 {
+			ref = got
+			continue
+		}
+		if got != ref {
+			t.Errorf("port %d answers a SYN with AH unlike a closed port:\n  closed: %+v\n  port %d: %+v", port, ref, port, got)
+		}
+	}
+	if e.d.has("panic", nil) {
+		t.Error("the daemon logged a panic")
+	}
+}
+
+// ahAnswer is what comes back for an IPv6 SYN with AH: a reset (then RST
+// holds its fields) or an ICMPv6 error about it, and the IPv6 fields of the
+// reply. Silence is Kind "none".
+type ahAnswer struct {
+	Kind      string // "rst", "icmpv6" or "none"
+	HopLimit  uint8
+	TOS       uint8
+	FlowLabel uint32
+	IPLen     uint16
+	RST       rstFields
+	ICMPType  uint8
+	ICMPCode  uint8
+	Pointer   uint32 // of a parameter problem: where in our packet
+	Quoted    int    // bytes of our packet quoted back
+}
+
+// ahLen is the authentication header ahSYNAnswer sends: 12 fixed bytes and
+// a 12-byte ICV, as HMAC-SHA1-96 makes it.
+const ahLen = 24
+
+// ahSYNAnswer sends from src to dst, through a raw IPPROTO_AH socket in the
+// client namespace (the kernel adds the IPv6 header, next header AH), an AH
+// with a made-up SPI followed by a bare SYN with sequence number seq, and
+// returns what comes back within captureTimeout.
+func ahSYNAnswer(p *netns.Pair, src netip.Addr, dst netip.AddrPort, seq uint32) (ahAnswer, error) {
+	sport := 40000 + uint16(seq%20000)
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dst.Port()), Seq: seq, SYN: true, Window: 64240}
+	seg, err := l4Segment(src, dst.Addr(), tcp, nil)
+	if err != nil {
+		return ahAnswer{}, err
+	}
+	ah := make([]byte, ahLen, ahLen+len(seg))
+	ah[0] = unix.IPPROTO_TCP
+	ah[1] = ahLen/4 - 2                            // AH counts 4-byte units beyond the first 8
+	binary.BigEndian.PutUint32(ah[4:], 0x4b570001) // SPI: no security association has it
+	binary.BigEndian.PutUint32(ah[8:], 1)          // sequence number
+	pkt, err := exchange(p, func() error { return sendRaw(src, dst.Addr(), unix.IPPROTO_AH, append(ah, seg...)) },
+		func(pkt gopacket.Packet) bool {
+			if !replyFrom(pkt, dst.Addr()) {
+				return false
+			}
+			if tcp, ok := pkt.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+				return uint16(tcp.SrcPort) == dst.Port() && uint16(tcp.DstPort) == sport
+			}
+			icmp, ok := pkt.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+			if !ok || icmp.TypeCode.Type() >= 128 { // informational (NDP, echo): not about our SYN
+				return false
+			}
+			// The error quotes our packet after 4 bytes of its own: IPv6
+			// header, AH, then the SYN's ports.
+			q := icmp.Payload
+			off := 4 + 40 + ahLen
+			return len(q) >= off+4 && binary.BigEndian.Uint16(q[off:]) == sport && binary.BigEndian.Uint16(q[off+2:]) == dst.Port()
+		})
+	if err != nil {
+		if strings.Contains(err.Error(), "nothing captured") {
+			return ahAnswer{Kind: "none"}, nil
+		}
+		return ahAnswer{}, fmt.Errorf("answer from %v to port %d: %w", dst, sport, err)
+	}
+	ip := pkt.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	a := ahAnswer{HopLimit: ip.HopLimit, TOS: ip.TrafficClass, FlowLabel: ip.FlowLabel, IPLen: ip.Length}
+	if pkt.Layer(layers.LayerTypeTCP) != nil {
+		a.Kind, a.RST = "rst", rstFieldsOf(pkt, seq)
+		a.RST.TTL, a.RST.TOS, a.RST.FlowLabel, a.RST.IPLen = 0, 0, 0, 0 // kept once, above
+		return a, nil
+	}
+	icmp := pkt.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+	a.Kind, a.ICMPType, a.ICMPCode = "icmpv6", icmp.TypeCode.Type(), icmp.TypeCode.Code()
+	if len(icmp.Payload) >= 4 {
+		a.Pointer = binary.BigEndian.Uint32(icmp.Payload)
+		a.Quoted = len(icmp.Payload) - 4
+	}
+	return a, nil
 }
 
 func diffFields(a, b rstFields) []string {

@@ -56,15 +56,16 @@ const (
 	udpErrTimeout = time.Second
 )
 
-// spaYAML is the spa (and, with rotate, rotate) section of the ssh service,
-// indented for service.extra.
-func spaYAML(keyPath string, rotate bool) string {
+// spaYAML is the spa (and, with o.rotate, rotate) section of the ssh
+// service, indented for service.extra.
+func spaYAML(keyPath string, o spaOptions) string {
 	s := fmt.Sprintf(`    spa:
       port: %d
       key_file: %q
       max_skew: 30s
-`, spaPort, keyPath)
-	if rotate {
+      require_source: %t
+`, spaPort, keyPath, o.requireSource)
+	if o.rotate {
 		s += fmt.Sprintf(`    rotate:
       length: %d
       period: %ds
@@ -75,8 +76,8 @@ func spaYAML(keyPath string, rotate bool) string {
 }
 
 // spaService is the ssh service opened by SPA (and rotation) only.
-func spaService(keyPath string, rotate bool) service {
-	return service{sequence: []string{}, openFor: spaOpenFor, closed: reject, extra: spaYAML(keyPath, rotate)}
+func spaService(keyPath string, o spaOptions) service {
+	return service{sequence: []string{}, openFor: spaOpenFor, closed: reject, extra: spaYAML(keyPath, o)}
 }
 
 // spaEnv is an env whose daemon serves spaService, with a client config
@@ -89,9 +90,10 @@ type spaEnv struct {
 }
 
 type spaOptions struct {
-	backend      backend
-	rotate       bool
-	secondClient bool
+	backend       backend
+	rotate        bool
+	secondClient  bool
+	requireSource bool // spa.require_source on the server
 }
 
 func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
@@ -100,7 +102,7 @@ func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
 	dir := t.TempDir()
 	serverKey := filepath.Join(dir, "server.key")
 	key := keygen(t, bin, serverKey)
-	e := newEnv(t, envOptions{backend: o.backend, svc: spaService(serverKey, o.rotate), secondClient: o.secondClient})
+	e := newEnv(t, envOptions{backend: o.backend, svc: spaService(serverKey, o), secondClient: o.secondClient})
 
 	content, err := os.ReadFile(serverKey)
 	if err != nil {
@@ -110,7 +112,16 @@ func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
 	if err := os.WriteFile(clientKey, content, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	afterStartSecond()
 	return &spaEnv{env: e, dir: dir, key: key, clientCfg: writeClientConfig(t, dir, "client.yaml", clientKey, o.rotate)}
+}
+
+// afterStartSecond waits, once a daemon is ready, for the next unix second:
+// the daemon refuses tokens stamped in the second it started (docs/spa.md,
+// "Restarts"), and the tests' tokens are stamped when they are made.
+func afterStartSecond() {
+	now := time.Now()
+	time.Sleep(time.Unix(now.Unix()+1, 0).Sub(now))
 }
 
 // writeClientConfig writes a config naming keyPath for the ssh service, as
@@ -118,7 +129,7 @@ func newSPAEnv(t *testing.T, o spaOptions) *spaEnv {
 func writeClientConfig(t *testing.T, dir, name, keyPath string, rotate bool) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(configYAML(spaService(keyPath, rotate), nftFast)), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(configYAML(spaService(keyPath, spaOptions{rotate: rotate}), nftFast)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -291,6 +302,58 @@ func testSPAReplay(t *testing.T, b backend) {
 	})
 }
 
+// TestSPAReplayAfterRestart: a token datagram that opened the port, sent
+// again byte for byte after the daemon restarted (its replay cache empty)
+// and well within max_skew, opens nothing: the daemon refuses tokens stamped
+// before it started, and answers like a closed port.
+func TestSPAReplayAfterRestart(t *testing.T) { eachBackend(t, testSPAReplayAfterRestart) }
+
+func testSPAReplayAfterRestart(t *testing.T, b backend) {
+	e := newSPAEnv(t, spaOptions{backend: b})
+	src, remote := e.pair.Client4, e.server4(protectedPort)
+
+	tok := newToken(t, e.key, netip.Addr{})
+	u := &layers.UDP{SrcPort: layers.UDPPort(41000 + randUint32(t)%1000), DstPort: spaPort}
+	seg, err := l4Segment(src, e.pair.Server4, u, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func() {
+		t.Helper()
+		if err := e.pair.Client.Do(func() error { return sendRaw(src, e.pair.Server4, unix.IPPROTO_UDP, seg) }); err != nil {
+			t.Fatalf("send token datagram: %v", err)
+		}
+	}
+	made := time.Now()
+
+	mark := e.d.mark()
+	send()
+	if _, err := e.d.waitLogFrom(mark, "grant", spaGrant(src), logTimeout); err != nil {
+		t.Fatalf("the token did not grant: %v", err)
+	}
+	e.expectOpen(t, src, remote)
+
+	// A clean restart: grants and the replay cache go with the process.
+	if _, err := e.d.stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	e.d = startDaemon(t, e.pair.Server, e.bin, e.cfgPath)
+	e.expectClosed(t, reject, src, remote)
+
+	mark = e.d.mark()
+	send()
+	e.expectStaysClosed(t, reject, src, remote)
+	if _, err := e.d.waitLogFrom(mark, "token refused", tokenRefused(src, spa.ErrBeforeStart), logTimeout); err != nil {
+		t.Errorf("refusal log: %v", err)
+	}
+	// The same token again, answered like an unused port.
+	expectUDPLikeClosed(t, e.pair, src, e.pair.Server4, tok)
+	e.expectNoGrantSince(t, mark, "a token replayed after a restart")
+	if since := time.Since(made); since >= 30*time.Second {
+		t.Fatalf("the replay came %v after the token was made, beyond max_skew 30s: it proved nothing", since)
+	}
+}
+
 // TestSPABoundToOtherSource: a token bound to 10.77.0.3 but sent from
 // 10.77.0.2 opens the port for neither; bound to its real source
 // (--source auto) it opens.
@@ -319,6 +382,47 @@ func testSPABoundToOtherSource(t *testing.T, b backend) {
 	}
 	e.expectOpen(t, src, remote)
 	e.expectClosed(t, reject, named, remote)
+}
+
+// TestSPARequireSource: with spa.require_source, an unbound token (what
+// `knockwall knock` sends by default) opens nothing, is answered like a
+// closed port, and the daemon says why; the same client's token bound to
+// its address (--source auto) opens, by UDP over IPv4 and in a SYN over
+// IPv6.
+func TestSPARequireSource(t *testing.T) { eachBackend(t, testSPARequireSource) }
+
+func testSPARequireSource(t *testing.T, b backend) {
+	e := newSPAEnv(t, spaOptions{backend: b, requireSource: true})
+	src, remote := e.pair.Client4, e.server4(protectedPort)
+
+	e.expectClosed(t, reject, src, remote)
+	mark := e.d.mark()
+	e.knock(t, e.pair.Server4, "--service", "ssh", "-c", e.clientCfg)
+	if _, err := e.d.waitLogFrom(mark, "token refused", tokenRefused(src, spa.ErrUnbound), logTimeout); err != nil {
+		t.Errorf("refusal log: %v", err)
+	}
+	e.expectStaysClosed(t, reject, src, remote)
+	expectUDPLikeClosed(t, e.pair, src, e.pair.Server4, newToken(t, e.key, netip.Addr{}))
+	e.expectNoGrantSince(t, mark, "unbound tokens with require_source")
+
+	t.Run("bound udp ipv4", func(t *testing.T) {
+		mark := e.d.mark()
+		e.knock(t, e.pair.Server4, "--service", "ssh", "-c", e.clientCfg, "--source", "auto")
+		if _, err := e.d.waitLogFrom(mark, "grant", spaGrant(src), logTimeout); err != nil {
+			t.Errorf("grant log: %v", err)
+		}
+		e.expectOpen(t, src, remote)
+	})
+	t.Run("bound syn ipv6", func(t *testing.T) {
+		src6, remote6 := e.pair.Client6, e.server6(protectedPort)
+		e.expectClosed(t, reject, src6, remote6)
+		mark := e.d.mark()
+		e.knock(t, e.pair.Server6, "--service", "ssh", "-c", e.clientCfg, "--source", "auto", "--transport", "syn")
+		if _, err := e.d.waitLogFrom(mark, "grant", spaGrant(src6), logTimeout); err != nil {
+			t.Errorf("grant log: %v", err)
+		}
+		e.expectOpen(t, src6, remote6)
+	})
 }
 
 // TestSPAWrongKey: a token made with a key the server does not know opens
@@ -628,7 +732,7 @@ func TestSPAKeyFileMode(t *testing.T) {
 	if err := os.Chmod(keyPath, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, envOptions{svc: spaService(keyPath, false), noDaemon: true})
+	e := newEnv(t, envOptions{svc: spaService(keyPath, spaOptions{}), noDaemon: true})
 	before := e.knockwallRules(t)
 
 	start := time.Now()

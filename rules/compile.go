@@ -3,8 +3,10 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -109,6 +111,8 @@ type SPA struct {
 	Port    uint16 // UDP; 0 = tokens only in SYNs to the protected ports
 	Keys    []*spa.Key
 	MaxSkew time.Duration
+	// RequireSource refuses tokens that are not bound to a source.
+	RequireSource bool
 }
 
 // Key returns the key with id, or nil.
@@ -418,7 +422,7 @@ func loadKey(key, path string, o compileOpts) (*spa.Key, error) {
 func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
 	base += ".spa"
 	if c.KeyFile == "" {
-		if len(c.KeyFiles) > 0 || c.Port != 0 {
+		if len(c.KeyFiles) > 0 || c.Port != 0 || c.RequireSource {
 			return nil, keyErr(base+".key_file", "spa needs a key_file")
 		}
 		return nil, nil
@@ -429,7 +433,7 @@ func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
 	if c.MaxSkew < time.Second || c.MaxSkew > MaxSkewLimit {
 		return nil, keyErr(base+".max_skew", "must be from 1s to %s, got %s", MaxSkewLimit, c.MaxSkew)
 	}
-	a := &SPA{Port: uint16(c.Port), MaxSkew: c.MaxSkew}
+	a := &SPA{Port: uint16(c.Port), MaxSkew: c.MaxSkew, RequireSource: c.RequireSource}
 	for i, path := range append([]string{c.KeyFile}, c.KeyFiles...) {
 		key := base + ".key_file"
 		if i > 0 {
@@ -465,6 +469,9 @@ func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error)
 	if len(r.Range) != 2 || r.Range[0] < 1 || r.Range[1] > 65535 || r.Range[0] >= r.Range[1] {
 		return nil, keyErr(base+".range", "must be [low, high] with 1 <= low < high <= 65535, got %v", r.Range)
 	}
+	if err := checkrotateSpace(base, r.Length, r.Range[1]-r.Range[0]+1); err != nil {
+		return nil, err
+	}
 	path := r.KeyFile
 	if path == "" {
 		path = c.SPA.KeyFile
@@ -477,6 +484,63 @@ func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error)
 		return nil, err
 	}
 	return &Rotate{Key: k, Length: r.Length, Period: r.Period, Lo: uint16(r.Range[0]), Hi: uint16(r.Range[1])}, nil
+}
+
+// rotateSpace is the number of sequences spa.RotatingSequence can draw:
+// length ports from span, none equal to the one before it, so span for the
+// first and span-1 for each next: span·(span-1)^(length-1). It saturates at
+// 2^63.
+func rotateSpace(length, span int) uint64 {
+	if length < 1 || span < 1 {
+		return 0
+	}
+	const limit = 1 << 63
+	n := uint64(span)
+	for range length - 1 {
+		if span-1 == 0 {
+			return 0
+		}
+		if n > limit/uint64(span-1) {
+			return limit
+		}
+		n *= uint64(span - 1)
+	}
+	return n
+}
+
+// rotateBits is log2 of rotateSpace, for messages.
+func rotateBits(length, span int) float64 {
+	if rotateSpace(length, span) == 0 {
+		return 0
+	}
+	return math.Log2(float64(span)) + float64(length-1)*math.Log2(float64(span-1))
+}
+
+// checkRotateSpace refuses a rotating sequence of length over span ports
+// whose space is below 2^MinRotateBits, saying what would be enough.
+func checkrotateSpace(base string, length, span int) error {
+	if rotateSpace(length, span) >= 1<<MinRotateBits {
+		return nil
+	}
+	var fixes []string
+	// The narrowest range enough for this length, if a range of ports can
+	// be: rotateSpace grows with the span.
+	const maxSpan = 65535
+	if w := 2 + sort.Search(maxSpan-1, func(i int) bool { return rotateSpace(length, i+2) >= 1<<MinRotateBits }); w <= maxSpan {
+		fixes = append(fixes, fmt.Sprintf("widen range to %d ports", w))
+	}
+	for l := length + 1; l <= MaxSequence; l++ {
+		if rotateSpace(l, span) >= 1<<MinRotateBits {
+			fixes = append(fixes, fmt.Sprintf("lengthen to %d", l))
+			break
+		}
+	}
+	fix := strings.Join(fixes, " or ")
+	if fix == "" {
+		fix = "widen range and lengthen"
+	}
+	return keyErr(base+".range", "length %d over %d ports is %.1f bits of possible sequences (no port repeats the one before it), below %d; %s",
+		length, span, rotateBits(length, span), MinRotateBits, fix)
 }
 
 func protoIndex(proto uint8) int {

@@ -330,6 +330,55 @@ func TestCompileInvalid(t *testing.T) {
 
 // TestCompileDoesNotKeepInput checks that the Set owns its tables: changing
 // the Config afterwards changes nothing.
+// TestCompileRotateSpace: a rotating service whose possible sequences
+// number fewer than 2^32 is refused, counted as spa.RotatingSequence draws
+// them: span choices for the first port and span-1 for each next (any port
+// but the one before it). The message names range and says what would do.
+func TestCompileRotateSpace(t *testing.T) {
+	tests := []struct {
+		name    string
+		length  int
+		lo, hi  int
+		wantMsg []string // nil: valid
+	}{
+		{name: "the README's and the e2e's", length: 3, lo: 20000, hi: 40000},
+		{name: "length 3 over 2 ports", length: 3, lo: 30000, hi: 30001,
+			wantMsg: []string{"length 3 over 2 ports is 1.0 bits", "below 32", "widen range to 1627 ports"}},
+		{name: "length 3, one port short", length: 3, lo: 30000, hi: 30000 + 1626 - 1,
+			wantMsg: []string{"length 3 over 1626 ports is 32.0 bits", "widen range to 1627 ports or lengthen to 4"}},
+		{name: "length 3, just enough", length: 3, lo: 30000, hi: 30000 + 1627 - 1},
+		{name: "length 4 over 256 ports", length: 4, lo: 30000, hi: 30255, wantMsg: []string{"length 4 over 256 ports", "widen range to 257 ports or lengthen to 5"}},
+		{name: "length 4 over 257 ports", length: 4, lo: 30000, hi: 30256},
+		{name: "length 2 over every port", length: 2, lo: 1, hi: 65535, wantMsg: []string{"length 2 over 65535 ports", "lengthen to 3"}},
+		{name: "length 1 over most ports", length: 1, lo: 1025, hi: 65535, wantMsg: []string{"length 1 over 64511 ports is 16.0 bits", "lengthen to 3"}},
+		{name: "length 32 over 2 ports", length: 32, lo: 30000, hi: 30001, wantMsg: []string{"length 32 over 2 ports is 1.0 bits", "widen range to 3 ports"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := rules.Defaults()
+			svc := spaService()
+			svc.Rotate = rules.RotateConfig{Length: tt.length, Period: 30 * time.Second, Range: []int{tt.lo, tt.hi}}
+			c.Services = map[string]rules.ServiceConfig{"ssh": svc}
+			_, err := rules.Compile(c, keyReader(t))
+			if tt.wantMsg == nil {
+				if err != nil {
+					t.Fatalf("Compile: %v", err)
+				}
+				return
+			}
+			var ke *rules.KeyError
+			if !errors.As(err, &ke) || ke.Key != "services.ssh.rotate.range" {
+				t.Fatalf("err = %v, want a *KeyError for services.ssh.rotate.range", err)
+			}
+			for _, w := range tt.wantMsg {
+				if !strings.Contains(ke.Msg, w) {
+					t.Errorf("message %q lacks %q", ke.Msg, w)
+				}
+			}
+		})
+	}
+}
+
 func TestCompileDoesNotKeepInput(t *testing.T) {
 	c := validConfig()
 	set := compile(t, c)

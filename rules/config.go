@@ -67,9 +67,10 @@ type TrackerConfig struct {
 	// MaxNonces bounds the SPA replay cache. When it is full of nonces still
 	// inside their window, new tokens are refused (never old nonces forgotten).
 	MaxNonces int `mapstructure:"max_nonces" yaml:"max_nonces"`
-	// KnockRate is how many knock attempts (packets to knock ports, SPA
-	// ports, rotating ranges, tokens in SYNs) one source may make per
-	// second, KnockBurst how many at once. 0 turns the limit off.
+	// KnockRate is how many knock attempts (packets to knock ports and
+	// rotating ranges; SPA tokens are not charged) one source may make per
+	// second, KnockBurst how many at once. A new source starts with
+	// tracker.NewBucketKnocks, not the burst. 0 turns the limit off.
 	KnockRate  float64 `mapstructure:"knock_rate" yaml:"knock_rate"`
 	KnockBurst int     `mapstructure:"knock_burst" yaml:"knock_burst"`
 }
@@ -99,6 +100,10 @@ type SPAConfig struct {
 	// MaxSkew is the largest difference accepted between a token's
 	// timestamp and this host's clock.
 	MaxSkew time.Duration `mapstructure:"max_skew" yaml:"max_skew"`
+	// RequireSource refuses tokens that do not name the source address
+	// they come from: a token seen on the wire then opens nothing for
+	// anyone else. Clients behind NAT must bind to their public address.
+	RequireSource bool `mapstructure:"require_source" yaml:"require_source"`
 }
 
 // RotateConfig derives the service's knock sequence from a key and the time

@@ -19,6 +19,10 @@ const (
 	MaxSkewLimit = time.Hour
 	// DefaultRotatePeriod is how long a rotating sequence lives.
 	DefaultRotatePeriod = 30 * time.Second
+	// MinRotateBits is the least a rotating service's space of possible
+	// sequences may hold, in bits: a guesser who knocks one sequence per
+	// try must expect 2^(MinRotateBits-1) tries per period.
+	MinRotateBits = 32
 	// MinDuration is the shortest step_timeout or open_for accepted.
 	MinDuration = time.Millisecond
 

@@ -61,6 +61,11 @@ func TestCompileSPAAndRotate(t *testing.T) {
 			wantKey: "services.ssh.sequence", wantMsg: "nothing opens"},
 		{name: "spa port without key", svc: func(s *rules.ServiceConfig) { s.SPA.KeyFile = "" },
 			wantKey: "services.ssh.spa.key_file"},
+		{name: "spa requiring a bound source", svc: func(s *rules.ServiceConfig) { s.SPA.RequireSource = true }},
+		{name: "require_source without key", svc: func(s *rules.ServiceConfig) {
+			s.Sequence = []string{"7000", "8000", "9000"}
+			s.SPA = rules.SPAConfig{RequireSource: true}
+		}, wantKey: "services.ssh.spa.key_file", wantMsg: "spa needs a key_file"},
 		{name: "unreadable key", svc: func(s *rules.ServiceConfig) { s.SPA.KeyFile = "missing.key" },
 			wantKey: "services.ssh.spa.key_file", wantMsg: "no such key"},
 		{name: "same key twice", svc: func(s *rules.ServiceConfig) { s.SPA.KeyFiles = []string{"a.key"} },
@@ -84,7 +89,7 @@ func TestCompileSPAAndRotate(t *testing.T) {
 			s.Rotate = rules.RotateConfig{Length: 3, Period: time.Second, Range: []int{40000, 20000}}
 		}, wantKey: "services.ssh.rotate.range"},
 		{name: "rotate range holds the protected port", svc: func(s *rules.ServiceConfig) {
-			s.Rotate = rules.RotateConfig{Length: 3, Period: time.Second, Range: []int{1, 100}}
+			s.Rotate = rules.RotateConfig{Length: 3, Period: time.Second, Range: []int{1, 3000}}
 		}, wantKey: "services.ssh.rotate.range", wantMsg: "protected port 22"},
 		{name: "rotate range holds a fixed knock", svc: func(s *rules.ServiceConfig) {
 			s.Sequence = []string{"30000"}
@@ -122,6 +127,27 @@ func TestCompileSPAAndRotate(t *testing.T) {
 				t.Fatalf("err = %v, want key %s and %q", err, tt.wantKey, tt.wantMsg)
 			}
 		})
+	}
+}
+
+// TestCompileRequireSource: spa.require_source reaches the compiled service,
+// and is off unless set.
+func TestCompileRequireSource(t *testing.T) {
+	for _, want := range []bool{false, true} {
+		c := rules.Defaults()
+		svc := spaService()
+		svc.SPA.RequireSource = want
+		c.Services = map[string]rules.ServiceConfig{"ssh": svc}
+		set, err := rules.Compile(c, keyReader(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := set.Services[0].SPA.RequireSource; got != want {
+			t.Errorf("RequireSource = %v, want %v", got, want)
+		}
+	}
+	if rules.ServiceDefaults().SPA.RequireSource {
+		t.Error("require_source is on by default")
 	}
 }
 

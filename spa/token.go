@@ -39,16 +39,18 @@ var magic = [2]byte{'K', 'W'}
 // Errors a token may be refused with. The verdict path reports them as
 // reasons; none of them changes what the sender sees.
 var (
-	ErrFormat      = errors.New("spa: not a token")           // wrong magic, length or fields
-	ErrVersion     = errors.New("spa: unsupported version")   // a version this build does not know
-	ErrUnknownKey  = errors.New("spa: unknown key id")        // no configured key has this id
-	ErrBadMAC      = errors.New("spa: bad mac")               // forged, tampered, or another key
-	ErrStale       = errors.New("spa: timestamp too old")     // older than max_skew
-	ErrFuture      = errors.New("spa: timestamp in future")   // newer than max_skew
-	ErrReplay      = errors.New("spa: nonce already used")    // replayed
-	ErrReplayFull  = errors.New("spa: replay cache full")     // refused to stay safe; see ReplayCache
-	ErrWrongSource = errors.New("spa: bound to other source") // token names another source
-	ErrService     = errors.New("spa: service not served")    // no SPA service of that name here
+	ErrFormat      = errors.New("spa: not a token")                   // wrong magic, length or fields
+	ErrVersion     = errors.New("spa: unsupported version")           // a version this build does not know
+	ErrUnknownKey  = errors.New("spa: unknown key id")                // no configured key has this id
+	ErrBadMAC      = errors.New("spa: bad mac")                       // forged, tampered, or another key
+	ErrStale       = errors.New("spa: timestamp too old")             // older than max_skew
+	ErrFuture      = errors.New("spa: timestamp in future")           // newer than max_skew
+	ErrReplay      = errors.New("spa: nonce already used")            // replayed
+	ErrReplayFull  = errors.New("spa: replay cache full")             // refused to stay safe; see ReplayCache
+	ErrWrongSource = errors.New("spa: bound to other source")         // token names another source
+	ErrUnbound     = errors.New("spa: not bound to a source")         // the service requires a bound token (spa.require_source)
+	ErrBeforeStart = errors.New("spa: timestamp before server start") // at or before the server's start second: the process before may have accepted it
+	ErrService     = errors.New("spa: service not served")            // no SPA service of that name here
 )
 
 // Token is a parsed token. It points into the buffer it was parsed from.

@@ -14,9 +14,9 @@ import (
 // kept it at first, measured ~180 bytes and one allocation per new source.)
 // V must hold no pointers. Keys are the 16-byte form of the address, so an
 // IPv4 source and its IPv4-mapped IPv6 form share an entry; they never
-// meet, since Linux drops IPv6 packets from an IPv4-mapped source before
-// netfilter sees them (ip6_rcv_core, since 4.15). Grants, which open ports,
-// keep the two apart anyway (grantKey.v4).
+// meet, since verdict drops IPv6 packets from an IPv4-mapped source as
+// malformed before the tracker sees them. Grants, which open ports, keep
+// the two apart anyway (grantKey.v4).
 type table[V any] struct {
 	slots []slot[V]
 	index []int32 // slot number, or -1; len is a power of two ≥ 2×cap
@@ -89,20 +89,21 @@ func (t *table[V]) Peek(src netip.Addr) (V, bool) {
 	return t.slots[t.index[pos]].p, true
 }
 
-// Add sets src's value and makes it the most recent. It reports whether
-// the least recent source was evicted to make room.
-func (t *table[V]) Add(src netip.Addr, p V) (evicted bool) {
+// Add sets src's value and makes it the most recent. When the least recent
+// source was evicted to make room, it returns that source's key and value,
+// and evicted true.
+func (t *table[V]) Add(src netip.Addr, p V) (victim [16]byte, victimVal V, evicted bool) {
 	k := src.As16()
 	if pos := t.find(&k); pos >= 0 {
 		s := t.index[pos]
 		t.slots[s].p = p
 		t.unlink(s)
 		t.pushFront(s)
-		return false
+		return victim, victimVal, false
 	}
 	if t.free < 0 {
+		victim, victimVal, evicted = t.slots[t.tail].key, t.slots[t.tail].p, true
 		t.removeSlot(t.tail)
-		evicted = true
 	}
 	s := t.free
 	t.free = t.slots[s].next
@@ -116,7 +117,7 @@ func (t *table[V]) Add(src netip.Addr, p V) (evicted bool) {
 		}
 	}
 	t.n++
-	return evicted
+	return victim, victimVal, evicted
 }
 
 // Remove forgets src.

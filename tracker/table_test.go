@@ -15,17 +15,19 @@ type refLRU struct {
 	vals map[netip.Addr]progress
 }
 
-func (r *refLRU) add(k netip.Addr, p progress) (evicted bool) {
+func (r *refLRU) add(k netip.Addr, p progress) (victim netip.Addr, victimVal progress, evicted bool) {
 	if i := slices.Index(r.keys, k); i >= 0 {
 		r.keys = slices.Delete(r.keys, i, i+1)
 	} else if len(r.keys) == r.cap {
-		delete(r.vals, r.keys[len(r.keys)-1])
+		victim = r.keys[len(r.keys)-1]
+		victimVal = r.vals[victim]
+		delete(r.vals, victim)
 		r.keys = r.keys[:len(r.keys)-1]
 		evicted = true
 	}
 	r.keys = slices.Insert(r.keys, 0, k)
 	r.vals[k] = p
-	return evicted
+	return victim, victimVal, evicted
 }
 
 func (r *refLRU) remove(k netip.Addr) {
@@ -66,8 +68,10 @@ func TestPendingTableModel(t *testing.T) {
 				switch rng.IntN(4) {
 				case 0, 1:
 					p := progress{at: int64(op), last: uint32(op), svc: uint8(op % 7), next: uint8(op % 5)}
-					if got, want := tb.Add(k, p), ref.add(k, p); got != want {
-						t.Fatalf("op %d Add(%v) evicted = %v, want %v", op, k, got, want)
+					gk, gv, got := tb.Add(k, p)
+					wk, wv, want := ref.add(k, p)
+					if got != want || got && (netip.AddrFrom16(gk).Unmap() != wk.Unmap() || gv != wv) {
+						t.Fatalf("op %d Add(%v) evicted %v (%v, %+v), want %v (%v, %+v)", op, k, got, netip.AddrFrom16(gk), gv, want, wk, wv)
 					}
 				case 2:
 					tb.Remove(k)

@@ -79,7 +79,7 @@ type Config struct {
 	MaxGrants  int // (source, service) grants, in all
 	// KnockRate is the knock attempts per second one source may make, and
 	// KnockBurst how many it may make at once; KnockRate 0 means no limit.
-	// The buckets live in a table bounded like the pending one.
+	// The buckets live in a table bounded like the pending one (see Allow).
 	KnockRate  float64
 	KnockBurst int
 }
@@ -90,13 +90,6 @@ var ErrBadConfig = errors.New("tracker: bounds must be positive")
 // ErrGrantTableFull says a grant was refused because the grant table is full
 // of live grants.
 var ErrGrantTableFull = errors.New("tracker: grant table full of live grants")
-
-// defaultShards is the shard count for large tables; a power of two.
-const defaultShards = 16
-
-// purgeEvery bounds how often a full grant table is swept for lapsed grants
-// on the packet path.
-const purgeEvery = 100 * time.Millisecond
 
 // Tracker is safe for concurrent use.
 type Tracker struct {
@@ -109,10 +102,13 @@ type Tracker struct {
 	// router that booted in 1970) neither stretches nor cuts a grant.
 	epoch time.Time
 
-	// knockCost is the token-bucket price of one knock attempt and
-	// knockMax the bucket's size, both in nanoseconds of budget
-	// (wireguard-go's ratelimiter does the same).
-	knockCost, knockMax int64
+	// knockCost is the token-bucket price of one knock attempt, knockMax
+	// the bucket's size and knockNew what a new bucket holds, all in
+	// nanoseconds of budget (wireguard-go's ratelimiter does the same), so
+	// a bucket refills by one nanosecond per nanosecond. A /48's bucket
+	// has the same size and the same start but charges knockCost /
+	// Prefix48Hosts per knock.
+	knockCost, knockMax, knockNew int64
 
 	maxGrants int64
 	grants    atomic.Int64 // grants held in all shards
@@ -133,6 +129,17 @@ type shard struct {
 	mu      sync.Mutex
 	pending *table[progress]
 	limits  *table[bucket] // nil without a knock rate
+	// debts remembers the debts of knock-rate buckets evicted from limits
+	// (see Allow), until refilling would have repaid them. A key may use
+	// two cells, picked by its keyed hash, and reads only a cell that
+	// carries that hash: another key's debt never reaches it. A debt that
+	// finds both cells holding others' debts replaces the smaller of the
+	// two, counted in knocks of its kind, if that is smaller than its own,
+	// and is otherwise forgotten: what is lost is always the smallest debt
+	// at hand. Nil without a knock rate.
+	debts    []debt
+	debtMask uint64
+	debtSeed maphash.Seed
 	// grants maps (source, service id) to the grant's expiry. It never
 	// evicts (a full table refuses newcomers), so it needs no recency
 	// order: a map, whose keys hold no pointer, so the collector does not
@@ -149,6 +156,27 @@ type shard struct {
 	// source has progress.
 	npending atomic.Int32
 	_        [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+// debt is one cell of shard.debts: the key with hash h owes budget until at,
+// on the tracker's clock. A cell whose at has passed is free. The low bit of
+// h says the key is a /48's (prefix48Bit), whose knocks cost 1/Prefix48Hosts
+// of a host's.
+type debt struct {
+	h  uint64
+	at int64
+}
+
+// prefix48Bit marks a /48 key's hash in shard.debts.
+const prefix48Bit = 1
+
+// weight is how many of its own knocks one host knock's worth of budget is
+// for the key of a debt with hash h: debts are compared in knocks.
+func weight(h uint64) int64 {
+	if h&prefix48Bit != 0 {
+		return Prefix48Hosts
+	}
+	return 1
 }
 
 // progress is one source's way through one sequence.
@@ -192,12 +220,24 @@ func New(c Config) (*Tracker, error) {
 	if c.KnockRate > 0 {
 		t.knockCost = int64(float64(time.Second) / c.KnockRate)
 		t.knockMax = t.knockCost * int64(c.KnockBurst)
+		t.knockNew = t.knockCost * int64(min(c.KnockBurst, NewBucketKnocks))
 	}
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.pending = newTable[progress](ceilDiv(c.MaxPending, n), maphash.MakeSeed())
+		per := ceilDiv(c.MaxPending, n)
+		s.pending = newTable[progress](per, maphash.MakeSeed())
 		if c.KnockRate > 0 {
-			s.limits = newTable[bucket](ceilDiv(c.MaxPending, n), maphash.MakeSeed())
+			s.limits = newTable[bucket](per, maphash.MakeSeed())
+			cells := 1
+			for cells < debtCellsPerSlot*per {
+				cells <<= 1
+			}
+			s.debts = make([]debt, cells)
+			for j := range s.debts {
+				s.debts[j].at = math.MinInt64 / 2 // free, whatever the clock's epoch
+			}
+			s.debtMask = uint64(cells - 1)
+			s.debtSeed = maphash.MakeSeed()
 		}
 		s.grants = make(map[grantKey]int64)
 	}
@@ -285,7 +325,7 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 	if seqs.Len(svc) == 1 {
 		return t.grantLocked(s, src, svc, ts, seqs)
 	}
-	if evicted := s.pending.Add(src, progress{at: ts, last: k, gen: seqs.Gen(), svc: uint8(svc), next: 1}); evicted {
+	if _, _, evicted := s.pending.Add(src, progress{at: ts, last: k, gen: seqs.Gen(), svc: uint8(svc), next: 1}); evicted {
 		t.evictedPending.Add(1)
 	}
 	return Outcome{Event: EventStep, Svc: svc, Done: 1}
@@ -355,41 +395,174 @@ func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.D
 	return t.addGrantLocked(s, src, id, t.since(now), openFor)
 }
 
-// Allow spends one knock attempt of src's budget (its /64, for IPv6) at now
-// and reports whether there was one. A source seen for the first time starts
-// with a full bucket.
-// When the bucket table is full the least recently seen source's bucket is
-// forgotten; that source starts afresh, which a flood of spoofed sources can
-// cause but cannot turn against a real client's own bucket.
+// Allow spends one knock attempt of src's budget at now and reports whether
+// there was one. The budget is a token bucket per IPv4 address and per IPv6
+// /64, and for IPv6 also one per /48 (Prefix48Hosts); a knock passes only
+// if every bucket it is charged to can pay, and then all pay.
+//
+// Buckets live in a bounded LRU table, so a flood of new (spoofed) sources
+// evicts them. Neither a new bucket nor a re-made one starts full: it holds
+// min(NewBucketKnocks, knock_burst) knocks, less the debt its key had when
+// it was evicted, which a per-shard memory keeps (shard.debts) until
+// refilling would have repaid it. So evicting one's own bucket gives back no
+// more than waiting would, unless spoofed sources also push the debt out of
+// that memory: each must leave a larger debt (knock more often than the debt
+// is knocks) and only about one in shards × cells per shard / 2 lands on its
+// cell, some 32768 with the default max_pending.
+//
+// No cap bounds how many buckets are made, daemon-wide: under a spoofed
+// flood every new bucket evicts one, so such a cap would be spent by the
+// flood and then refuse the real clients that come during it (the flood
+// tests' legitimate tries). The memory of debts does the cap's job without
+// that: it costs the flood nothing and gives an evicted source nothing back,
+// and a real client, which owes nothing, starts a bucket with enough for its
+// sequence however often the flood evicts it.
+//
+// It does not allocate.
 func (t *Tracker) Allow(src netip.Addr, now time.Time) bool {
 	if t.knockCost == 0 {
 		return true
 	}
-	// IPv6 sources are limited per /64: one host usually holds a whole
-	// /64, and would otherwise have 2^64 budgets.
-	if src.Is6() && !src.Is4In6() {
-		b := src.As16()
-		clear(b[8:])
-		src = netip.AddrFrom16(b)
+	key, v6 := src.As16(), src.Is6() && !src.Is4In6()
+	var key48 [16]byte
+	if v6 {
+		// One host usually holds a whole /64, and would otherwise have
+		// 2^64 budgets.
+		clear(key[8:])
+		key48 = prefix48Key(key)
 	}
-	s := t.shardOf(src)
+	// A /64 and its /48 share a shard: one lock covers both buckets.
+	s := t.limitShard(&key, &key48, v6)
 	ts := t.since(now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b, ok := s.limits.Peek(src)
-	if !ok {
-		b = bucket{tokens: t.knockMax, last: ts}
-	}
-	b.tokens = min(b.tokens+ts-b.last, t.knockMax)
-	b.last = ts
+
+	b, known := t.bucketLocked(s, &key, ts)
 	allowed := b.tokens >= t.knockCost
+	if v6 {
+		share := t.knockCost / Prefix48Hosts
+		p, _ := t.bucketLocked(s, &key48, ts)
+		prefixPays := p.tokens >= share
+		if allowed = allowed && prefixPays; allowed {
+			p.tokens -= share
+		}
+		t.putLocked(s, &key48, p, ts)
+		if !known && !prefixPays {
+			// The /48 cannot pay: no new /64 bucket for it. Its /64s
+			// cannot push other sources' buckets out faster than the
+			// /48's budget allows.
+			t.limited.Add(1)
+			return false
+		}
+	}
 	if allowed {
 		b.tokens -= t.knockCost
 	} else {
 		t.limited.Add(1)
 	}
-	s.limits.Add(src, b)
+	t.putLocked(s, &key, b, ts)
 	return allowed
+}
+
+// prefix48Mark ends every /48 bucket key.
+const prefix48Mark = 0x30
+
+// prefix48Key is the bucket key of the /48 of the /64 key k: the prefix,
+// then zeros, then prefix48Mark. No /64 key (last eight bytes zero) and no
+// IPv4 key (::ffff:a.b.c.d) has that form.
+func prefix48Key(k [16]byte) [16]byte {
+	clear(k[6:])
+	k[15] = prefix48Mark
+	return k
+}
+
+// isPrefix48Key reports whether k is a key prefix48Key makes.
+func isPrefix48Key(k *[16]byte) bool {
+	return k[15] == prefix48Mark && [9]byte(k[6:15]) == [9]byte{}
+}
+
+// limitShard picks the shard of a knock-rate key: for IPv6 by its /48, so
+// that a /64 and its /48 are in one shard.
+func (t *Tracker) limitShard(key, key48 *[16]byte, v6 bool) *shard {
+	if t.mask == 0 {
+		return &t.shards[0]
+	}
+	if v6 {
+		key = key48
+	}
+	return &t.shards[mix(key, t.seed)>>58&t.mask]
+}
+
+// bucketLocked returns key's bucket refilled to ts, and whether the table
+// held it. A key the table does not hold gets a new bucket: knockNew, less
+// the debt remembered for it.
+func (t *Tracker) bucketLocked(s *shard, key *[16]byte, ts int64) (bucket, bool) {
+	if b, ok := s.limits.Peek(netip.AddrFrom16(*key)); ok {
+		b.tokens = min(b.tokens+ts-b.last, t.knockMax)
+		b.last = ts
+		return b, true
+	}
+	var owed int64
+	h, i, j := s.debtCells(key)
+	for _, c := range [2]*debt{&s.debts[i], &s.debts[j]} {
+		if c.h == h {
+			owed = max(owed, c.at-ts)
+		}
+	}
+	return bucket{tokens: t.knockNew - min(owed, t.knockNew), last: ts}, false
+}
+
+// putLocked stores key's bucket as the most recent. When that evicts the
+// least recent bucket, the evicted key's debt (what it lacks of knockNew,
+// refilled to ts) is remembered.
+func (t *Tracker) putLocked(s *shard, key *[16]byte, b bucket, ts int64) {
+	vk, v, evicted := s.limits.Add(netip.AddrFrom16(*key), b)
+	if evicted {
+		s.rememberLocked(&vk, t.knockNew-min(v.tokens+ts-v.last, t.knockMax), ts)
+	}
+}
+
+// rememberLocked records that key owes owed nanoseconds of budget at ts. The
+// bucket it was evicted with started from what the memory held for key, so
+// owed is the whole truth and replaces it; a key that owes nothing frees
+// its cell.
+func (s *shard) rememberLocked(key *[16]byte, owed, ts int64) {
+	h, i, j := s.debtCells(key)
+	ci, cj := &s.debts[i], &s.debts[j]
+	for _, c := range [2]*debt{ci, cj} {
+		if c.h == h {
+			if owed > 0 {
+				c.at = ts + owed
+			} else {
+				c.at = math.MinInt64 / 2
+			}
+			return
+		}
+	}
+	if owed <= 0 {
+		return
+	}
+	// The cell with the smaller debt left, in knocks, if it is smaller
+	// than this one; a free cell has none.
+	left := func(c *debt) int64 { return max(c.at-ts, 0) * weight(c.h) }
+	c := ci
+	if left(cj) < left(ci) {
+		c = cj
+	}
+	if left(c) < owed*weight(h) {
+		c.h, c.at = h, ts+owed
+	}
+}
+
+// debtCells are key's hash, its low bit set for a /48 key and clear
+// otherwise, and its two cells in s.debts.
+func (s *shard) debtCells(key *[16]byte) (h, i, j uint64) {
+	raw := maphash.Bytes(s.debtSeed, key[:])
+	h = raw &^ prefix48Bit
+	if isPrefix48Key(key) {
+		h |= prefix48Bit
+	}
+	return h, raw & s.debtMask, (raw >> 32) & s.debtMask
 }
 
 // Granted reports whether src holds a live grant for one of the services ids.

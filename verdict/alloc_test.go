@@ -86,6 +86,11 @@ var zeroAllocPaths = []hotPath{
 		expectDecision(tb, e, pkt, t0, verdict.Reject, verdict.ReasonNoGrant)
 		return func() { e.Decide(pkt, t0) }
 	}},
+	{"protected no-grant syn ipv6 with AH", func(tb testing.TB, e *verdict.Engine) func() {
+		pkt := withAH(syn(tb, client6, 22))
+		expectDecision(tb, e, pkt, t0, verdict.Reject, verdict.ReasonNoGrant)
+		return func() { e.Decide(pkt, t0) }
+	}},
 	{"protected no-grant syn, drop", func(tb testing.TB, e *verdict.Engine) func() {
 		pkt := syn(tb, client6b, 5432)
 		expectDecision(tb, e, pkt, t0, verdict.Drop, verdict.ReasonNoGrant)
@@ -144,6 +149,11 @@ var zeroAllocPaths = []hotPath{
 		expectDecision(tb, e, pkt, t0, verdict.Drop, verdict.ReasonMalformed)
 		return func() { e.Decide(pkt, t0) }
 	}},
+	{"ipv4-mapped source", func(tb testing.TB, e *verdict.Engine) func() {
+		pkt := udpPkt(tb, mapped4, 9000, nil)
+		expectDecision(tb, e, pkt, t0, verdict.Drop, verdict.ReasonMalformed)
+		return func() { e.Decide(pkt, t0) }
+	}},
 	{"malformed empty", func(tb testing.TB, e *verdict.Engine) func() {
 		expectDecision(tb, e, nil, t0, verdict.Drop, verdict.ReasonMalformed)
 		return func() { e.Decide(nil, t0) }
@@ -176,6 +186,30 @@ func TestDecideNoAllocsRateLimited(t *testing.T) {
 			}
 		})
 	}
+	t.Run("first knocks of new sources churning the buckets", func(t *testing.T) {
+		// A table far smaller than the sources, IPv4 and IPv6 in many
+		// /48s: every knock makes a bucket (and a /48's), evicts one and
+		// remembers its debt.
+		tr, err := tracker.New(tracker.Config{MaxPending: 64, MaxGrants: 64, KnockRate: rules.DefaultKnockRate, KnockBurst: rules.DefaultKnockBurst})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := verdict.New(testSet(t), tr, t0)
+		var pkts [][]byte
+		for i, s := range manySources(2048) {
+			pkts = append(pkts, syn(t, s, 7000))
+			v6 := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i), 7: byte(i), 15: 1})
+			pkts = append(pkts, udpPkt(t, v6, 9000, nil))
+		}
+		expectDecision(t, e, pkts[0], t0, verdict.Reject, verdict.ReasonKnock)
+		i := 0
+		if n := testing.AllocsPerRun(10000, func() {
+			e.Decide(pkts[i%len(pkts)], t0.Add(time.Duration(i)*time.Microsecond))
+			i++
+		}); n != 0 {
+			t.Errorf("new sources' knocks allocate %v times, want 0", n)
+		}
+	})
 	t.Run("knocks beyond the burst are rate limited", func(t *testing.T) {
 		tr, err := tracker.New(tracker.Config{MaxPending: 1024, MaxGrants: 1024, KnockRate: 1, KnockBurst: 2})
 		if err != nil {

@@ -82,22 +82,28 @@ type Engine struct {
 	view   atomic.Pointer[view]
 	tr     *tracker.Tracker
 	nonces *spa.ReplayCache
+	// start is the unix second the engine was made in. Its replay cache
+	// starts empty, so it refuses SPA tokens stamped at or before start:
+	// the process before it may have accepted them, in that very second
+	// too. SetRules keeps start and the replay cache.
+	start int64
 }
 
-// New returns an engine reading set and keeping state in tr.
+// New returns an engine reading set and keeping state in tr, started at now.
 func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 	max := set.Tracker.MaxNonces
 	if max < 1 {
 		max = rules.DefaultMaxNonces
 	}
-	e := &Engine{tr: tr, nonces: spa.NewReplayCache(max)}
+	e := &Engine{tr: tr, nonces: spa.NewReplayCache(max), start: now.Unix()}
 	e.view.Store(newView(set, 0, now))
 	return e
 }
 
 // SetRules swaps the rules. Grants survive (they are kept per service id,
-// derived from the name); knock progress made under the old rules is dropped
-// at the source's next packet.
+// derived from the name), and so do the SPA replay cache and the start
+// second; knock progress made under the old rules is dropped at the source's
+// next packet.
 func (e *Engine) SetRules(set *rules.Set, now time.Time) {
 	for {
 		old := e.view.Load()
@@ -260,11 +266,19 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 	case t.Timestamp > unix+skew:
 		d.TokenErr = spa.ErrFuture
 		return
+	case t.Timestamp <= e.start:
+		d.TokenErr = spa.ErrBeforeStart
+		return
 	}
 	// The source is checked before the nonce is spent, so a bound token
-	// that someone else sends first cannot burn it.
-	if t.Bound() && t.Source != src.Unmap() {
+	// that someone else sends first cannot burn it. (src is never
+	// IPv4-mapped: Decode leaves such packets unknown.)
+	switch {
+	case t.Bound() && t.Source != src:
 		d.TokenErr = spa.ErrWrongSource
+		return
+	case !t.Bound() && s.SPA.RequireSource:
+		d.TokenErr = spa.ErrUnbound
 		return
 	}
 	// Remember the nonce until the token would be stale anyway.

@@ -23,6 +23,8 @@ func seedPackets(tb testing.TB) [][]byte {
 		syn(tb, client6, 22),
 		udpPkt(tb, client6, 6000, nil),
 		spec{src: client6, dst: server6, sport: 1, dport: 22, flags: verdict.TCPSyn, ext: extHeaders()}.tcp(tb),
+		withAH(syn(tb, client6, 22)),
+		udpPkt(tb, mapped4, 9000, nil),
 		tcpPkt(tb, client4, 22, verdict.TCPSyn|verdict.TCPAck),
 		icmp4(tb),
 		syn(tb, client4, 22)[:30],
@@ -89,6 +91,9 @@ func FuzzDecode(f *testing.F) {
 			if p.Src != netip.AddrFrom16([16]byte(b[8:24])) || p.Dst != netip.AddrFrom16([16]byte(b[24:40])) {
 				t.Fatalf("addresses %v > %v do not match the header", p.Src, p.Dst)
 			}
+			if p.Src.Is4In6() {
+				t.Fatalf("valid packet from the IPv4-mapped source %v", p.Src)
+			}
 			if b[6] != 6 && b[6] != 17 {
 				// Extension headers: the transport header is further in.
 				if p.PayloadOff < 40+8+minTransport && p.PayloadOff != len(b) {
@@ -136,7 +141,7 @@ func fuzzSet(tb testing.TB) *rules.Set {
 	web.Ports = []int{443}
 	web.SPA.Port = 62201
 	web.SPA.KeyFile = "web.key"
-	web.Rotate.Length = 2
+	web.Rotate.Length = 5 // 100·99^4 sequences: at least 2^32 (rules.MinRotateBits)
 	web.Rotate.Range = []int{40000, 40099}
 	c.Services["web"] = web
 	set, err := rules.Compile(c, rules.WithKeyReader(func(string) (*spa.Key, error) { return fuzzKey, nil }))
@@ -145,6 +150,10 @@ func fuzzSet(tb testing.TB) *rules.Set {
 	}
 	return set
 }
+
+// fuzzStart is when the fuzzers' engines start: before t0, so that a token
+// stamped at t0 is not refused as older than the engine.
+var fuzzStart = t0.Add(-time.Minute)
 
 // spaToken is a valid token for service web at t0.
 func spaToken(tb testing.TB) []byte {
@@ -179,7 +188,7 @@ func FuzzDecide(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e := verdict.New(set, tr, t0)
+		e := verdict.New(set, tr, fuzzStart)
 		var p verdict.Parsed
 		p.Decode(b)
 		for i, now := range []time.Time{t0, t0.Add(time.Duration(ms) * time.Millisecond)} {
@@ -231,7 +240,7 @@ func TestFuzzSeedsReachTheirPaths(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := verdict.New(fuzzSet(t), tr, t0)
+			e := verdict.New(fuzzSet(t), tr, fuzzStart)
 			if d := e.Decide(tt.pkt, t0); d.Reason != tt.reason || d.Verdict != verdict.Reject {
 				t.Errorf("%v/%v (token error %v), want reject/%v", d.Verdict, d.Reason, d.TokenErr, tt.reason)
 			}

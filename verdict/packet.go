@@ -3,19 +3,14 @@ package verdict
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/knockwall/knockwall/internal/inet"
 )
 
 // IP protocol numbers.
 const (
-	protoTCP       = 6
-	protoUDP       = 17
-	protoHopByHop  = 0
-	protoRouting   = 43
-	protoFragment  = 44
-	protoDestOpts  = 60
-	protoNoNext    = 59
-	protoAH        = 51
-	maxIPv6ExtHdrs = 8 // more than any sane packet carries; bounds the walk
+	protoTCP = inet.ProtoTCP
+	protoUDP = inet.ProtoUDP
 )
 
 // TCP flags.
@@ -42,7 +37,8 @@ type Parsed struct {
 func (p *Parsed) Valid() bool { return p.IPProto == protoTCP || p.IPProto == protoUDP }
 
 // Decode parses an IPv4 or IPv6 packet with a TCP or UDP header. A short,
-// odd or fragmented packet leaves IPProto 0; it never panics.
+// odd or fragmented packet, or an IPv6 packet from an IPv4-mapped source,
+// leaves IPProto 0; it never panics.
 func (p *Parsed) Decode(b []byte) {
 	*p = Parsed{}
 	if len(b) < 1 {
@@ -82,33 +78,25 @@ func (p *Parsed) decode4(b []byte) {
 }
 
 func (p *Parsed) decode6(b []byte) {
-	if len(b) < 40 {
+	if len(b) < inet.IPv6HeaderLen {
 		return
 	}
 	p.IPVersion = 6
 	p.Src = netip.AddrFrom16([16]byte(b[8:24]))
 	p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
-	end := min(40+int(binary.BigEndian.Uint16(b[4:6])), len(b))
-	next, off := b[6], 40
-	for range maxIPv6ExtHdrs {
-		switch next {
-		case protoHopByHop, protoRouting, protoDestOpts:
-			if off+8 > end {
-				return
-			}
-			next, off = b[off], off+(int(b[off+1])+1)*8
-		case protoAH:
-			if off+8 > end {
-				return
-			}
-			next, off = b[off], off+(int(b[off+1])+2)*4
-		case protoFragment:
-			// See decode4: fragments are left unknown.
-			return
-		default:
-			p.decodeTransport(b[:end], next, off)
-			return
-		}
+	if p.Src.Is4In6() {
+		// ::ffff:a.b.c.d is no IPv6 source (RFC 4291, 2.5.5.2), yet the
+		// kernel may hand one over (UDP to the SPA port arrives). Left
+		// unknown, it never reaches the tracker or the SPA code, where it
+		// would meet a.b.c.d's state under the same 16-byte key, or spend
+		// the nonce of a token bound to a.b.c.d.
+		return
+	}
+	// The walk leaves fragments unknown, as decode4 does, and is the one
+	// internal/rst answers by, so every SYN knockwall rejects is answered
+	// alike whatever its extension headers.
+	if next, off, ok := inet.WalkIPv6(b); ok {
+		p.decodeTransport(b[:inet.IPv6End(b)], next, off)
 	}
 }
 

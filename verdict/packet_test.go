@@ -126,6 +126,11 @@ func TestDecodeValid(t *testing.T) {
 			want: verdict.Parsed{Src: client6, Dst: server6, IPVersion: 6, IPProto: 6, SrcPort: 1, DstPort: 22, TCPFlags: verdict.TCPSyn, PayloadOff: 68},
 		},
 		{
+			name: "ipv6 authentication header then tcp",
+			pkt:  withAH(syn(t, client6, 22)),
+			want: verdict.Parsed{Src: client6, Dst: server6, IPVersion: 6, IPProto: 6, SrcPort: 40000, DstPort: 22, TCPFlags: verdict.TCPSyn, PayloadOff: 84},
+		},
+		{
 			name: "ipv6 hop-by-hop and destination options then udp",
 			pkt:  spec{src: client6, dst: server6, sport: 1, dport: 9000, payload: []byte("x"), ext: []gopacket.SerializableLayer{hopByHop(), destOpts()}}.udp(t),
 			want: verdict.Parsed{Src: client6, Dst: server6, IPVersion: 6, IPProto: 17, SrcPort: 1, DstPort: 9000, PayloadOff: 64, PayloadLen: 1},
@@ -217,6 +222,9 @@ func TestDecodeMalformed(t *testing.T) {
 		{name: "ipv6 no next header", pkt: edit(syn6, func(b []byte) { b[6] = 59 }), wantVersion: 6},
 		{name: "ipv6 icmp", pkt: icmp6(t), wantVersion: 6},
 		{name: "ipv6 esp", pkt: edit(syn6, func(b []byte) { b[6] = 50 }), wantVersion: 6},
+		{name: "ipv6 syn from an ipv4-mapped source", pkt: syn(t, mapped4, 22), wantVersion: 6},
+		{name: "ipv6 udp from an ipv4-mapped source", pkt: udpPkt(t, mapped4, 62201, []byte("token")), wantVersion: 6},
+		{name: "ipv6 from ::ffff:0.0.0.0", pkt: syn(t, netip.MustParseAddr("::ffff:0.0.0.0"), 22), wantVersion: 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package verdict_test
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -25,6 +26,8 @@ var (
 	client6  = netip.MustParseAddr("2001:db8::10")
 	client6b = netip.MustParseAddr("2001:db8::11")
 	server6  = netip.MustParseAddr("2001:db8:ffff::1")
+	// mapped4 is client4's IPv4-mapped IPv6 form, ::ffff:192.0.2.10.
+	mapped4 = netip.AddrFrom16(client4.As16())
 )
 
 // gopacketLayer is short for a serializable gopacket layer.
@@ -205,6 +208,20 @@ func icmp6(tb testing.TB) []byte {
 		tb.Fatal(err)
 	}
 	return serialize(tb, ip, icmp, gopacket.Payload("ping-ping"))
+}
+
+// withAH returns a copy of the IPv6 packet b with a 24-byte authentication
+// header (AH, as HMAC-SHA1-96 makes it) inserted after the fixed header.
+// gopacket decodes AH but does not build it.
+func withAH(b []byte) []byte {
+	ah := make([]byte, 24)
+	ah[0] = b[6]                // AH's next header: what followed the fixed header
+	ah[1] = byte(len(ah)/4 - 2) // AH counts 4-byte units beyond the first 8
+	binary.BigEndian.PutUint32(ah[4:], 0x100)
+	out := append(append(append([]byte(nil), b[:40]...), ah...), b[40:]...)
+	out[6] = byte(layers.IPProtocolAH)
+	binary.BigEndian.PutUint16(out[4:], binary.BigEndian.Uint16(b[4:])+uint16(len(ah)))
+	return out
 }
 
 // edit returns a copy of b changed by f.

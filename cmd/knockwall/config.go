@@ -105,7 +105,11 @@ func writeEffective(w io.Writer, s *rules.Set) {
 			if a.Port != 0 {
 				where = fmt.Sprintf("by UDP to port %d or %s", a.Port, where)
 			}
-			ways = append(ways, fmt.Sprintf("sends a valid SPA token (%d key(s), clock skew up to %s) %s", len(a.Keys), a.MaxSkew, where))
+			token := "a valid SPA token"
+			if a.RequireSource {
+				token = "a valid SPA token bound to its own address"
+			}
+			ways = append(ways, fmt.Sprintf("sends %s (%d key(s), clock skew up to %s) %s", token, len(a.Keys), a.MaxSkew, where))
 		}
 		if r := svc.Rotate; r != nil {
 			ways = append(ways, fmt.Sprintf("knocks the %d TCP ports derived from the key for the current %s period (or the previous one), from the range %d-%d, each within %s",
@@ -125,7 +129,7 @@ func writeEffective(w io.Writer, s *rules.Set) {
 			for i, k := range a.Keys {
 				ids[i] = k.ID
 			}
-			fmt.Fprintf(w, "    spa:\n      port: %d\n      key_ids: [%s]\n      max_skew: %s\n", a.Port, joinInts(ids), a.MaxSkew)
+			fmt.Fprintf(w, "    spa:\n      port: %d\n      key_ids: [%s]\n      max_skew: %s\n      require_source: %t\n", a.Port, joinInts(ids), a.MaxSkew, a.RequireSource)
 		}
 		if r := svc.Rotate; r != nil {
 			fmt.Fprintf(w, "    rotate:\n      key_id: %d\n      length: %d\n      period: %s\n      range: [%d, %d]\n", r.Key.ID, r.Length, r.Period, r.Lo, r.Hi)

@@ -62,6 +62,46 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
+// TestConfigCheckRequireSource: config check shows spa.require_source, from
+// the file or the environment, in the YAML and in words.
+func TestConfigCheckRequireSource(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "ssh.key")
+	if code, _, errOut := runCLI(t, nil, "keygen", key); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, errOut)
+	}
+	body := func(extra string) string {
+		return "services: {ssh: {ports: [22], spa: {port: 62201, key_file: " + key + extra + "}}}\n"
+	}
+	tests := []struct {
+		name    string
+		env     []string
+		cfg     string
+		want    []string
+		notWant string
+	}{
+		{name: "default", cfg: body(""), want: []string{"require_source: false"}, notWant: "bound to its own address"},
+		{name: "set in the file", cfg: body(", require_source: true"), want: []string{"require_source: true", "token bound to its own address"}},
+		{name: "set from the environment", env: []string{"KNOCKWALL_SERVICES_SSH_SPA_REQUIRE_SOURCE=true"}, cfg: body(""),
+			want: []string{"require_source: true", "token bound to its own address"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCLI(t, tt.env, "config", "check", "-c", writeConfig(t, tt.cfg))
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if tt.notWant != "" && strings.Contains(out, tt.notWant) {
+				t.Errorf("output has %q:\n%s", tt.notWant, out)
+			}
+		})
+	}
+}
+
 func TestExampleRoundTrip(t *testing.T) {
 	code, out, _ := runCLI(t, nil, "example")
 	if code != 0 || out != string(rules.ExampleYAML) {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/knockwall/knockwall/internal/inet"
 	"github.com/knockwall/knockwall/spa"
 )
 
@@ -57,15 +58,8 @@ func sendSYN(src netip.Addr, dst netip.AddrPort, payload []byte) error {
 	if _, err := rand.Read(seq[:]); err != nil {
 		return err
 	}
-	seg := make([]byte, 20, 20+len(payload))
-	binary.BigEndian.PutUint16(seg[0:], 32768+binary.BigEndian.Uint16(sport[:])%28000)
-	binary.BigEndian.PutUint16(seg[2:], dst.Port())
-	copy(seg[4:8], seq[:])
-	seg[12] = 5 << 4 // data offset: 20 bytes, no options
-	seg[13] = 0x02   // SYN
-	binary.BigEndian.PutUint16(seg[14:], 64240)
-	seg = append(seg, payload...)
-	binary.BigEndian.PutUint16(seg[16:], tcpChecksum(src, dst.Addr(), seg))
+	sp := 32768 + binary.BigEndian.Uint16(sport[:])%28000
+	seg := synSegment(src, dst, sp, binary.BigEndian.Uint32(seq[:]), payload)
 
 	family := unix.AF_INET
 	if dst.Addr().Is6() {
@@ -90,32 +84,18 @@ func sendSYN(src netip.Addr, dst netip.AddrPort, payload []byte) error {
 	return unix.Sendto(fd, seg, 0, sa)
 }
 
-// tcpChecksum is the Internet checksum over the pseudo-header and segment.
-func tcpChecksum(src, dst netip.Addr, seg []byte) uint16 {
-	var sum uint32
-	add := func(b []byte) {
-		for len(b) >= 2 {
-			sum += uint32(binary.BigEndian.Uint16(b))
-			b = b[2:]
-		}
-		if len(b) == 1 {
-			sum += uint32(b[0]) << 8
-		}
-	}
-	if src.Is4() {
-		s, d := src.As4(), dst.As4()
-		add(s[:])
-		add(d[:])
-		sum += unix.IPPROTO_TCP + uint32(len(seg))
-	} else {
-		s, d := src.As16(), dst.As16()
-		add(s[:])
-		add(d[:])
-		sum += uint32(len(seg)) + unix.IPPROTO_TCP
-	}
-	add(seg)
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
+// synSegment is a TCP SYN (no options) from src port sport to dst with
+// sequence number seq, carrying payload, its checksum over the
+// pseudo-header of src and dst filled in.
+func synSegment(src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32, payload []byte) []byte {
+	seg := make([]byte, 20, 20+len(payload))
+	binary.BigEndian.PutUint16(seg[0:], sport)
+	binary.BigEndian.PutUint16(seg[2:], dst.Port())
+	binary.BigEndian.PutUint32(seg[4:], seq)
+	seg[12] = 5 << 4 // data offset: 20 bytes, no options
+	seg[13] = 0x02   // SYN
+	binary.BigEndian.PutUint16(seg[14:], 64240)
+	seg = append(seg, payload...)
+	binary.BigEndian.PutUint16(seg[16:], inet.Checksum(inet.Sum(inet.Pseudo(src, dst.Addr(), inet.ProtoTCP, len(seg)), seg)))
+	return seg
 }

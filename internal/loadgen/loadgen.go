@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knockwall/knockwall/internal/inet"
 )
 
 // Kind is what each packet is.
@@ -162,9 +164,9 @@ func randomIn(rng *rand.Rand, p netip.Prefix) netip.Addr {
 // checksums filled in, so the receiving kernel treats it as genuine.
 func (g *Gen) frame(k Kind, src, dst netip.Addr, sport, dport uint16, seq uint32) []byte {
 	var l4 []byte
-	proto := uint8(6)
+	proto := uint8(inet.ProtoTCP)
 	if k == UDP {
-		proto = 17
+		proto = inet.ProtoUDP
 		l4 = make([]byte, 8)
 		binary.BigEndian.PutUint16(l4[0:], sport)
 		binary.BigEndian.PutUint16(l4[2:], dport)
@@ -179,15 +181,12 @@ func (g *Gen) frame(k Kind, src, dst netip.Addr, sport, dport uint16, seq uint32
 		binary.BigEndian.PutUint16(l4[14:], 64240)
 	}
 	s, d := src.As4(), dst.As4()
-	var sum uint32
-	sum += uint32(binary.BigEndian.Uint16(s[0:])) + uint32(binary.BigEndian.Uint16(s[2:]))
-	sum += uint32(binary.BigEndian.Uint16(d[0:])) + uint32(binary.BigEndian.Uint16(d[2:]))
-	sum += uint32(proto) + uint32(len(l4))
-	csOff := 16
+	csum := inet.Checksum(inet.Sum(inet.Pseudo4(s, d, proto, len(l4)), l4))
 	if k == UDP {
-		csOff = 6
+		binary.BigEndian.PutUint16(l4[6:], inet.UDPChecksum(csum))
+	} else {
+		binary.BigEndian.PutUint16(l4[16:], csum)
 	}
-	binary.BigEndian.PutUint16(l4[csOff:], fold(sum, l4))
 
 	ip := make([]byte, 20)
 	ip[0] = 0x45
@@ -197,7 +196,7 @@ func (g *Gen) frame(k Kind, src, dst netip.Addr, sport, dport uint16, seq uint32
 	ip[9] = proto
 	copy(ip[12:], s[:])
 	copy(ip[16:], d[:])
-	binary.BigEndian.PutUint16(ip[10:], fold(0, ip))
+	binary.BigEndian.PutUint16(ip[10:], inet.Checksum(inet.Sum(0, ip)))
 
 	f := make([]byte, 0, 14+len(ip)+len(l4))
 	f = append(f, g.dstMAC...)
@@ -205,21 +204,4 @@ func (g *Gen) frame(k Kind, src, dst netip.Addr, sport, dport uint16, seq uint32
 	f = append(f, 0x08, 0x00)
 	f = append(f, ip...)
 	return append(f, l4...)
-}
-
-func fold(sum uint32, b []byte) uint16 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	v := ^uint16(sum)
-	if v == 0 {
-		v = 0xffff
-	}
-	return v
 }

@@ -21,19 +21,22 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/knockwall/knockwall/internal/inet"
 )
 
 const (
-	ipv6Header = 40
+	ipv6Header = inet.IPv6HeaderLen
 	tcpHeader  = 20
 	resetLen   = ipv6Header + tcpHeader
 	hopLimit   = 64 // the kernel's default, when the sysctl cannot be read
-	protoTCP   = 6
+	protoTCP   = inet.ProtoTCP
 )
 
-// ErrNotSYN is returned for a packet that is not an IPv6 TCP SYN without
-// extension headers, which this package does not answer.
-var ErrNotSYN = errors.New("rst: not a plain IPv6 TCP SYN")
+// ErrNotSYN is returned for a packet that is not an IPv6 TCP SYN (after the
+// extension headers inet.WalkIPv6 passes over), which this package does not
+// answer.
+var ErrNotSYN = errors.New("rst: not an IPv6 TCP SYN")
 
 // Sender sends resets through a raw IPv6 socket. It is not safe for
 // concurrent use: give each queue worker its own.
@@ -91,8 +94,10 @@ func Build(dst, syn []byte, label uint32, hop uint8) ([]byte, error) {
 		// Not IPv6, or to a multicast address, which is never answered.
 		return nil, ErrNotSYN
 	}
-	off := tcpOffset(syn)
-	if off < 0 || len(syn) < off+tcpHeader {
+	// The walk is the one verdict decodes by, so whatever SYN the engine
+	// rejects is answered here, extension headers or not (AH included).
+	proto, off, ok := inet.WalkIPv6(syn)
+	if !ok || proto != protoTCP || len(syn) < off+tcpHeader {
 		return nil, ErrNotSYN
 	}
 	tcp := syn[off:]
@@ -124,46 +129,8 @@ func Build(dst, syn []byte, label uint32, hop uint8) ([]byte, error) {
 	binary.BigEndian.PutUint16(r[14:], 0)
 	binary.BigEndian.PutUint16(r[16:], 0)
 	binary.BigEndian.PutUint16(r[18:], 0)
-	binary.BigEndian.PutUint16(r[16:], checksum(out[8:24], out[24:40], r))
+	binary.BigEndian.PutUint16(r[16:], inet.Checksum(inet.Sum(inet.Pseudo6([16]byte(out[8:24]), [16]byte(out[24:40]), protoTCP, len(r)), r)))
 	return dst[:len(dst)+resetLen], nil
-}
-
-// tcpOffset walks the IPv6 extension headers the kernel lets through to a
-// local socket (hop-by-hop, routing, destination options) to the TCP header;
-// -1 when there is none. The reset the kernel sends carries no extension
-// headers, and neither does ours.
-func tcpOffset(p []byte) int {
-	next, off := p[6], ipv6Header
-	for range 8 {
-		switch next {
-		case protoTCP:
-			return off
-		case 0, 43, 60: // hop-by-hop, routing, destination options
-			if len(p) < off+8 {
-				return -1
-			}
-			next, off = p[off], off+(int(p[off+1])+1)*8
-		default:
-			return -1
-		}
-	}
-	return -1
-}
-
-// checksum is the TCP checksum over the IPv6 pseudo-header and segment.
-func checksum(src, dst, seg []byte) uint16 {
-	var sum uint32
-	for i := 0; i < 16; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(src[i:])) + uint32(binary.BigEndian.Uint16(dst[i:]))
-	}
-	sum += uint32(len(seg)) + protoTCP
-	for i := 0; i+1 < len(seg); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(seg[i:]))
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }
 
 // AutoFlowLabels reads net.ipv6.auto_flowlabels of the calling thread's

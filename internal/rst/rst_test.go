@@ -8,9 +8,11 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/knockwall/knockwall/internal/inet"
 )
 
-func synV6(t *testing.T, tclass uint8, payload []byte, opts bool) []byte {
+func synV6(t testing.TB, tclass uint8, payload []byte, opts bool) []byte {
 	t.Helper()
 	ip := &layers.IPv6{Version: 6, TrafficClass: tclass, FlowLabel: 0x12345, NextHeader: layers.IPProtocolTCP, HopLimit: 64,
 		SrcIP: net.ParseIP("fd00:77::2"), DstIP: net.ParseIP("fd00:77::1")}
@@ -70,7 +72,7 @@ func TestBuild(t *testing.T) {
 			}
 			got := binary.BigEndian.Uint16(out[40+16:])
 			binary.BigEndian.PutUint16(out[40+16:], 0)
-			if want := checksum(out[8:24], out[24:40], out[40:]); got != want {
+			if want := inet.Checksum(inet.Sum(inet.Pseudo6([16]byte(out[8:24]), [16]byte(out[24:40]), protoTCP, 20), out[40:])); got != want {
 				t.Errorf("checksum %#x, want %#x", got, want)
 			}
 		})
@@ -105,6 +107,45 @@ func TestBuildExtensionHeaders(t *testing.T) {
 	}
 }
 
+// withAH returns syn, an IPv6 packet, with a 24-byte authentication header
+// (AH, as HMAC-SHA1-96 makes it) inserted after the fixed header.
+func withAH(syn []byte) []byte {
+	ah := make([]byte, 24)
+	ah[0] = syn[6]              // AH's next header: what followed the fixed header
+	ah[1] = byte(len(ah)/4 - 2) // AH counts 4-byte units beyond the first 8
+	binary.BigEndian.PutUint32(ah[4:], 0x100)
+	out := append(append(append([]byte(nil), syn[:40]...), ah...), syn[40:]...)
+	out[6] = 51
+	binary.BigEndian.PutUint16(out[4:], binary.BigEndian.Uint16(syn[4:])+uint16(len(ah)))
+	return out
+}
+
+// TestBuildAH: a SYN with an authentication header is answered like any
+// other SYN (verdict walks past AH to judge it; an answer that fell back to
+// ip6tables' REJECT would carry flow label 0), and the reset carries no
+// extension header. The checksum is over the reset alone.
+func TestBuildAH(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		payload []byte
+	}{{"bare", nil}, {"with a token", make([]byte, 67)}} {
+		t.Run(tt.name, func(t *testing.T) {
+			plain := synV6(t, 0, tt.payload, true)
+			want, err := Build(nil, plain, 0xabcde, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Build(nil, withAH(plain), 0xabcde, 64)
+			if err != nil {
+				t.Fatalf("Build with AH: %v", err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("reset to the SYN with AH differs from the reset to the same SYN without:\n%x\n%x", got, want)
+			}
+		})
+	}
+}
+
 func TestBuildRefuses(t *testing.T) {
 	syn := synV6(t, 0, nil, false)
 	ack := append([]byte(nil), syn...)
@@ -115,7 +156,11 @@ func TestBuildRefuses(t *testing.T) {
 	udp[6] = 17
 	mcast := append([]byte(nil), syn...)
 	mcast[24] = 0xff
-	for name, pkt := range map[string][]byte{"short": syn[:50], "syn-ack": ack, "v4": v4, "udp": udp, "empty": nil, "multicast": mcast} {
+	frag := append(append(append([]byte(nil), syn[:40]...), 6, 0, 0, 0, 0, 0, 0, 1), syn[40:]...)
+	frag[6] = 44
+	binary.BigEndian.PutUint16(frag[4:], binary.BigEndian.Uint16(syn[4:])+8)
+	for name, pkt := range map[string][]byte{"short": syn[:50], "syn-ack": ack, "v4": v4, "udp": udp, "empty": nil, "multicast": mcast,
+		"fragment": frag, "ah cut short": withAH(syn)[:70]} {
 		if _, err := Build(nil, pkt, 1, 64); !errors.Is(err, ErrNotSYN) {
 			t.Errorf("%s: err = %v, want ErrNotSYN", name, err)
 		}
@@ -132,6 +177,7 @@ func TestBuildNoAllocs(t *testing.T) {
 
 func FuzzBuild(f *testing.F) {
 	f.Add(make([]byte, 60))
+	f.Add(withAH(synV6(f, 0, []byte("tok"), false)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := Build(nil, b, 1, 64)
 		if err == nil && len(out) != resetLen {

@@ -86,8 +86,9 @@ func (k *Key) Verify(b []byte, r *Request) error {
 	*r = Request{}
 	n := len(b)
 	if n < MinPacketSize || n > MaxPacketSize || !isBase64(b) || string(b[:len(saltPrefix)]) == saltPrefix {
-		// fwknopd refuses the prefix too: a packet sent with it would be a
-		// second spelling of the same packet.
+		// fwknopd refuses a packet that keeps the prefix: it adds the
+		// prefix only when missing, so such a packet would be a second
+		// spelling of one it accepted. Here it would fail the HMAC anyway.
 		return ErrMalformed
 	}
 	textLen := n - MACLen + len(saltPrefix)
@@ -116,6 +117,21 @@ func (k *Key) Verify(b []byte, r *Request) error {
 	}
 
 	// Everything below runs only for packets made with the HMAC key.
+	err := k.open(st, text, r)
+	// Leave no plaintext in pooled memory.
+	clear(st.ct[:])
+	clear(st.tmp[:])
+	if err != nil {
+		*r = Request{}
+		return err
+	}
+	r.ReplayKey = sha256.Sum256(b)
+	return nil
+}
+
+// open decodes and decrypts the ciphertext text and parses the plaintext
+// into r.
+func (k *Key) open(st *state, text []byte, r *Request) error {
 	m, err := base64.RawStdEncoding.Decode(st.ct[:], text)
 	if err != nil || m < 2*blockSize || m%blockSize != 0 || string(st.ct[:len(saltMagic)]) != saltMagic {
 		return ErrMalformed
@@ -124,11 +140,7 @@ func (k *Key) Verify(b []byte, r *Request) error {
 	if err != nil {
 		return err
 	}
-	if err := parsePlaintext(pt, st, r); err != nil {
-		return err
-	}
-	r.ReplayKey = sha256.Sum256(b)
-	return nil
+	return parsePlaintext(pt, st, r)
 }
 
 // decrypt decrypts salt||ciphertext in place and returns the plaintext

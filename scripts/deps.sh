@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what knockwall's tests and demo need on a Debian machine: the
 # firewall and namespace tools, the knockd package (for its stock `knock`
-# client, used by the end-to-end tests), and the Go modules.
+# client, used by the end-to-end tests), the stock fwknop client (which made
+# fwknop/testdata; fwknop/testdata/make-vectors.sh remakes them), and the Go
+# modules.
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
@@ -9,6 +11,7 @@ need=()
 command -v iptables   >/dev/null || need+=(iptables)
 command -v ip         >/dev/null || need+=(iproute2)
 command -v knock      >/dev/null || need+=(knockd)
+command -v fwknop     >/dev/null || need+=(fwknop-client)
 command -v nft        >/dev/null || need+=(nftables)
 command -v gcc        >/dev/null || need+=(gcc)   # go test -race needs cgo
 if [ ${#need[@]} -gt 0 ]; then

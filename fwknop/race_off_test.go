@@ -1,0 +1,5 @@
+//go:build !race
+
+package fwknop
+
+const raceEnabled = false

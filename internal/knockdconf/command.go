@@ -1,0 +1,304 @@
+package knockdconf
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// analysis is what a knockd command does to the firewall, as far as it can
+// be recognised.
+type analysis struct {
+	ports    []int // TCP ports accepted, sorted, unique
+	opens    int   // recognised accepts (TCP or not)
+	closes   int   // recognised deletes
+	unknown  int   // parts not recognised
+	warnings []string
+}
+
+func (a *analysis) merge(b analysis) {
+	for _, p := range b.ports {
+		a.addPort(p)
+	}
+	a.opens += b.opens
+	a.closes += b.closes
+	a.unknown += b.unknown
+	a.warnings = append(a.warnings, b.warnings...)
+}
+
+func (a *analysis) addPort(p int) {
+	if i, found := slices.BinarySearch(a.ports, p); !found {
+		a.ports = slices.Insert(a.ports, i, p)
+	}
+}
+
+func (a *analysis) warn(format string, args ...any) {
+	a.warnings = append(a.warnings, fmt.Sprintf(format, args...))
+}
+
+// analyse recognises, in a shell command line, the firewall commands a
+// knockd.conf uses to open a port to the knocker and to close it again:
+//
+//	iptables|ip6tables -A|-I CHAIN -s %IP% -p tcp --dport N -j ACCEPT
+//	iptables ... -p tcp -m multiport --dports N,M -j ACCEPT
+//	nft add|insert rule FAMILY TABLE CHAIN ip saddr %IP% tcp dport N|{N, M} accept
+//	knock_helper_ipt.sh|knock_add -a|-i -f %IP% -d N [-p tcp]   (knockd's helper)
+//
+// and the same with -D, "nft delete rule" and -x as closes. Parts joined by
+// ;, && or || are looked at one by one; quotes are dropped, not parsed.
+func analyse(cmd string) analysis {
+	var a analysis
+	cmd = strings.NewReplacer(`"`, " ", `'`, " ", "&&", ";", "||", ";", "|", ";", "\\", " ").Replace(cmd)
+	for part := range strings.SplitSeq(cmd, ";") {
+		t := strings.Fields(part)
+		for len(t) > 0 && (t[0] == "sudo" || t[0] == "exec" || t[0] == "command" || path.Base(t[0]) == "env" || strings.Contains(t[0], "=")) {
+			t = t[1:]
+		}
+		if len(t) == 0 {
+			continue
+		}
+		switch prog := path.Base(t[0]); {
+		case isIPTables(prog):
+			iptables(t, &a)
+		case prog == "nft":
+			nft(t, &a)
+		case prog == "knock_helper_ipt.sh" || prog == "knock_add":
+			helper(t, &a)
+		default:
+			a.unknown++
+			a.warn("%q is not a firewall command knockwall recognises; not translated", strings.Join(t, " "))
+		}
+	}
+	return a
+}
+
+func isIPTables(prog string) bool {
+	for _, base := range []string{"iptables", "ip6tables"} {
+		switch prog {
+		case base, base + "-legacy", base + "-nft":
+			return true
+		}
+	}
+	return false
+}
+
+// portList parses "22" or "22,443" (no ranges, no service names).
+func portList(s string) ([]int, error) {
+	var out []int
+	for p := range strings.SplitSeq(strings.Trim(s, "{},"), ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 1 || v > 65535 {
+			return nil, fmt.Errorf("port %q: only single port numbers are translated (no ranges or names)", p)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no port in %q", s)
+	}
+	return out, nil
+}
+
+func iptables(t []string, a *analysis) {
+	var action, proto, jump, table string
+	var ports []int
+	var bad error
+	ip, negated := false, false
+	arg := func(i int) string {
+		if i+1 < len(t) {
+			return t[i+1]
+		}
+		return ""
+	}
+	for i := 1; i < len(t); i++ {
+		switch t[i] {
+		case "-A", "--append", "-I", "--insert":
+			action = "add"
+			i++
+			if _, err := strconv.Atoi(arg(i)); err == nil { // -I CHAIN NUM
+				i++
+			}
+		case "-D", "--delete":
+			action = "delete"
+			i++
+		case "-t", "--table":
+			table = arg(i)
+			i++
+		case "-p", "--protocol":
+			proto = strings.ToLower(arg(i))
+			i++
+		case "--dport", "--destination-port", "--dports", "--destination-ports":
+			p, err := portList(arg(i))
+			if err != nil {
+				bad = err
+			}
+			ports = append(ports, p...)
+			i++
+		case "-j", "--jump":
+			jump = strings.ToUpper(arg(i))
+			i++
+		case "-s", "--source", "--src":
+			ip = ip || strings.Contains(arg(i), "%IP%")
+			i++
+		case "!":
+			negated = true
+		}
+	}
+	line := strings.Join(t, " ")
+	switch {
+	case action == "delete":
+		a.closes++
+	case action != "add" || jump != "ACCEPT" || (table != "" && table != "filter") || negated:
+		a.unknown++
+		a.warn("%q is not an accept rule knockwall can translate", line)
+	case bad != nil:
+		a.unknown++
+		a.warn("%q: %v", line, bad)
+	case len(ports) == 0:
+		a.unknown++
+		a.warn("%q accepts every port, not one service's; not translated", line)
+	case proto != "" && proto != "tcp" && proto != "6":
+		a.opens++
+		a.warn("%q opens %s ports %s: knockwall protects TCP ports only; not translated", line, proto, intList(ports))
+	default:
+		a.opens++
+		if proto == "" {
+			a.warn("%q names no protocol (-p tcp); taken as TCP", line)
+		}
+		if !ip {
+			a.warn("%q opens to every source, not only the knocker; knockwall grants the knocking source only", line)
+		}
+		for _, p := range ports {
+			a.addPort(p)
+		}
+	}
+}
+
+func nft(t []string, a *analysis) {
+	line := strings.Join(t, " ")
+	i := 1
+	for i < len(t) && strings.HasPrefix(t[i], "-") {
+		i++
+	}
+	if i+1 >= len(t) || t[i+1] != "rule" {
+		a.unknown++
+		a.warn("%q is not an nft rule knockwall can translate (sets and maps are not)", line)
+		return
+	}
+	switch t[i] {
+	case "delete":
+		a.closes++
+		return
+	case "add", "insert":
+	default:
+		a.unknown++
+		a.warn("%q is not an nft rule knockwall can translate", line)
+		return
+	}
+	var ports []int
+	var proto string
+	accept, ip := false, false
+	for j := i + 2; j < len(t); j++ {
+		switch tok := t[j]; {
+		case strings.Contains(tok, "%IP%"):
+			ip = true
+		case tok == "accept":
+			accept = true
+		case (tok == "tcp" || tok == "udp" || tok == "sctp") && j+1 < len(t) && t[j+1] == "dport":
+			proto = tok
+			// The value: "22", "{22,443}", or "{", "22,", "443", "}".
+			var v strings.Builder
+			k := j + 2
+			for ; k < len(t); k++ {
+				v.WriteString(t[k])
+				if !strings.HasPrefix(v.String(), "{") || strings.HasSuffix(t[k], "}") {
+					break
+				}
+			}
+			p, err := portList(v.String())
+			if err != nil {
+				a.unknown++
+				a.warn("%q: %v", line, err)
+				return
+			}
+			ports = append(ports, p...)
+			j = k
+		case tok == "!=":
+			a.unknown++
+			a.warn("%q negates a match; not translated", line)
+			return
+		}
+	}
+	switch {
+	case !accept:
+		a.unknown++
+		a.warn("%q does not accept; not translated", line)
+	case len(ports) == 0:
+		a.unknown++
+		a.warn("%q accepts every port, not one service's; not translated", line)
+	case proto != "tcp":
+		a.opens++
+		a.warn("%q opens %s ports %s: knockwall protects TCP ports only; not translated", line, proto, intList(ports))
+	default:
+		a.opens++
+		if !ip {
+			a.warn("%q opens to every source, not only the knocker; knockwall grants the knocking source only", line)
+		}
+		for _, p := range ports {
+			a.addPort(p)
+		}
+	}
+}
+
+// helper reads knockd's knock_helper_ipt.sh options: -a|-i add, -x delete,
+// -f source, -d port, -p proto (default tcp), -c chain.
+func helper(t []string, a *analysis) {
+	line := strings.Join(t, " ")
+	action, proto := "", "tcp"
+	var ports []int
+	var bad error
+	for i := 1; i < len(t); i++ {
+		next := ""
+		if i+1 < len(t) {
+			next = t[i+1]
+		}
+		switch t[i] {
+		case "-a", "--append", "-i", "--insert":
+			action = "add"
+		case "-x", "--delete":
+			action = "delete"
+		case "-d", "--dstport":
+			p, err := portList(next)
+			if err != nil {
+				bad = err
+			}
+			ports = append(ports, p...)
+			i++
+		case "-p", "--proto":
+			proto = strings.ToLower(next)
+			i++
+		case "-f", "--srcaddr", "-c", "--chain":
+			i++
+		}
+	}
+	switch {
+	case action == "delete":
+		a.closes++
+	case action != "add" || bad != nil || len(ports) == 0:
+		a.unknown++
+		a.warn("%q is not a knock_helper_ipt.sh accept knockwall can translate", line)
+	case proto != "tcp":
+		a.opens++
+		a.warn("%q opens %s ports: knockwall protects TCP ports only; not translated", line, proto)
+	default:
+		a.opens++
+		for _, p := range ports {
+			a.addPort(p)
+		}
+	}
+}

@@ -53,7 +53,7 @@ func runDirect(queue uint16, maxLen uint32, rcvbuf int, copyRange uint32) error 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	q, err := nfq.Open(ctx, nfq.Config{Num: queue, MaxLen: maxLen, CopyRange: copyRange, ReadBuffer: rcvbuf},
-		func([]byte, uint32) nfq.Verdict { return nfq.Verdict{Accept: true} },
+		func([]byte, uint32) nfq.Answer { return nfq.Answer{Accept: true} },
 		slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if err != nil {
 		return err

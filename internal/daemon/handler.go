@@ -35,7 +35,7 @@ func (d *Daemon) newHandler(resets Resetter) nfq.Handler {
 	// once per RefusedLogEvery.
 	refused := &lograte.Limiter{Every: RefusedLogEvery}
 	eng, now := d.eng, d.cfg.Now
-	return func(pkt []byte, mark uint32) nfq.Verdict {
+	return func(pkt []byte, mark uint32) nfq.Answer {
 		dec := eng.Decide(pkt, now())
 		if dec.GrantRefused {
 			if refused.Allow() {
@@ -58,18 +58,18 @@ func (d *Daemon) newHandler(resets Resetter) nfq.Handler {
 			if dec.Reason != verdict.ReasonGranted {
 				// Only protected ports need the accept mark (the guard
 				// looks for it); the rest may be answered in batches.
-				return nfq.Verdict{Accept: true}
+				return nfq.Answer{Accept: true}
 			}
 			// Sole: the accept mark opens the guard, so it must never
 			// reach, by a batch, a packet whose own verdict was lost.
-			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark, Sole: true}
+			return nfq.Answer{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark, Sole: true}
 		case verdict.Reject:
 			if resets != nil && dec.Proto == rules.ProtoTCP && dec.Src.Is6() && resets.Reset(pkt) == nil {
-				return nfq.Verdict{} // answered; the SYN itself goes no further
+				return nfq.Answer{} // answered; the SYN itself goes no further
 			}
-			return nfq.Verdict{Accept: true, SetMark: true, Mark: mark&^mask | rejectMark}
+			return nfq.Answer{Accept: true, SetMark: true, Mark: mark&^mask | rejectMark}
 		default:
-			return nfq.Verdict{}
+			return nfq.Answer{}
 		}
 	}
 }

@@ -53,13 +53,13 @@ func TestHandlerMarks(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		pkt  []byte
-		want nfq.Verdict
+		want nfq.Answer
 	}{
-		{"unprotected: accept, mark untouched, batchable", syn4(stranger, 80), nfq.Verdict{Accept: true}},
-		{"granted: accept with the accept mark", syn4(granted, 22), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultAcceptMark, Sole: true}},
-		{"no grant: the reject mark", syn4(stranger, 22), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
-		{"knock: the reject mark", syn4(stranger, 7000), nfq.Verdict{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
-		{"malformed: drop", syn4(stranger, 22)[:30], nfq.Verdict{}},
+		{"unprotected: accept, mark untouched, batchable", syn4(stranger, 80), nfq.Answer{Accept: true}},
+		{"granted: accept with the accept mark", syn4(granted, 22), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultAcceptMark, Sole: true}},
+		{"no grant: the reject mark", syn4(stranger, 22), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
+		{"knock: the reject mark", syn4(stranger, 7000), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
+		{"malformed: drop", syn4(stranger, 22)[:30], nfq.Answer{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			// A stale knockwall bit in the incoming mark is replaced, not

@@ -162,18 +162,18 @@ func run(t *testing.T, s *script, h Handler) ([]string, *Queue) {
 // byFirstByte answers by the payload's first byte: 'a' accept, 'm' accept
 // with mark 0x10, 'n' with mark 0x20, 's' with mark 0x30 and a verdict of its
 // own (Sole), anything else drop.
-func byFirstByte(pkt []byte, _ uint32) Verdict {
+func byFirstByte(pkt []byte, _ uint32) Answer {
 	switch pkt[0] {
 	case 'a':
-		return Verdict{Accept: true}
+		return Answer{Accept: true}
 	case 'm':
-		return Verdict{Accept: true, SetMark: true, Mark: 0x10}
+		return Answer{Accept: true, SetMark: true, Mark: 0x10}
 	case 'n':
-		return Verdict{Accept: true, SetMark: true, Mark: 0x20}
+		return Answer{Accept: true, SetMark: true, Mark: 0x20}
 	case 's':
-		return Verdict{Accept: true, SetMark: true, Mark: 0x30, Sole: true}
+		return Answer{Accept: true, SetMark: true, Mark: 0x30, Sole: true}
 	}
-	return Verdict{}
+	return Answer{}
 }
 
 // TestBatching feeds packets with the verdicts given by their payload's first
@@ -318,7 +318,7 @@ func TestBatchBound(t *testing.T) {
 func TestHandlerSeesPacket(t *testing.T) {
 	d := append(kernelPacket(7, 1, 0xab00, []byte("a1")), kernelPacket(7, 2, 0, []byte("d2"))...)
 	var seen []string
-	_, _ = runScript(t, [][]byte{d, nil}, func(pkt []byte, mark uint32) Verdict {
+	_, _ = runScript(t, [][]byte{d, nil}, func(pkt []byte, mark uint32) Answer {
 		seen = append(seen, fmt.Sprintf("%s/%#x", pkt, mark))
 		return byFirstByte(pkt, mark)
 	})
@@ -336,11 +336,11 @@ func TestUnreadableDropped(t *testing.T) {
 	big := kernelPacket(7, 2, 0, make([]byte, recvBuf))
 	big[len(big)-1] = 'a'
 	panics := kernelPacket(7, 3, 0, []byte("p"))
-	out, q := runScript(t, [][]byte{broken, nil, big, nil, panics, nil}, func(pkt []byte, mark uint32) Verdict {
+	out, q := runScript(t, [][]byte{broken, nil, big, nil, panics, nil}, func(pkt []byte, mark uint32) Answer {
 		if pkt[0] == 'p' {
 			panic("engine bug")
 		}
-		return Verdict{Accept: true}
+		return Answer{Accept: true}
 	})
 	if want := []string{"drop 1", "drop 2", "drop 3"}; !slices.Equal(out, want) {
 		t.Fatalf("sent %q, want %q", out, want)
@@ -476,11 +476,11 @@ func TestConfigMessage(t *testing.T) {
 func TestZeroAlloc(t *testing.T) {
 	d := kernelPacket(7, 1, 0x5, make([]byte, 60))
 	q := newQueue(discard{}, Config{Num: 7}, quiet())
-	h := func([]byte, uint32) Verdict { return Verdict{Accept: true, SetMark: true, Mark: 1} }
+	h := func([]byte, uint32) Answer { return Answer{Accept: true, SetMark: true, Mark: 1} }
 	if n := testing.AllocsPerRun(1000, func() { q.process(d, h); q.flush() }); n != 0 {
 		t.Fatalf("%v allocations per packet", n)
 	}
-	u := func([]byte, uint32) Verdict { return Verdict{Accept: true} }
+	u := func([]byte, uint32) Answer { return Answer{Accept: true} }
 	if n := testing.AllocsPerRun(1000, func() { q.process(d, h); q.process(d, u); q.flush() }); n != 0 {
 		t.Fatalf("%v allocations per packet", n)
 	}
@@ -500,7 +500,7 @@ func (discard) close()                              {}
 func BenchmarkProcess(b *testing.B) {
 	d := kernelPacket(7, 1, 0, make([]byte, 60))
 	q := newQueue(discard{}, Config{Num: 7}, quiet())
-	h := func([]byte, uint32) Verdict { return Verdict{Accept: true} }
+	h := func([]byte, uint32) Answer { return Answer{Accept: true} }
 	b.ReportAllocs()
 	for b.Loop() {
 		q.process(d, h)
@@ -517,14 +517,14 @@ func FuzzProcess(f *testing.F) {
 	f.Add(kernelPacket(7, 1, 0x10, []byte{0x45, 0, 0, 40}))
 	f.Add(append(kernelPacket(7, 1, 0, []byte("a")), kernelPacket(7, 2, 0, []byte("m"))...))
 	f.Add(kernelPacket(7, 3, 0, nil)[:30])
-	h := func(pkt []byte, _ uint32) Verdict {
+	h := func(pkt []byte, _ uint32) Answer {
 		switch {
 		case len(pkt) > 0 && pkt[0]&3 == 3:
-			return Verdict{Accept: true, SetMark: true, Mark: 5, Sole: true}
+			return Answer{Accept: true, SetMark: true, Mark: 5, Sole: true}
 		case len(pkt) > 0 && pkt[0]&1 == 1:
-			return Verdict{Accept: true, SetMark: true, Mark: 3}
+			return Answer{Accept: true, SetMark: true, Mark: 3}
 		}
-		return Verdict{Accept: len(pkt) > 0}
+		return Answer{Accept: len(pkt) > 0}
 	}
 	f.Fuzz(func(t *testing.T, d []byte) {
 		rec := &script{}

@@ -190,19 +190,19 @@ func TestRealQueue(t *testing.T) {
 	listen(t, p.Server, 4002)
 	var holding atomic.Bool
 	release := make(chan struct{})
-	h := func(pkt []byte, mark uint32) Verdict {
+	h := func(pkt []byte, mark uint32) Answer {
 		if holding.CompareAndSwap(true, false) {
 			<-release
 		}
 		switch dstPort(pkt) {
 		case 4000:
-			return Verdict{Accept: true, SetMark: true, Mark: mark | 0x1, Sole: true}
+			return Answer{Accept: true, SetMark: true, Mark: mark | 0x1, Sole: true}
 		case 4002:
-			return Verdict{Accept: true}
+			return Answer{Accept: true}
 		case 4003:
-			return Verdict{Accept: true, SetMark: true, Mark: mark | 0x2}
+			return Answer{Accept: true, SetMark: true, Mark: mark | 0x2}
 		}
-		return Verdict{}
+		return Answer{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -29,8 +29,8 @@ import (
 	"github.com/knockwall/knockwall/internal/lograte"
 )
 
-// Verdict is a handler's answer.
-type Verdict struct {
+// Answer is a handler's verdict on one packet: accept (with a mark) or drop.
+type Answer struct {
 	Accept  bool   // false drops
 	SetMark bool   // set Mark on the packet (Accept only)
 	Mark    uint32 // the packet mark to set
@@ -44,7 +44,7 @@ type Verdict struct {
 
 // Handler judges one packet. pkt starts at the IP header and is only valid
 // during the call; mark is the packet's current mark.
-type Handler func(pkt []byte, mark uint32) Verdict
+type Handler func(pkt []byte, mark uint32) Answer
 
 // Config tunes one queue.
 type Config struct {
@@ -98,7 +98,7 @@ type Queue struct {
 	// once and a busy one in batches).
 	run   int     // packets in the run; 0: none
 	runID uint32  // id of the run's last packet
-	runV  Verdict // the run's verdict, normalized
+	runV  Answer // the run's verdict, normalized
 	vbuf  [verdictMax]byte
 }
 
@@ -211,7 +211,7 @@ func (q *Queue) bind() error {
 				// Cannot happen before the bind is acknowledged; should
 				// it, the packet is dropped, never let through.
 				if p, _ := parsePacket(m); p.hasID {
-					q.answer(p.id, Verdict{})
+					q.answer(p.id, Answer{})
 					q.flush()
 				}
 			}
@@ -273,7 +273,7 @@ func (q *Queue) process(b []byte, h Handler) {
 			if err != nil {
 				q.Counters.Malformed.Add(1)
 				if p.hasID {
-					q.answer(p.id, Verdict{}) // unreadable: drop
+					q.answer(p.id, Answer{}) // unreadable: drop
 				}
 				continue
 			}
@@ -301,7 +301,7 @@ func (q *Queue) truncated(b []byte) {
 	q.Counters.Malformed.Add(1)
 	if len(b) >= nlmsgHdrLen && ne.Uint16(b[4:6]) == msgPacket {
 		if p, _ := parsePacket(b[nlmsgHdrLen:]); p.hasID {
-			q.answer(p.id, Verdict{})
+			q.answer(p.id, Answer{})
 		}
 	}
 }
@@ -309,9 +309,9 @@ func (q *Queue) truncated(b []byte) {
 // answer adds packet id's verdict to the run. A verdict that differs from
 // the run's sends the run first, so a batch verdict never covers a packet
 // that should get another verdict or another mark.
-func (q *Queue) answer(id uint32, v Verdict) {
+func (q *Queue) answer(id uint32, v Answer) {
 	if !v.Accept || !v.SetMark {
-		v = Verdict{Accept: v.Accept, Sole: v.Sole} // a dropped packet keeps no mark
+		v = Answer{Accept: v.Accept, Sole: v.Sole} // a dropped packet keeps no mark
 	}
 	if v.Sole {
 		q.flush()
@@ -361,12 +361,12 @@ func (q *Queue) sendVerdict(m []byte) {
 
 // safeHandle runs h and turns a panic into a drop: a bug in the engine must
 // not take the daemon down, nor let a packet through.
-func (q *Queue) safeHandle(h Handler, pkt []byte, mark uint32) (v Verdict) {
+func (q *Queue) safeHandle(h Handler, pkt []byte, mark uint32) (v Answer) {
 	defer func() {
 		if r := recover(); r != nil {
 			q.Counters.Panics.Add(1)
 			q.rateLimited(slog.LevelError, "handler panicked; packet dropped", "panic", fmt.Sprint(r))
-			v = Verdict{}
+			v = Answer{}
 		}
 	}()
 	return h(pkt, mark)

@@ -96,8 +96,8 @@ type Queue struct {
 	// run is sent when the next packet's verdict differs, at maxBatch, or
 	// when the socket has nothing more queued (so an idle queue answers at
 	// once and a busy one in batches).
-	run   int     // packets in the run; 0: none
-	runID uint32  // id of the run's last packet
+	run   int    // packets in the run; 0: none
+	runID uint32 // id of the run's last packet
 	runV  Answer // the run's verdict, normalized
 	vbuf  [verdictMax]byte
 }

@@ -69,7 +69,7 @@ func newEngine(tb testing.TB, set *rules.Set, now time.Time) *verdict.Engine {
 	e := verdict.New(set, tr, now.Add(-time.Minute))
 	for _, src := range []netip.Addr{granted4, granted6} {
 		for i := range set.Services {
-			tr.Grant(src, set.Services[i].ID, now, time.Hour)
+			tr.Grant(src, set.Services[i].ID, now, time.Hour, 0, tracker.MethodSequence)
 		}
 	}
 	return e
@@ -210,7 +210,7 @@ func BenchmarkDecideParallel(b *testing.B) {
 				switch kind {
 				case "granted":
 					for s := range set.Services {
-						e.Tracker().Grant(src, set.Services[s].ID, now, time.Hour)
+						e.Tracker().Grant(src, set.Services[s].ID, now, time.Hour, 0, tracker.MethodSequence)
 					}
 					pkts[i] = tcpSYN(src, server4, 22, nil)
 				case "unprotected":

@@ -102,6 +102,8 @@ type Service struct {
 	StepTimeout time.Duration
 	OpenFor     time.Duration
 	Closed      Action
+	// Connections is how many new connections a grant lets in (0: any).
+	Connections int
 	SPA         *SPA    // nil: no single-packet authorization
 	Rotate      *Rotate // nil: no rotating sequence
 }
@@ -347,7 +349,10 @@ func compileService(name string, c ServiceConfig, o compileOpts) (Service, error
 	if !serviceName.MatchString(name) {
 		return Service{}, keyErr(base, "service names use lower-case letters, digits and _ and start with a letter")
 	}
-	svc := Service{Name: name, ID: serviceID(name), StepTimeout: c.StepTimeout, OpenFor: c.OpenFor}
+	svc := Service{Name: name, ID: serviceID(name), StepTimeout: c.StepTimeout, OpenFor: c.OpenFor, Connections: c.Connections}
+	if c.Connections < 0 || c.Connections > MaxConnections {
+		return Service{}, keyErr(base+".connections", "must be from 0 (no limit) to %d, got %d", MaxConnections, c.Connections)
+	}
 	if len(c.Ports) == 0 {
 		return Service{}, keyErr(base+".ports", "at least one protected port is required")
 	}
@@ -605,6 +610,10 @@ func (s *Set) StepTimeout(svc int) time.Duration { return s.Services[svc].StepTi
 
 // OpenFor is how long a grant of service svc lasts.
 func (s *Set) OpenFor(svc int) time.Duration { return s.Services[svc].OpenFor }
+
+// Connections is how many new connections a grant of service svc lets in
+// (0: any number).
+func (s *Set) Connections(svc int) int { return s.Services[svc].Connections }
 
 // GrantFor is service svc's id: a Set's sequence ids are service indexes.
 func (s *Set) GrantFor(svc int) uint64 { return s.Services[svc].ID }

@@ -84,8 +84,12 @@ type ServiceConfig struct {
 	StepTimeout time.Duration `mapstructure:"step_timeout" yaml:"step_timeout"`
 	OpenFor     time.Duration `mapstructure:"open_for" yaml:"open_for"`
 	Closed      string        `mapstructure:"closed" yaml:"closed"`
-	SPA         SPAConfig     `mapstructure:"spa" yaml:"spa"`
-	Rotate      RotateConfig  `mapstructure:"rotate" yaml:"rotate"`
+	// Connections makes grants one-shot: a grant closes after this many
+	// new connections, or at open_for, whichever comes first. 0: any
+	// number until open_for.
+	Connections int          `mapstructure:"connections" yaml:"connections"`
+	SPA         SPAConfig    `mapstructure:"spa" yaml:"spa"`
+	Rotate      RotateConfig `mapstructure:"rotate" yaml:"rotate"`
 }
 
 // SPAConfig enables single-packet authorization for a service: set key_file.

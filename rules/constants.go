@@ -39,6 +39,8 @@ const (
 	MaxServices = 64
 	// MaxSequence bounds the length of one knock sequence.
 	MaxSequence = 32
+	// MaxConnections bounds services.NAME.connections.
+	MaxConnections = 65535
 	// MaxQueues bounds queue.count.
 	MaxQueues = 64
 

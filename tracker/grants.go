@@ -12,6 +12,16 @@ type GrantInfo struct {
 	Src     netip.Addr
 	ID      uint64    // the service id
 	Expires time.Time // on the caller's clock (carries the monotonic reading of the tracker's epoch)
+	How     Method
+	// Limited: a one-shot grant, with Left new connections still allowed
+	// (LastPort: the source port of the last one).
+	Limited  bool
+	Left     int
+	LastPort uint16
+}
+
+func (t *Tracker) info(k grantKey, g grant) GrantInfo {
+	return GrantInfo{Src: k.addr(), ID: k.id, Expires: t.at(g.exp), How: g.how, Limited: g.limited, Left: int(g.left), LastPort: g.lastPort}
 }
 
 // at converts a time on the tracker's clock back to the caller's.
@@ -24,9 +34,9 @@ func (t *Tracker) Grants(now time.Time) []GrantInfo {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for k, exp := range s.grants {
-			if exp > ts {
-				out = append(out, GrantInfo{Src: k.addr(), ID: k.id, Expires: t.at(exp)})
+		for k, g := range s.grants {
+			if g.exp > ts {
+				out = append(out, t.info(k, g))
 			}
 		}
 		s.mu.Unlock()
@@ -51,32 +61,32 @@ func (t *Tracker) Expiry(src netip.Addr, id uint64, now time.Time) (time.Time, b
 	s := t.shardOf(src)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	exp, ok := s.grants[keyOf(src, id)]
-	if !ok || exp <= t.since(now) {
+	g, ok := s.grants[keyOf(src, id)]
+	if !ok || g.exp <= t.since(now) {
 		return time.Time{}, false
 	}
-	return t.at(exp), true
+	return t.at(g.exp), true
 }
 
-// GrantUntil records a grant of service id to src that ends at until, as a
-// manual grant or one restored from a state file does. An existing grant
-// is set to end at until (shortened or lengthened). It reports false when
-// the grant table is full of live grants, or until is not after now.
-func (t *Tracker) GrantUntil(src netip.Addr, id uint64, now, until time.Time) bool {
-	d := until.Sub(now)
+// Put records the grant g describes, as an operator's grant or one
+// restored from a state file: it ends at g.Expires (an existing grant of
+// the same source and service is replaced), with g's connection limit. It
+// reports false when the grant table is full of live grants, or g.Expires
+// is not after now.
+func (t *Tracker) Put(g GrantInfo, now time.Time) bool {
+	d := g.Expires.Sub(now)
 	if d <= 0 {
 		return false
 	}
-	s := t.shardOf(src)
+	s := t.shardOf(g.Src)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := t.since(now)
-	key := keyOf(src, id)
-	if _, ok := s.grants[key]; ok {
-		s.grants[key] = ts + int64(d)
-		return true
+	v := grant{exp: ts + int64(d), how: g.How, limited: g.Limited, lastPort: g.LastPort}
+	if g.Limited {
+		v.left = uint16(min(max(g.Left, 0), 65535))
 	}
-	return t.addGrantLocked(s, src, id, ts, d)
+	return t.addGrantLocked(s, g.Src, g.ID, ts, v)
 }
 
 // Revoke ends src's grants at once: of service id, or of every service when
@@ -87,13 +97,13 @@ func (t *Tracker) Revoke(src netip.Addr, id uint64) []GrantInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []GrantInfo
-	for k, exp := range s.grants {
+	for k, g := range s.grants {
 		if k.addr() != src || (id != 0 && k.id != id) {
 			continue
 		}
 		delete(s.grants, k)
 		t.grants.Add(-1)
-		out = append(out, GrantInfo{Src: src, ID: k.id, Expires: t.at(exp)})
+		out = append(out, t.info(k, g))
 	}
 	return out
 }

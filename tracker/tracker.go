@@ -33,6 +33,9 @@ type Sequences interface {
 	StepTimeout(svc int) time.Duration
 	// OpenFor is how long a grant of svc lasts.
 	OpenFor(svc int) time.Duration
+	// Connections is how many new connections a grant of svc lets in
+	// (0: any number until it expires).
+	Connections(svc int) int
 	// GrantFor is the id of the service a completed sequence svc grants.
 	// Sequence ids may name variants of one service (a rotating sequence
 	// of this period and of the last); grants are kept per service id, which
@@ -117,6 +120,7 @@ type Tracker struct {
 	evictedPending atomic.Uint64
 	refusedGrants  atomic.Uint64
 	limited        atomic.Uint64
+	exhausted      atomic.Uint64
 }
 
 // bucket is one source's knock budget.
@@ -140,7 +144,7 @@ type shard struct {
 	debts    []debt
 	debtMask uint64
 	debtSeed maphash.Seed
-	// grants maps (source, service id) to the grant's expiry. It never
+	// grants maps (source, service id) to the grant. It never
 	// evicts (a full table refuses newcomers), so it needs no recency
 	// order: a map, whose keys hold no pointer, so the collector does not
 	// scan it, and which reuses the room of lapsed grants: it allocates
@@ -148,7 +152,7 @@ type shard struct {
 	// of deletions (verdict.TestNewGrantsAllocs: 0–4 per 2048 new
 	// grants). Each shard could hold every grant; the tracker-wide count
 	// enforces MaxGrants.
-	grants map[grantKey]int64
+	grants map[grantKey]grant
 	// lapsed holds grants purged to make room, until Expire reports them.
 	lapsed []Expired
 	// npending mirrors pending.Len() for a look without the lock: a
@@ -186,6 +190,48 @@ type progress struct {
 	gen  uint16 // Sequences.Gen when recorded
 	svc  uint8  // sequence id (rules.MaxServices and the rotating variants fit)
 	next uint8  // index of the knock expected next
+}
+
+// Method says how a grant was made.
+type Method uint8
+
+// Methods.
+const (
+	MethodSequence Method = iota + 1 // a knock sequence (fixed or rotating)
+	MethodSPA                        // a single-packet authorization token
+	MethodManual                     // an operator (knockwall grant)
+)
+
+var methodNames = [...]string{"", "sequence", "spa", "manual"}
+
+func (m Method) String() string {
+	if int(m) < len(methodNames) {
+		return methodNames[m]
+	}
+	return "unknown"
+}
+
+// ParseMethod is the inverse of Method.String.
+func ParseMethod(s string) (Method, bool) {
+	for i, n := range methodNames {
+		if i > 0 && n == s {
+			return Method(i), true
+		}
+	}
+	return 0, false
+}
+
+// grant is one (source, service) grant. It holds no pointer.
+type grant struct {
+	exp int64 // when it ends, on the tracker's clock
+	// limited: a one-shot grant (services.NAME.connections), which lets
+	// in left more new connections. lastPort is the source port of the
+	// last connection let in: a SYN from that port again is its
+	// retransmission, not a new connection.
+	limited  bool
+	left     uint16
+	lastPort uint16
+	how      Method
 }
 
 type grantKey struct {
@@ -239,7 +285,7 @@ func New(c Config) (*Tracker, error) {
 			s.debtMask = uint64(cells - 1)
 			s.debtSeed = maphash.MakeSeed()
 		}
-		s.grants = make(map[grantKey]int64)
+		s.grants = make(map[grantKey]grant)
 	}
 	return t, nil
 }
@@ -339,20 +385,32 @@ func (s *shard) unlockObserved() {
 
 // grantLocked records a grant of svc to src for the sequence just completed.
 func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs Sequences) Outcome {
-	if !t.addGrantLocked(s, src, seqs.GrantFor(svc), ts, seqs.OpenFor(svc)) {
+	g := newGrant(ts+int64(seqs.OpenFor(svc)), seqs.Connections(svc), MethodSequence)
+	if !t.addGrantLocked(s, src, seqs.GrantFor(svc), ts, g) {
 		return Outcome{Event: EventGrantRefused, Svc: svc, Done: seqs.Len(svc)}
 	}
 	return Outcome{Event: EventGrant, Svc: svc, Done: seqs.Len(svc)}
 }
 
-// addGrantLocked records or extends a grant of service id. When the grant
-// table is full of live grants the new grant is refused: evicting a live grant
-// would lock out its owner, while refusing leaves the newcomer free to try
-// again later.
-func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, openFor time.Duration) bool {
+// newGrant is a grant ending at exp that lets in conns new connections (0:
+// any number).
+func newGrant(exp int64, conns int, how Method) grant {
+	g := grant{exp: exp, how: how}
+	if conns > 0 {
+		g.limited, g.left = true, uint16(min(conns, 65535))
+	}
+	return g
+}
+
+// addGrantLocked records a grant of service id, replacing one that is there
+// (a source that knocks again gets a fresh window and a fresh count of
+// connections). When the grant table is full of live grants the new grant
+// is refused: evicting a live grant would lock out its owner, while refusing
+// leaves the newcomer free to try again later.
+func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, g grant) bool {
 	key := keyOf(src, id)
 	if _, ok := s.grants[key]; ok {
-		s.grants[key] = ts + int64(openFor)
+		s.grants[key] = g
 		return true
 	}
 	if t.grants.Load() >= t.maxGrants && t.mayPurge(ts) {
@@ -371,7 +429,7 @@ func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, 
 		t.refusedGrants.Add(1)
 		return false
 	}
-	s.grants[key] = ts + int64(openFor)
+	s.grants[key] = g
 	t.grants.Add(1)
 	return true
 }
@@ -386,13 +444,15 @@ func (t *Tracker) mayPurge(ts int64) bool {
 }
 
 // Grant records a grant of service id to src until now+openFor directly, as
-// a verified single-packet authorization does. It reports false when the
-// grant table is full of live grants.
-func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.Duration) bool {
+// a verified single-packet authorization does, letting in conns new
+// connections (0: any number). It reports false when the grant table is
+// full of live grants.
+func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.Duration, conns int, how Method) bool {
 	s := t.shardOf(src)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return t.addGrantLocked(s, src, id, t.since(now), openFor)
+	ts := t.since(now)
+	return t.addGrantLocked(s, src, id, ts, newGrant(ts+int64(openFor), conns, how))
 }
 
 // Allow spends one knock attempt of src's budget at now and reports whether
@@ -565,8 +625,11 @@ func (s *shard) debtCells(key *[16]byte) (h, i, j uint64) {
 	return h, raw & s.debtMask, (raw >> 32) & s.debtMask
 }
 
-// Granted reports whether src holds a live grant for one of the services ids.
-func (t *Tracker) Granted(src netip.Addr, ids []uint64, now time.Time) bool {
+// Granted reports whether src holds a live grant for one of the services ids
+// that lets in a connection from srcPort: any grant without a connection
+// limit, a one-shot grant with connections left (one is taken), or the
+// retransmitted SYN of a one-shot grant's last connection.
+func (t *Tracker) Granted(src netip.Addr, ids []uint64, srcPort uint16, now time.Time) bool {
 	if len(ids) == 0 {
 		return false
 	}
@@ -575,8 +638,27 @@ func (t *Tracker) Granted(src netip.Addr, ids []uint64, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range ids {
-		if exp, ok := s.grants[keyOf(src, id)]; ok && exp > ts {
+		key := keyOf(src, id)
+		g, ok := s.grants[key]
+		if !ok || g.exp <= ts {
+			continue
+		}
+		switch {
+		case !g.limited:
 			return true
+		case g.lastPort != 0 && g.lastPort == srcPort:
+			return true
+		case g.left > 0:
+			g.left--
+			g.lastPort = srcPort
+			s.grants[key] = g
+			return true
+		}
+	}
+	for _, id := range ids {
+		if g, ok := s.grants[keyOf(src, id)]; ok && g.exp > ts && g.limited {
+			t.exhausted.Add(1)
+			break
 		}
 	}
 	return false
@@ -606,8 +688,8 @@ func (t *Tracker) Expire(now time.Time) []Expired {
 
 // purgeLocked moves s's lapsed grants to s.lapsed, for Expire to report.
 func (t *Tracker) purgeLocked(s *shard, ts int64) {
-	for k, exp := range s.grants {
-		if exp <= ts {
+	for k, g := range s.grants {
+		if g.exp <= ts {
 			delete(s.grants, k)
 			t.grants.Add(-1)
 			s.lapsed = append(s.lapsed, Expired{Src: k.addr(), ID: k.id})
@@ -620,11 +702,15 @@ type Stats struct {
 	Pending, Grants               int
 	EvictedPending, RefusedGrants uint64
 	Limited                       uint64 // knock attempts refused by the rate limit
+	// Exhausted counts SYNs refused because the one-shot grants their
+	// source held had no connection left.
+	Exhausted uint64
 }
 
 // Stats returns a snapshot.
 func (t *Tracker) Stats() Stats {
-	st := Stats{Grants: int(t.grants.Load()), EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load(), Limited: t.limited.Load()}
+	st := Stats{Grants: int(t.grants.Load()), EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load(),
+		Limited: t.limited.Load(), Exhausted: t.exhausted.Load()}
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()

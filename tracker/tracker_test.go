@@ -40,6 +40,7 @@ func (f fakeSeqs) StepTimeout(svc int) time.Duration { return f[svc].step }
 func (f fakeSeqs) OpenFor(svc int) time.Duration     { return f[svc].open }
 func (f fakeSeqs) GrantFor(svc int) uint64           { return uint64(f[svc].grant) }
 func (f fakeSeqs) Gen() uint16                       { return 0 }
+func (f fakeSeqs) Connections(svc int) int           { return 0 }
 
 // seqs: 0 = ssh (7000, 8000, 9000/udp; 5s; 30s), 1 = web (10001/udp,
 // 10002, 10003; 2s; 1m), 2 = one (6000/udp; 10s), 3 = a variant of ssh
@@ -188,12 +189,12 @@ func TestObserve(t *testing.T) {
 				for _, g := range tt.granted {
 					want = want || g == svc
 				}
-				if got := tr.Granted(src, ids(1<<svc), at(last)); got != want {
+				if got := tr.Granted(src, ids(1<<svc), 40000, at(last)); got != want {
 					t.Errorf("Granted(svc %d) = %v, want %v", svc, got, want)
 				}
 			}
 			// Another source never shares the state.
-			if tr.Granted(src2, ids(0xf), at(last)) {
+			if tr.Granted(src2, ids(0xf), 40000, at(last)) {
 				t.Error("another source is granted")
 			}
 		})
@@ -226,7 +227,7 @@ func TestSourcesAreIndependent(t *testing.T) {
 	if got := tr.Observe(src, udp(9000), at(2*time.Second), seqs); got.Event != tracker.EventGrant {
 		t.Fatalf("src: %v, want grant", got.Event)
 	}
-	if tr.Granted(src6, ids(1), at(2*time.Second)) {
+	if tr.Granted(src6, ids(1), 40000, at(2*time.Second)) {
 		t.Error("src6 granted before its last knock")
 	}
 	if got := tr.Observe(src6, udp(9000), at(2*time.Second), seqs); got.Event != tracker.EventGrant {
@@ -234,10 +235,10 @@ func TestSourcesAreIndependent(t *testing.T) {
 	}
 	// An IPv4 address and its IPv4-mapped IPv6 form are different sources.
 	mapped := netip.AddrFrom16(src.As16())
-	if tr.Granted(mapped, ids(1), at(2*time.Second)) {
+	if tr.Granted(mapped, ids(1), 40000, at(2*time.Second)) {
 		t.Error("IPv4-mapped form of a granted IPv4 source is granted")
 	}
-	if tr.Granted(src2, ids(1), at(2*time.Second)) {
+	if tr.Granted(src2, ids(1), 40000, at(2*time.Second)) {
 		t.Error("stranger granted")
 	}
 }
@@ -266,7 +267,7 @@ func TestGrantExpiry(t *testing.T) {
 			if out.Event != tracker.EventGrant {
 				t.Fatalf("complete = %v", out.Event)
 			}
-			if got := tr.Granted(src, ids(tt.mask), last.Add(tt.after)); got != tt.want {
+			if got := tr.Granted(src, ids(tt.mask), 40000, last.Add(tt.after)); got != tt.want {
 				t.Errorf("Granted(mask %#x, +%v) = %v, want %v", tt.mask, tt.after, got, tt.want)
 			}
 		})
@@ -278,10 +279,10 @@ func TestRegrantExtends(t *testing.T) {
 	_, first := complete(t, tr, src, 0, t0)
 	_, second := complete(t, tr, src, 0, first.Add(20*time.Second))
 	open := seqs[0].open
-	if !tr.Granted(src, ids(1), first.Add(open)) {
+	if !tr.Granted(src, ids(1), 40000, first.Add(open)) {
 		t.Error("a second completion did not extend the grant")
 	}
-	if tr.Granted(src, ids(1), second.Add(open)) {
+	if tr.Granted(src, ids(1), 40000, second.Add(open)) {
 		t.Error("grant outlives the second completion's open_for")
 	}
 	if st := tr.Stats(); st.Grants != 1 {
@@ -362,7 +363,7 @@ func TestEvictionSparesGrants(t *testing.T) {
 		t.Errorf("Grants = %d, want %d", st.Grants, len(granted))
 	}
 	for _, g := range granted {
-		if !tr.Granted(g, ids(1), now) {
+		if !tr.Granted(g, ids(1), 40000, now) {
 			t.Errorf("%v lost its grant to the flood", g)
 		}
 	}
@@ -401,15 +402,15 @@ func TestGrantTableFull(t *testing.T) {
 	if st := tr.Stats(); st.RefusedGrants != 1 || st.Grants != maxGrants {
 		t.Errorf("stats = %+v, want 1 refused, %d grants", st, maxGrants)
 	}
-	if tr.Granted(late, ids(1), now) {
+	if tr.Granted(late, ids(1), 40000, now) {
 		t.Error("refused newcomer is granted")
 	}
 	for _, h := range holders {
-		if !tr.Granted(h, ids(1), now) {
+		if !tr.Granted(h, ids(1), 40000, now) {
 			t.Errorf("holder %v lost its grant", h)
 		}
 	}
-	if tr.Grant(late, 1, now, time.Minute) {
+	if tr.Grant(late, 1, now, time.Minute, 0, tracker.MethodSequence) {
 		t.Error("Grant succeeded in a full table")
 	}
 	if st := tr.Stats(); st.RefusedGrants != 2 {
@@ -423,14 +424,14 @@ func TestGrantTableFull(t *testing.T) {
 	// Once the other holders' grants lapse, the newcomer gets in, even
 	// without a call to Expire.
 	now = now.Add(seqs[0].open - time.Second) // holders 1 and 2 lapsed, holder 0 renewed
-	if tr.Granted(holders[1], ids(1), now) {
+	if tr.Granted(holders[1], ids(1), 40000, now) {
 		t.Fatal("holder 1 still granted; test timing is off")
 	}
 	out, now = complete(t, tr, late, 0, now)
 	if out.Event != tracker.EventGrant {
 		t.Fatalf("newcomer after expiry: %+v, want grant", out)
 	}
-	if !tr.Granted(late, ids(1), now) || !tr.Granted(holders[0], ids(1), now) {
+	if !tr.Granted(late, ids(1), 40000, now) || !tr.Granted(holders[0], ids(1), 40000, now) {
 		t.Error("newcomer or renewed holder not granted")
 	}
 	if st := tr.Stats(); st.RefusedGrants != 2 || st.Grants > maxGrants {
@@ -457,22 +458,22 @@ func TestGrantDirect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := newTracker(t, 16, 16)
-			if !tr.Grant(src, uint64(tt.svc), t0, tt.openFor) {
+			if !tr.Grant(src, uint64(tt.svc), t0, tt.openFor, 0, tracker.MethodSequence) {
 				t.Fatal("Grant refused in an empty table")
 			}
-			if got := tr.Granted(src, ids(tt.mask), t0.Add(tt.check)); got != tt.want {
+			if got := tr.Granted(src, ids(tt.mask), 40000, t0.Add(tt.check)); got != tt.want {
 				t.Errorf("Granted = %v, want %v", got, tt.want)
 			}
-			if tr.Granted(src2, ids(tt.mask), t0) {
+			if tr.Granted(src2, ids(tt.mask), 40000, t0) {
 				t.Error("another source granted")
 			}
 		})
 	}
 	t.Run("regrant replaces", func(t *testing.T) {
 		tr := newTracker(t, 16, 16)
-		tr.Grant(src, 0, t0, time.Minute)
-		tr.Grant(src, 0, t0.Add(time.Minute), time.Minute)
-		if !tr.Granted(src, ids(1), t0.Add(90*time.Second)) {
+		tr.Grant(src, 0, t0, time.Minute, 0, tracker.MethodSequence)
+		tr.Grant(src, 0, t0.Add(time.Minute), time.Minute, 0, tracker.MethodSequence)
+		if !tr.Granted(src, ids(1), 40000, t0.Add(90*time.Second)) {
 			t.Error("second Grant did not extend")
 		}
 		if n := tr.Stats().Grants; n != 1 {
@@ -577,7 +578,7 @@ func TestAscendingScanNeverGrants(t *testing.T) {
 					now = now.Add(tt.gap)
 				}
 			}
-			if tr.Granted(src, set.CoverIDs(22), now) {
+			if tr.Granted(src, set.CoverIDs(22), 40000, now) {
 				t.Error("scan was granted")
 			}
 		})
@@ -588,7 +589,7 @@ func TestAscendingScanNeverGrants(t *testing.T) {
 		for i, p := range []uint16{7000, 8000, 9000} {
 			out = tr.Observe(src, tcp(p), t0.Add(time.Duration(i)*time.Second), set)
 		}
-		if out.Event != tracker.EventGrant || !tr.Granted(src, set.CoverIDs(22), t0.Add(2*time.Second)) {
+		if out.Event != tracker.EventGrant || !tr.Granted(src, set.CoverIDs(22), 40000, t0.Add(2*time.Second)) {
 			t.Errorf("sequence: %v", out.Event)
 		}
 	})
@@ -636,7 +637,7 @@ func TestConcurrent(t *testing.T) {
 						return
 					}
 				}
-				if !tr.Granted(me, ids(1), now) {
+				if !tr.Granted(me, ids(1), 40000, now) {
 					errs <- fmt.Errorf("worker %d round %d: not granted", w, r)
 					return
 				}
@@ -656,7 +657,7 @@ func TestConcurrent(t *testing.T) {
 			default:
 				tr.Expire(t0)
 				tr.Stats()
-				tr.Grant(src, 1, t0, time.Second)
+				tr.Grant(src, 1, t0, time.Second, 0, tracker.MethodSequence)
 			}
 		}
 	}()
@@ -690,7 +691,7 @@ func TestGrantTableHoldsMaxGrants(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := newTracker(t, tt.maxPending, tt.maxGrants)
 			for i := range tt.maxGrants {
-				if !tr.Grant(addr(i), 0, t0, time.Hour) {
+				if !tr.Grant(addr(i), 0, t0, time.Hour, 0, tracker.MethodSequence) {
 					t.Fatalf("grant %d of %d refused with %d live grants held (RefusedGrants %d)",
 						i+1, tt.maxGrants, tr.Stats().Grants, tr.Stats().RefusedGrants)
 				}
@@ -720,12 +721,12 @@ func ids(mask uint64) []uint64 {
 func TestFullGrantTableRefusalIsCheap(t *testing.T) {
 	tr := newTracker(t, 1024, 4096)
 	for i := range 4096 {
-		if !tr.Grant(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1, t0, time.Hour) {
+		if !tr.Grant(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1, t0, time.Hour, 0, tracker.MethodSequence) {
 			t.Fatalf("grant %d refused below max_grants", i)
 		}
 	}
 	allocs := testing.AllocsPerRun(200, func() {
-		if tr.Grant(netip.MustParseAddr("10.2.0.1"), 1, t0, time.Hour) {
+		if tr.Grant(netip.MustParseAddr("10.2.0.1"), 1, t0, time.Hour, 0, tracker.MethodSequence) {
 			t.Fatal("grant accepted into a full table")
 		}
 	})

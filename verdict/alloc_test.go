@@ -34,7 +34,7 @@ func grant(tb testing.TB, e *verdict.Engine, src netip.Addr) {
 	for i, k := range sshKnocks(tb, src) {
 		e.Decide(k, t0.Add(time.Duration(i)*time.Second))
 	}
-	if !e.Tracker().Granted(src, e.Rules().CoverIDs(22), t0.Add(3*time.Second)) {
+	if !e.Tracker().Granted(src, e.Rules().CoverIDs(22), 40000, t0.Add(3*time.Second)) {
 		tb.Fatal("ssh sequence did not grant")
 	}
 }

@@ -210,7 +210,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		e.token(&d, set, payload, p.Src, 0, svc, now)
 		d.Verdict = closed(set.Services[svc].Closed)
 	case mask != 0:
-		if e.tr.Granted(p.Src, set.CoverIDs(p.DstPort), now) {
+		if e.tr.Granted(p.Src, set.CoverIDs(p.DstPort), p.SrcPort, now) {
 			d.Verdict, d.Reason = Accept, ReasonGranted
 			return d
 		}
@@ -287,7 +287,7 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 		d.TokenErr = err
 		return
 	}
-	if !e.tr.Grant(src, s.ID, now, s.OpenFor) {
+	if !e.tr.Grant(src, s.ID, now, s.OpenFor, s.Connections, tracker.MethodSPA) {
 		d.GrantRefused = true
 		d.TokenErr = tracker.ErrGrantTableFull
 		return

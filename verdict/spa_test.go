@@ -74,7 +74,7 @@ func TestMappedSourceCannotBurnToken(t *testing.T) {
 			t.Fatalf("token from the IPv4-mapped source: %v/%v, token error %v; want drop/malformed, unread", d.Verdict, d.Reason, d.TokenErr)
 		}
 	}
-	if e.Tracker().Granted(mapped4, e.Rules().CoverIDs(443), t0) || e.Tracker().Granted(client4, e.Rules().CoverIDs(443), t0) {
+	if e.Tracker().Granted(mapped4, e.Rules().CoverIDs(443), 40000, t0) || e.Tracker().Granted(client4, e.Rules().CoverIDs(443), 40000, t0) {
 		t.Fatal("a grant was made")
 	}
 	expectToken(t, e, "the real client's copy", udpPkt(t, client4, spaPort, tok), t0, verdict.ReasonToken, nil)
@@ -121,7 +121,7 @@ func TestRequireSource(t *testing.T) {
 		if e.Nonces().Len() != 0 {
 			t.Errorf("refused tokens left %d nonces in the replay cache", e.Nonces().Len())
 		}
-		if e.Tracker().Granted(client4, e.Rules().CoverIDs(443), now) || e.Tracker().Granted(client6, e.Rules().CoverIDs(443), now) {
+		if e.Tracker().Granted(client4, e.Rules().CoverIDs(443), 40000, now) || e.Tracker().Granted(client6, e.Rules().CoverIDs(443), 40000, now) {
 			t.Fatal("an unbound token granted")
 		}
 		expectToken(t, e, "bound to its sender, udp", udpPkt(t, client4, spaPort, webToken(t, now, 2, client4)), now, verdict.ReasonToken, nil)
@@ -174,7 +174,7 @@ func TestTokensBeforeStart(t *testing.T) {
 	// the accepted token. Without the start check it would open again.
 	restarted := spaEngine(t, t0.Add(3*sec), nil)
 	expectToken(t, restarted, "replay after a restart", udpPkt(t, client4b, spaPort, accepted), t0.Add(4*sec), verdict.ReasonBadToken, spa.ErrBeforeStart)
-	if restarted.Tracker().Granted(client4b, restarted.Rules().CoverIDs(443), t0.Add(4*sec)) {
+	if restarted.Tracker().Granted(client4b, restarted.Rules().CoverIDs(443), 40000, t0.Add(4*sec)) {
 		t.Error("the replayed token granted after the restart")
 	}
 	expectToken(t, restarted, "fresh after a restart", udpPkt(t, client4b, spaPort, webToken(t, t0.Add(4*sec), 11, netip.Addr{})), t0.Add(4*sec), verdict.ReasonToken, nil)

@@ -103,3 +103,4 @@ func (v *view) GrantFor(id int) uint64           { return v.set.Services[v.servi
 func (v *view) Gen() uint16                      { return v.gen }
 func (v *view) StepTimeout(id int) time.Duration { return v.set.StepTimeout(v.service(id)) }
 func (v *view) OpenFor(id int) time.Duration     { return v.set.OpenFor(v.service(id)) }
+func (v *view) Connections(id int) int           { return v.set.Connections(v.service(id)) }

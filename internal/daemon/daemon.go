@@ -515,7 +515,8 @@ func (d *Daemon) Grant(ctx context.Context, src netip.Addr, service string, dur 
 	src = src.Unmap()
 	now := d.cfg.Now()
 	until := now.Add(dur)
-	if !d.tr.GrantUntil(src, svc.ID, now, until) {
+	g := tracker.GrantInfo{Src: src, ID: svc.ID, Expires: until, How: tracker.MethodManual, Limited: svc.Connections > 0, Left: svc.Connections}
+	if !d.tr.Put(g, now) {
 		return time.Time{}, tracker.ErrGrantTableFull
 	}
 	if d.grants != nil {

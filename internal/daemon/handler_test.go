@@ -10,6 +10,7 @@ import (
 
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/tracker"
 )
 
 // syn4 is an IPv4 TCP SYN (checksums are not read by the engine).
@@ -45,7 +46,7 @@ func TestHandlerMarks(t *testing.T) {
 		t.Fatal(err)
 	}
 	granted := netip.MustParseAddr("10.77.0.2")
-	d.Tracker().Grant(granted, set.Services[0].ID, now, time.Hour)
+	d.Tracker().Grant(granted, set.Services[0].ID, now, time.Hour, 0, tracker.MethodSequence)
 	h := d.newHandler(nil)
 
 	const foreign = 0x00003f00 // mwan3's bits: knockwall must leave them alone

@@ -282,7 +282,8 @@ type Plan struct {
 	// FastPath: kernel sets answer granted SYNs and keep SYNs that need
 	// no decision in the kernel (nftables only).
 	FastPath bool
-	// Ports of each grant, by service id, for writing grant elements.
+	// Ports of each grant, by service id, for writing grant elements;
+	// services with a connection limit are not there.
 	GrantPorts map[uint64][]uint16
 }
 
@@ -319,7 +320,11 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 		GrantPorts: map[uint64][]uint16{},
 	}
 	for _, svc := range s.Services {
-		p.GrantPorts[svc.ID] = svc.Ports
+		// A one-shot grant counts its connections in user space, so its
+		// SYNs must all reach the engine: it is never mirrored.
+		if svc.Connections == 0 {
+			p.GrantPorts[svc.ID] = svc.Ports
+		}
 	}
 	protected := ranges(s.ProtectedPorts())
 	knockTCP := ranges(s.KnockPorts(rules.ProtoTCP))

@@ -107,3 +107,23 @@ func (t *Tracker) Revoke(src netip.Addr, id uint64) []GrantInfo {
 	}
 	return out
 }
+
+// PendingBy counts the sources with knock progress toward each service,
+// by service id, as seqs (the sequences in force) names them. Progress
+// recorded under another configuration is not counted. It walks every
+// pending entry; call it for status, not per packet.
+func (t *Tracker) PendingBy(seqs Sequences) map[uint64]int {
+	out := map[uint64]int{}
+	gen := seqs.Gen()
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		s.pending.each(func(p *progress) {
+			if p.gen == gen {
+				out[seqs.GrantFor(int(p.svc))]++
+			}
+		})
+		s.mu.Unlock()
+	}
+	return out
+}

@@ -102,3 +102,19 @@ func TestPutRevokeGrants(t *testing.T) {
 		t.Errorf("ParseMethod(spa) = %v, %v", m, ok)
 	}
 }
+
+// TestPendingBy counts sources with progress per granted service: two
+// sequences that grant the same service count together.
+func TestPendingBy(t *testing.T) {
+	tr := newTracker(t, 64, 16)
+	for i, k := range []uint32{tcp(7000), tcp(7000), tcp(7100), udp(10001)} {
+		src := netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)})
+		if out := tr.Observe(src, k, t0, seqs); out.Event != tracker.EventStep {
+			t.Fatalf("first knock %d: %v", i, out.Event)
+		}
+	}
+	got := tr.PendingBy(seqs)
+	if len(got) != 2 || got[0] != 3 || got[1] != 1 {
+		t.Errorf("PendingBy = %v, want service 0: 3, service 1: 1", got)
+	}
+}

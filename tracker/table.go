@@ -175,3 +175,10 @@ func (t *table[V]) pushFront(s int32) {
 		t.tail = s
 	}
 }
+
+// each calls fn for every entry, most recently used first.
+func (t *table[V]) each(fn func(v *V)) {
+	for s := t.head; s >= 0; s = t.slots[s].next {
+		fn(&t.slots[s].p)
+	}
+}

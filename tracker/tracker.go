@@ -58,6 +58,9 @@ const (
 	EventRepeat                    // a retransmission of the last knock; ignored
 	EventGrant                     // a sequence completed; the grant is recorded
 	EventGrantRefused              // a sequence completed but the grant table is full of live grants
+
+	// NumEvents is the number of events, for arrays indexed by Event.
+	NumEvents = iota
 )
 
 var eventNames = [...]string{"none", "reset", "step", "repeat", "grant", "grant-refused"}

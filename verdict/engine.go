@@ -25,6 +25,9 @@ const (
 
 var verdictNames = [...]string{"drop", "accept", "reject"}
 
+// NumVerdicts is the number of verdicts, for arrays indexed by Verdict.
+const NumVerdicts = len(verdictNames)
+
 func (v Verdict) String() string {
 	if int(v) < len(verdictNames) {
 		return verdictNames[v]
@@ -47,6 +50,9 @@ const (
 	ReasonToken                     // a valid SPA token; granted, answered like a closed port
 	ReasonBadToken                  // an SPA token refused (see Decision.TokenErr); answered like a closed port
 	ReasonRateLimited               // a knock attempt over the source's rate; answered like a closed port
+
+	// NumReasons is the number of reasons, for arrays indexed by Reason.
+	NumReasons = iota
 )
 
 var reasonNames = [...]string{"malformed", "unprotected", "granted", "no-grant", "knock", "not-syn", "not-knock", "token", "bad-token", "rate-limited"}
@@ -132,6 +138,10 @@ func (e *Engine) viewAt(now time.Time) *view {
 	}
 	return nv
 }
+
+// Pending counts the sources with knock progress toward each service, by
+// service id.
+func (e *Engine) Pending() map[uint64]int { return e.tr.PendingBy(e.view.Load()) }
 
 // Tracker returns the engine's tracker.
 func (e *Engine) Tracker() *tracker.Tracker { return e.tr }

@@ -112,18 +112,20 @@ type Daemon struct {
 	tr  *tracker.Tracker
 	eng *verdict.Engine
 
-	mu      sync.Mutex // guards set and plan (what Apply last put in place)
+	mu      sync.Mutex // guards set, plan (what Apply last put in place), queues and counters
 	set     *rules.Set
 	plan    *firewall.Plan
 	backend string
 
-	queues  []Queue
-	grants  *grantSync // nil without the fast path
+	queues   []Queue
+	counters []*counters // one per handler
+	grants   *grantSync  // nil without the fast path
 	started time.Time
 
 	reloads chan chan error
 	heals   atomic.Uint64 // times rules were put back after someone removed them
 	reloadN atomic.Uint64
+	manual  atomic.Uint64 // grants made by an operator
 }
 
 // New prepares a daemon; Run runs it.
@@ -221,7 +223,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		d.mu.Lock()
 		d.queues = append(d.queues, q)
+		d.mu.Unlock()
 	}
 
 	if fw := d.cfg.Firewall; fw != nil {
@@ -524,8 +528,58 @@ func (d *Daemon) Grant(ctx context.Context, src netip.Addr, service string, dur 
 			return until, fmt.Errorf("granted in knockwall, but the kernel's fast path could not be updated: %w", err)
 		}
 	}
+	d.manual.Add(1)
 	d.log.Info("grant", keySrc, src.String(), keyService, svc.Name, "by", "manual", "for", dur.String(), "operator", who)
 	return until, nil
+}
+
+// GrantEntry is one live grant as an operator sees it.
+type GrantEntry struct {
+	Src     netip.Addr
+	Service string // "" when the service is gone from the configuration
+	Expires time.Time
+	How     tracker.Method
+	// Limited: a one-shot grant with Left new connections left.
+	Limited bool
+	Left    int
+}
+
+// Grants lists the live grants, sorted by source and service.
+func (d *Daemon) Grants() []GrantEntry {
+	set := d.eng.Rules()
+	var out []GrantEntry
+	for _, g := range d.tr.Grants(d.cfg.Now()) {
+		e := GrantEntry{Src: g.Src, Expires: g.Expires, How: g.How, Limited: g.Limited, Left: g.Left}
+		if i, ok := set.ServiceByID(g.ID); ok {
+			e.Service = set.Services[i].Name
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// ServiceStatus is one service's state.
+type ServiceStatus struct {
+	Name    string
+	Ports   []uint16
+	Grants  int // live grants
+	Pending int // sources with knock progress toward it
+}
+
+// Services lists the services in force with their grants and pending
+// sources.
+func (d *Daemon) Services() []ServiceStatus {
+	set := d.eng.Rules()
+	pending := d.eng.Pending()
+	grants := map[uint64]int{}
+	for _, g := range d.tr.Grants(d.cfg.Now()) {
+		grants[g.ID]++
+	}
+	out := make([]ServiceStatus, 0, len(set.Services))
+	for _, svc := range set.Services {
+		out = append(out, ServiceStatus{Name: svc.Name, Ports: svc.Ports, Grants: grants[svc.ID], Pending: pending[svc.ID]})
+	}
+	return out
 }
 
 // Weaknesses names what makes a service easy to open by guessing.

@@ -35,8 +35,13 @@ func (d *Daemon) newHandler(resets Resetter) nfq.Handler {
 	// once per RefusedLogEvery.
 	refused := &lograte.Limiter{Every: RefusedLogEvery}
 	eng, now := d.eng, d.cfg.Now
+	c := &counters{}
+	d.mu.Lock()
+	d.counters = append(d.counters, c)
+	d.mu.Unlock()
 	return func(pkt []byte, mark uint32) nfq.Answer {
 		dec := eng.Decide(pkt, now())
+		c.count(&dec)
 		if dec.GrantRefused {
 			if refused.Allow() {
 				log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, dec.Src.String(), keyService, dec.Service)

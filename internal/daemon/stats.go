@@ -20,6 +20,7 @@ type Stats struct {
 	Tracker  tracker.Stats
 	Heals    uint64 // times rules removed by someone else were put back
 	Reloads  uint64
+	Counts   Counts
 }
 
 // Stats returns a snapshot.
@@ -32,9 +33,15 @@ func (d *Daemon) Stats() Stats {
 	if plan != nil {
 		st.FastPath = plan.FastPath
 	}
+	d.mu.Lock()
 	for _, q := range d.queues {
 		st.Queues = append(st.Queues, q.Stats())
 	}
+	for _, c := range d.counters {
+		c.addTo(&st.Counts)
+	}
+	d.mu.Unlock()
+	st.Counts.Grants[tracker.MethodManual] = d.manual.Load()
 	if d.cfg.KernelStats != nil {
 		st.Kernel, _ = d.cfg.KernelStats(set.Queue.Num, set.Queue.Count)
 	}

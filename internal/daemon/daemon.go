@@ -120,7 +120,7 @@ type Daemon struct {
 	queues   []Queue
 	counters []*counters // one per handler
 	grants   *grantSync  // nil without the fast path
-	started time.Time
+	started  time.Time
 
 	reloads chan chan error
 	heals   atomic.Uint64 // times rules were put back after someone removed them

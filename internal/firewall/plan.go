@@ -422,14 +422,9 @@ func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udp
 	if udpKnocks {
 		knock(rules.ProtoUDP, SetKnockUDP)
 	}
-	// Sources with progress go to user space before any grant is looked
-	// up, so a granted source's SYN still resets its progress elsewhere,
-	// as it does without the fast path.
-	c.Rules = append(c.Rules,
-		Rule{Role: RoleDivert, Family: FamilyIPv4, Proto: rules.ProtoTCP, SYN: true, SrcSet: SetProgress4, Verdict: queue},
-		Rule{Role: RoleDivert, Family: FamilyIPv6, Proto: rules.ProtoTCP, SYN: true, SrcSet: SetProgress6, Verdict: queue},
-		Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, NfprotoSet: SetDegraded, Verdict: queue},
-	)
+	// Granted SYNs are accepted in the kernel, with the accept mark the
+	// guard looks for, also right after the knock (while the source is
+	// still in a progress set).
 	for _, g := range []struct {
 		f   Family
 		set string
@@ -437,6 +432,15 @@ func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udp
 		c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Family: g.f, Proto: rules.ProtoTCP, SYN: true, SrcDPortSet: g.set,
 			ClearMark: m.Mask, OrMark: m.Accept, Verdict: Verdict{Kind: VerdictAccept}})
 	}
+	// Sources with progress have every SYN judged, so a wrong port resets
+	// their progress as it does without the fast path. (A granted SYN to
+	// its granted port, answered above, does not: a source that holds a
+	// grant can reset nothing it could not simply knock again.)
+	c.Rules = append(c.Rules,
+		Rule{Role: RoleDivert, Family: FamilyIPv4, Proto: rules.ProtoTCP, SYN: true, SrcSet: SetProgress4, Verdict: queue},
+		Rule{Role: RoleDivert, Family: FamilyIPv6, Proto: rules.ProtoTCP, SYN: true, SrcSet: SetProgress6, Verdict: queue},
+		Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, NfprotoSet: SetDegraded, Verdict: queue},
+	)
 	c.Rules = append(c.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected, Verdict: queue})
 }
 

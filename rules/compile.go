@@ -622,6 +622,10 @@ func (s *Set) GrantFor(svc int) uint64 { return s.Services[svc].ID }
 // reloads.
 func (s *Set) Gen() uint16 { return 0 }
 
+// Remap keeps nothing: a Set alone knows no other configuration (the
+// verdict engine's views do).
+func (s *Set) Remap(uint16, int) (int, bool) { return 0, false }
+
 // CoverIDs returns the ids of the services protecting TCP port p.
 func (s *Set) CoverIDs(p uint16) []uint64 {
 	if !s.IsProtected(p) {

@@ -143,3 +143,8 @@ func WriteNewKeyFile(path string) (*Key, error) {
 	}
 	return k, f.Close()
 }
+
+// Equal reports whether k and o hold the same secret, in constant time.
+func (k *Key) Equal(o *Key) bool {
+	return k != nil && o != nil && hmac.Equal(k.secret, o.secret)
+}

@@ -41,10 +41,13 @@ type Sequences interface {
 	// of this period and of the last); grants are kept per service id, which
 	// must stay the same for the same service across reloads.
 	GrantFor(svc int) uint64
-	// Gen names the configuration the sequence ids belong to. Progress
-	// recorded under another generation is dropped, because after a reload
-	// the same sequence id may mean another sequence, or none.
+	// Gen names the configuration the sequence ids belong to: after a
+	// reload the same sequence id may mean another sequence, or none.
 	Gen() uint16
+	// Remap translates sequence id svc of configuration gen into this
+	// one, when that sequence is still the same; ok false drops the
+	// progress recorded under gen.
+	Remap(gen uint16, svc int) (int, bool)
 }
 
 // Event says what a knock did to a source's state.
@@ -336,11 +339,19 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 	defer s.unlockObserved()
 
 	out := Outcome{Event: EventNone}
-	if p, ok := s.pending.Peek(src); ok && p.gen != seqs.Gen() {
-		// Recorded under another configuration: the id may now mean
-		// another sequence. Start afresh.
-		s.pending.Remove(src)
-	} else if ok {
+	p, ok := s.pending.Peek(src)
+	if ok && p.gen != seqs.Gen() {
+		// Recorded under another configuration: keep it only if its
+		// sequence is still there unchanged.
+		if svc, same := seqs.Remap(p.gen, int(p.svc)); same {
+			p.svc, p.gen = uint8(svc), seqs.Gen()
+			s.pending.Add(src, p)
+		} else {
+			s.pending.Remove(src)
+			ok = false
+		}
+	}
+	if ok {
 		svc := int(p.svc)
 		switch {
 		case ts-p.at > int64(seqs.StepTimeout(svc)):

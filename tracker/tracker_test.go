@@ -41,6 +41,7 @@ func (f fakeSeqs) OpenFor(svc int) time.Duration     { return f[svc].open }
 func (f fakeSeqs) GrantFor(svc int) uint64           { return uint64(f[svc].grant) }
 func (f fakeSeqs) Gen() uint16                       { return 0 }
 func (f fakeSeqs) Connections(svc int) int           { return 0 }
+func (f fakeSeqs) Remap(uint16, int) (int, bool)     { return 0, false }
 
 // seqs: 0 = ssh (7000, 8000, 9000/udp; 5s; 30s), 1 = web (10001/udp,
 // 10002, 10003; 2s; 1m), 2 = one (6000/udp; 10s), 3 = a variant of ssh

@@ -108,12 +108,14 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 
 // SetRules swaps the rules. Grants survive (they are kept per service id,
 // derived from the name), and so do the SPA replay cache and the start
-// second; knock progress made under the old rules is dropped at the source's
-// next packet.
+// second; knock progress survives toward sequences the new rules leave
+// unchanged and is dropped at the source's next packet for the rest.
 func (e *Engine) SetRules(set *rules.Set, now time.Time) {
 	for {
 		old := e.view.Load()
-		if e.view.CompareAndSwap(old, newView(set, old.gen+1, now)) {
+		nv := newView(set, old.gen+1, now)
+		nv.remapFrom(old)
+		if e.view.CompareAndSwap(old, nv) {
 			return
 		}
 	}
@@ -133,6 +135,7 @@ func (e *Engine) viewAt(now time.Time) *view {
 		return v
 	}
 	nv := newView(v.set, v.gen, now)
+	nv.prevGen, nv.remap = v.prevGen, v.remap
 	if !e.view.CompareAndSwap(v, nv) {
 		return e.view.Load()
 	}

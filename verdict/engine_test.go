@@ -419,3 +419,38 @@ func TestReasonString(t *testing.T) {
 		})
 	}
 }
+
+// TestSetRulesKeepsUnchangedProgress: a reload keeps knock progress toward
+// a sequence it leaves unchanged, even when the service's index moves
+// (a service added before it in name order), and drops progress toward a
+// sequence it changes.
+func TestSetRulesKeepsUnchangedProgress(t *testing.T) {
+	e := newEngine(t, testSet(t)) // db 0, ssh 1
+	other := netip.MustParseAddr("10.77.0.9")
+	e.Decide(syn(t, client4, 7000), t0)       // ssh, 1 of 3
+	e.Decide(udpPkt(t, other, 6000, nil), t0) // db, 1 of 2
+	c := testConfig()
+	db := c.Services["db"]
+	db.Sequence = []string{"6000/udp", "6002"} // db's sequence changes
+	c.Services["db"] = db
+	aaa := rules.ServiceDefaults()
+	aaa.Ports, aaa.Sequence = []int{80}, []string{"5000", "5001", "5002"} // moves ssh to index 2
+	c.Services["aaa"] = aaa
+	set2, err := rules.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.SetRules(set2, t0.Add(time.Second))
+	if d := e.Decide(syn(t, client4, 8000), t0.Add(time.Second)); d.Knock.Event != tracker.EventStep || d.Knock.Done != 2 {
+		t.Errorf("ssh's second knock after the reload: %v (done %d, %v/%v), want step 2", d.Knock.Event, d.Knock.Done, d.Verdict, d.Reason)
+	}
+	if d := e.Decide(udpPkt(t, client4, 9000, nil), t0.Add(time.Second)); d.Knock.Event != tracker.EventGrant || d.Service != "ssh" {
+		t.Errorf("ssh's last knock after the reload: %v %q, want a grant of ssh", d.Knock.Event, d.Service)
+	}
+	if d := e.Decide(syn(t, other, 6002), t0.Add(time.Second)); d.Knock.Event == tracker.EventGrant {
+		t.Error("progress toward db's old sequence completed db's new one")
+	}
+	if d := e.Decide(syn(t, client4, 22), t0.Add(2*time.Second)); d.Verdict != verdict.Accept {
+		t.Errorf("ssh after the knock across the reload: %v/%v", d.Verdict, d.Reason)
+	}
+}

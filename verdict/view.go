@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/knockwall/knockwall/rules"
@@ -25,6 +26,11 @@ type view struct {
 	// until is the unix second at which some rotating period rolls over.
 	until int64
 	rot   [rules.MaxServices]*rotSeqs // by service index; nil without rotation
+	// remap translates the sequence ids of configuration prevGen (the
+	// one before this) into this one's, -1 where a sequence changed or
+	// went: knock progress toward a sequence a reload left alone survives.
+	prevGen uint16
+	remap   *[rotBase + 2*rules.MaxServices]int16
 }
 
 type rotSeqs struct {
@@ -97,6 +103,46 @@ func (v *view) service(id int) int {
 		return id
 	}
 	return (id - rotBase) / 2
+}
+
+// Remap implements tracker.Sequences.
+func (v *view) Remap(gen uint16, id int) (int, bool) {
+	if v.remap == nil || gen != v.prevGen || id < 0 || id >= len(v.remap) || v.remap[id] < 0 {
+		return 0, false
+	}
+	return int(v.remap[id]), true
+}
+
+// remapFrom fills v.remap from old, the view of the configuration before:
+// a fixed sequence keeps its progress when its service's name, knocks and
+// step timeout are the same; a rotating one when its name, key, length,
+// period, range and step timeout are.
+func (v *view) remapFrom(old *view) {
+	m := new([rotBase + 2*rules.MaxServices]int16)
+	for i := range m {
+		m[i] = -1
+	}
+	for i := range old.set.Services {
+		a := &old.set.Services[i]
+		j, ok := v.set.ServiceByName([]byte(a.Name))
+		if !ok {
+			continue
+		}
+		b := &v.set.Services[j]
+		if a.StepTimeout != b.StepTimeout {
+			continue
+		}
+		if slices.Equal(a.Sequence, b.Sequence) && len(a.Sequence) > 0 {
+			m[i] = int16(j)
+		}
+		if ra, rb := a.Rotate, b.Rotate; ra != nil && rb != nil && ra.Length == rb.Length && ra.Period == rb.Period &&
+			ra.Lo == rb.Lo && ra.Hi == rb.Hi && ra.Key.Equal(rb.Key) {
+			for slot := range 2 {
+				m[rotBase+2*i+slot] = int16(rotBase + 2*j + slot)
+			}
+		}
+	}
+	v.prevGen, v.remap = old.gen, m
 }
 
 func (v *view) GrantFor(id int) uint64           { return v.set.Services[v.service(id)].ID }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/knockwall/knockwall/fwknop"
 	"github.com/knockwall/knockwall/spa"
 )
 
@@ -105,6 +106,7 @@ type Service struct {
 	// Connections is how many new connections a grant lets in (0: any).
 	Connections int
 	SPA         *SPA    // nil: no single-packet authorization
+	Fwknop      *Fwknop // nil: no fwknop packets
 	Rotate      *Rotate // nil: no rotating sequence
 }
 
@@ -127,6 +129,13 @@ func (a *SPA) Key(id uint16) *spa.Key {
 	return nil
 }
 
+// Fwknop is a service's compiled fwknop SPA.
+type Fwknop struct {
+	Port   uint16 // UDP and TCP
+	Key    *fwknop.Key
+	MaxAge time.Duration
+}
+
 // Rotate is a service's compiled rotating sequence.
 type Rotate struct {
 	Key    *spa.Key
@@ -144,7 +153,14 @@ func (r *Rotate) Sequence(service string, idx int64) []uint16 {
 type Option func(*compileOpts)
 
 type compileOpts struct {
-	readKey func(path string) (*spa.Key, error)
+	readKey    func(path string) (*spa.Key, error)
+	readFwknop func(path string) (*fwknop.Key, error)
+}
+
+// WithFwknopKeyReader lets Compile load fwknop keys (fwknop.ReadKeyFile in
+// the daemon). Without it, a configuration that names one fails.
+func WithFwknopKeyReader(f func(path string) (*fwknop.Key, error)) Option {
+	return func(o *compileOpts) { o.readFwknop = f }
 }
 
 // WithKeyReader lets Compile load SPA and rotation keys (spa.ReadKeyFile in
@@ -177,6 +193,8 @@ type Set struct {
 	begins map[uint32]int
 	// spaPorts maps a UDP SPA port to its service.
 	spaPorts map[uint16]int
+	// fwknopPorts maps an fwknop port (UDP and TCP) to its service.
+	fwknopPorts map[uint16]int
 	// rotating lists the services with a rotating sequence.
 	rotating []int
 }
@@ -213,6 +231,7 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 	s.knockSvc = make(map[uint32]int)
 	s.begins = make(map[uint32]int)
 	s.spaPorts = make(map[uint16]int)
+	s.fwknopPorts = make(map[uint16]int)
 	knockOwner := make(map[uint32]string)
 	for i, name := range names {
 		svc, err := compileService(name, c.Services[name], o)
@@ -255,6 +274,30 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 		}
 		s.spaPorts[svc.SPA.Port] = i
 	}
+	// An fwknop port takes UDP and TCP packets of its own: no knock, SPA
+	// port, protected port, or other service's fwknop port.
+	for i, svc := range s.Services {
+		if svc.Fwknop == nil {
+			continue
+		}
+		port := svc.Fwknop.Port
+		key := "services." + names[i] + ".fwknop.port"
+		for _, proto := range []uint8{ProtoUDP, ProtoTCP} {
+			if owner, ok := knockOwner[KnockKey(proto, port)]; ok {
+				return nil, keyErr(key, "port %d is already a knock port of service %q", port, owner)
+			}
+		}
+		if j, ok := s.spaPorts[port]; ok {
+			return nil, keyErr(key, "UDP port %d is already the SPA port of service %q", port, names[j])
+		}
+		if j, ok := s.fwknopPorts[port]; ok {
+			return nil, keyErr(key, "port %d is already the fwknop port of service %q", port, names[j])
+		}
+		if s.IsProtected(port) {
+			return nil, keyErr(key, "port %d is a protected port", port)
+		}
+		s.fwknopPorts[port] = i
+	}
 	// A rotating range is reserved for knocking: it must not hold a
 	// protected port, a fixed TCP knock, or another service's range.
 	for _, i := range s.rotating {
@@ -266,6 +309,9 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 			}
 			if owner, ok := knockOwner[KnockKey(ProtoTCP, uint16(p))]; ok {
 				return nil, keyErr(key, "range %d-%d holds port %d, a knock of service %q", r.Lo, r.Hi, p, owner)
+			}
+			if j, ok := s.fwknopPorts[uint16(p)]; ok {
+				return nil, keyErr(key, "range %d-%d holds port %d, the fwknop port of service %q", r.Lo, r.Hi, p, names[j])
 			}
 		}
 		for _, j := range s.rotating {
@@ -369,11 +415,14 @@ func compileService(name string, c ServiceConfig, o compileOpts) (Service, error
 	if svc.SPA, err = compileSPA(base, c.SPA, o); err != nil {
 		return Service{}, err
 	}
+	if svc.Fwknop, err = compileFwknop(base, c.Fwknop, o); err != nil {
+		return Service{}, err
+	}
 	if svc.Rotate, err = compileRotate(base, c, o); err != nil {
 		return Service{}, err
 	}
-	if len(c.Sequence) == 0 && svc.SPA == nil && svc.Rotate == nil {
-		return Service{}, keyErr(base+".sequence", "nothing opens this service: set a sequence, spa.key_file or rotate.length")
+	if len(c.Sequence) == 0 && svc.SPA == nil && svc.Rotate == nil && svc.Fwknop == nil {
+		return Service{}, keyErr(base+".sequence", "nothing opens this service: set a sequence, spa.key_file, fwknop.key_file or rotate.length")
 	}
 	if len(c.Sequence) > MaxSequence {
 		return Service{}, keyErr(base+".sequence", "at most %d knocks, got %d", MaxSequence, len(c.Sequence))
@@ -454,6 +503,27 @@ func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
 		a.Keys = append(a.Keys, k)
 	}
 	return a, nil
+}
+
+func compileFwknop(base string, c FwknopConfig, o compileOpts) (*Fwknop, error) {
+	base += ".fwknop"
+	if c.KeyFile == "" {
+		return nil, nil
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return nil, keyErr(base+".port", "must be from 1 to 65535, got %d", c.Port)
+	}
+	if c.MaxAge < time.Second || c.MaxAge > MaxSkewLimit {
+		return nil, keyErr(base+".max_age", "must be from 1s to %s, got %s", MaxSkewLimit, c.MaxAge)
+	}
+	if o.readFwknop == nil {
+		return nil, keyErr(base+".key_file", "key files cannot be read here")
+	}
+	k, err := o.readFwknop(c.KeyFile)
+	if err != nil {
+		return nil, keyErr(base+".key_file", "%v", err)
+	}
+	return &Fwknop{Port: uint16(c.Port), Key: k, MaxAge: c.MaxAge}, nil
 }
 
 func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error) {
@@ -668,11 +738,16 @@ func (s *Set) KnockPorts(proto uint8) []uint16 {
 	return out
 }
 
-// UDPPorts lists the UDP ports knockwall must see, sorted: knocks and SPA
-// ports.
+// UDPPorts lists the UDP ports knockwall must see, sorted: knocks, SPA
+// ports and fwknop ports.
 func (s *Set) UDPPorts() []uint16 {
 	out := s.KnockPorts(ProtoUDP)
 	for p := range s.spaPorts {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	for p := range s.fwknopPorts {
 		if !slices.Contains(out, p) {
 			out = append(out, p)
 		}
@@ -689,6 +764,35 @@ func (s *Set) ProtectedPorts() []uint16 {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// FwknopPorts lists the fwknop ports, sorted (each is a UDP and a TCP port).
+func (s *Set) FwknopPorts() []uint16 {
+	out := make([]uint16, 0, len(s.fwknopPorts))
+	for p := range s.fwknopPorts {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// FwknopService returns the service whose fwknop port is p (UDP or TCP).
+func (s *Set) FwknopService(p uint16) (int, bool) {
+	if len(s.fwknopPorts) == 0 {
+		return 0, false
+	}
+	i, ok := s.fwknopPorts[p]
+	return i, ok
+}
+
+// HasFwknop reports whether any service in mask takes fwknop packets.
+func (s *Set) HasFwknop(mask uint64) bool {
+	for i := range s.Services {
+		if mask&(1<<uint(i)) != 0 && s.Services[i].Fwknop != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // SPAService returns the service whose SPA port is UDP port p.

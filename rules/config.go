@@ -89,6 +89,7 @@ type ServiceConfig struct {
 	// number until open_for.
 	Connections int          `mapstructure:"connections" yaml:"connections"`
 	SPA         SPAConfig    `mapstructure:"spa" yaml:"spa"`
+	Fwknop      FwknopConfig `mapstructure:"fwknop" yaml:"fwknop"`
 	Rotate      RotateConfig `mapstructure:"rotate" yaml:"rotate"`
 }
 
@@ -108,6 +109,21 @@ type SPAConfig struct {
 	// they come from: a token seen on the wire then opens nothing for
 	// anyone else. Clients behind NAT must bind to their public address.
 	RequireSource bool `mapstructure:"require_source" yaml:"require_source"`
+}
+
+// FwknopConfig accepts the stock fwknop client's SPA packets for a service:
+// set key_file.
+type FwknopConfig struct {
+	// Port takes fwknop's packets: UDP (fwknop's default transport) and
+	// TCP SYNs (fwknop -P tcpraw, which aims at this port unless given
+	// -p). Packets in a SYN to a protected port are taken too.
+	Port int `mapstructure:"port" yaml:"port"`
+	// KeyFile is what `fwknop --key-gen` prints (KEY_BASE64 and
+	// HMAC_KEY_BASE64 lines), mode 0600.
+	KeyFile string `mapstructure:"key_file" yaml:"key_file"`
+	// MaxAge is the largest difference accepted between a packet's
+	// timestamp and this host's clock (fwknopd's MAX_SPA_PACKET_AGE).
+	MaxAge time.Duration `mapstructure:"max_age" yaml:"max_age"`
 }
 
 // RotateConfig derives the service's knock sequence from a key and the time
@@ -139,6 +155,7 @@ func ServiceDefaults() ServiceConfig {
 	return ServiceConfig{
 		StepTimeout: DefaultStepTimeout, OpenFor: DefaultOpenFor, Closed: ClosedReject,
 		SPA:    SPAConfig{MaxSkew: DefaultMaxSkew},
+		Fwknop: FwknopConfig{Port: DefaultFwknopPort, MaxAge: DefaultFwknopMaxAge},
 		Rotate: RotateConfig{Period: DefaultRotatePeriod},
 	}
 }

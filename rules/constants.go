@@ -17,6 +17,10 @@ const (
 	// MaxSkewLimit caps max_skew: a wider window only widens replay
 	// exposure, and the replay cache holds nonces for as long.
 	MaxSkewLimit = time.Hour
+	// DefaultFwknopPort is fwknop's SPA port.
+	DefaultFwknopPort = 62201
+	// DefaultFwknopMaxAge is fwknopd's default MAX_SPA_PACKET_AGE.
+	DefaultFwknopMaxAge = 120 * time.Second
 	// DefaultRotatePeriod is how long a rotating sequence lives.
 	DefaultRotatePeriod = 30 * time.Second
 	// MinRotateBits is the least a rotating service's space of possible

@@ -206,9 +206,13 @@ const (
 	MethodSequence Method = iota + 1 // a knock sequence (fixed or rotating)
 	MethodSPA                        // a single-packet authorization token
 	MethodManual                     // an operator (knockwall grant)
+	MethodFwknop                     // a packet of the stock fwknop client
+
+	// NumMethods is the number of methods, for arrays indexed by Method.
+	NumMethods = iota
 )
 
-var methodNames = [...]string{"", "sequence", "spa", "manual"}
+var methodNames = [...]string{"", "sequence", "spa", "manual", "fwknop"}
 
 func (m Method) String() string {
 	if int(m) < len(methodNames) {

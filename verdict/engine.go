@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/knockwall/knockwall/fwknop"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/tracker"
@@ -81,6 +82,8 @@ type Decision struct {
 	// GrantRefused is set when a completed sequence or a valid token could
 	// not be granted because the grant table is full of live grants.
 	GrantRefused bool
+	// Method is how a token granted (spa or fwknop), with ReasonToken.
+	Method tracker.Method
 }
 
 // Engine decides. It is safe for concurrent use by several queue workers.
@@ -88,6 +91,9 @@ type Engine struct {
 	view   atomic.Pointer[view]
 	tr     *tracker.Tracker
 	nonces *spa.ReplayCache
+	// fwNonces remembers the fwknop packets accepted, by SHA-256, for
+	// twice their max_age (fwknopd's window).
+	fwNonces *fwknop.ReplayCache
 	// start is the unix second the engine was made in. Its replay cache
 	// starts empty, so it refuses SPA tokens stamped at or before start:
 	// the process before it may have accepted them, in that very second
@@ -101,7 +107,7 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 	if max < 1 {
 		max = rules.DefaultMaxNonces
 	}
-	e := &Engine{tr: tr, nonces: spa.NewReplayCache(max), start: now.Unix()}
+	e := &Engine{tr: tr, nonces: spa.NewReplayCache(max), fwNonces: fwknop.NewReplayCache(max), start: now.Unix()}
 	e.view.Store(newView(set, 0, now))
 	return e
 }
@@ -126,6 +132,13 @@ func (e *Engine) Rules() *rules.Set { return e.view.Load().set }
 
 // Nonces returns the SPA replay cache, for the janitor to purge.
 func (e *Engine) Nonces() *spa.ReplayCache { return e.nonces }
+
+// PurgeNonces forgets the SPA nonces and fwknop packets that can no longer
+// be replayed at now; the janitor calls it.
+func (e *Engine) PurgeNonces(now time.Time) {
+	e.nonces.Purge(now.UnixNano())
+	e.fwNonces.Purge(now.UnixNano())
+}
 
 // viewAt returns the view for now, rebuilding it when a rotating period has
 // rolled over. The rebuild allocates once per period, never per packet.
@@ -175,11 +188,14 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		svc     = -1   // the service whose closed action answers it
 		mask    uint64 // the services protecting its port
 		spaPort bool   // a datagram to an SPA port
+		fwPort  bool   // a datagram or SYN to an fwknop port
 	)
 	key := rules.KnockKey(p.IPProto, p.DstPort)
 	if p.IPProto == protoUDP {
 		if i, ok := set.SPAService(p.DstPort); ok {
 			svc, spaPort = i, true
+		} else if i, ok := set.FwknopService(p.DstPort); ok {
+			svc, fwPort = i, true
 		} else if i, ok := set.KnockService(key); ok {
 			svc = i
 		} else {
@@ -193,6 +209,8 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			svc = i
 		} else if i, ok := set.KnockService(key); ok {
 			svc = i
+		} else if i, ok := set.FwknopService(p.DstPort); ok {
+			svc, fwPort = i, true
 		}
 	}
 
@@ -201,7 +219,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	// anything and is answered like a closed port. SPA tokens, by UDP or in
 	// a SYN, are not: anyone could spend a victim's budget by spoofing junk
 	// from its address, and a token costs about a microsecond to refuse.
-	if svc >= 0 && !spaPort && !e.tr.Allow(p.Src, now) {
+	if svc >= 0 && !spaPort && !fwPort && !e.tr.Allow(p.Src, now) {
 		d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonRateLimited
 		return d
 	}
@@ -222,16 +240,27 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		// it is no oracle.
 		e.token(&d, set, payload, p.Src, 0, svc, now)
 		d.Verdict = closed(set.Services[svc].Closed)
+	case fwPort:
+		// Likewise the fwknop port, by UDP or in a SYN (fwknop -P tcpraw).
+		e.fwknopToken(&d, set, payload, p.Src, 0, svc, now)
+		d.Verdict = closed(set.Services[svc].Closed)
 	case mask != 0:
 		if e.tr.Granted(p.Src, set.CoverIDs(p.DstPort), p.SrcPort, now) {
 			d.Verdict, d.Reason = Accept, ReasonGranted
 			return d
 		}
 		d.Verdict, d.Reason = closed(set.ClosedAction(mask)), ReasonNoGrant
-		if p.PayloadLen > 0 && set.HasSPA(mask) {
+		if p.PayloadLen > 0 {
 			// A token in the SYN: granted or not, this SYN gets the
-			// closed answer; the client connects afterwards.
-			e.token(&d, set, payload, p.Src, mask, -1, now)
+			// closed answer; the client connects afterwards. A
+			// knockwall token starts with its magic; anything else may
+			// be an fwknop packet.
+			if set.HasSPA(mask) {
+				e.token(&d, set, payload, p.Src, mask, -1, now)
+			}
+			if (!set.HasSPA(mask) || d.TokenErr == spa.ErrFormat) && set.HasFwknop(mask) {
+				e.fwknopToken(&d, set, payload, p.Src, mask, -1, now)
+			}
 		}
 	case svc >= 0:
 		// Knock ports answer like any closed port, so a scan learns
@@ -305,7 +334,49 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 		d.TokenErr = tracker.ErrGrantTableFull
 		return
 	}
-	d.Reason = ReasonToken
+	d.Reason, d.Method = ReasonToken, tracker.MethodSPA
+}
+
+// fwknopToken checks a packet of the stock fwknop client and grants its
+// service to src when it is good: for service wantSvc (its fwknop port) or
+// one of the services in mask (a SYN to a protected port) that takes
+// fwknop packets. Every refusal is told apart in d.TokenErr; the sender
+// sees a closed port whatever it is.
+func (e *Engine) fwknopToken(d *Decision, set *rules.Set, payload []byte, src netip.Addr, mask uint64, wantSvc int, now time.Time) {
+	d.Reason = ReasonBadToken
+	d.TokenErr = fwknop.ErrMalformed
+	for i := range set.Services {
+		s := &set.Services[i]
+		if s.Fwknop == nil || (wantSvc >= 0 && i != wantSvc) || (wantSvc < 0 && mask&(1<<uint(i)) == 0) {
+			continue
+		}
+		var r fwknop.Request
+		if err := s.Fwknop.Key.Verify(payload, &r); err != nil {
+			d.TokenErr = err
+			continue // another service's key may open it
+		}
+		d.Service, d.ServiceID = s.Name, s.ID
+		openFor, err := r.Check(src, now, s.Fwknop.MaxAge, s.Ports, s.OpenFor)
+		if err != nil {
+			d.TokenErr = err
+			return
+		}
+		if r.Timestamp <= e.start {
+			d.TokenErr = spa.ErrBeforeStart
+			return
+		}
+		if err := e.fwNonces.Add(r.ReplayKey, fwknop.ForgetAt(now, s.Fwknop.MaxAge), now.UnixNano()); err != nil {
+			d.TokenErr = err
+			return
+		}
+		if !e.tr.Grant(src, s.ID, now, openFor, s.Connections, tracker.MethodFwknop) {
+			d.GrantRefused = true
+			d.TokenErr = tracker.ErrGrantTableFull
+			return
+		}
+		d.Reason, d.Method, d.TokenErr = ReasonToken, tracker.MethodFwknop, nil
+		return
+	}
 }
 
 func closed(a rules.Action) Verdict {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/knockwall/knockwall/fwknop"
 	"github.com/knockwall/knockwall/internal/config"
 	"github.com/knockwall/knockwall/internal/daemon"
 	"github.com/knockwall/knockwall/rules"
@@ -35,7 +36,7 @@ func (f *configFlags) load(env environment) (rules.Config, *rules.Set, error) {
 	if err != nil {
 		return rules.Config{}, nil, err
 	}
-	set, err := rules.Compile(c, rules.WithKeyReader(spa.ReadKeyFile))
+	set, err := rules.Compile(c, rules.WithKeyReader(spa.ReadKeyFile), rules.WithFwknopKeyReader(fwknop.ReadKeyFile))
 	if err != nil {
 		return rules.Config{}, nil, err
 	}
@@ -111,6 +112,9 @@ func writeEffective(w io.Writer, s *rules.Set) {
 			}
 			ways = append(ways, fmt.Sprintf("sends %s (%d key(s), clock skew up to %s) %s", token, len(a.Keys), a.MaxSkew, where))
 		}
+		if f := svc.Fwknop; f != nil {
+			ways = append(ways, fmt.Sprintf("sends a packet of the fwknop client (Rijndael + HMAC key, age up to %s) by UDP or TCP (-P tcpraw) to port %d or in a TCP SYN to a protected port", f.MaxAge, f.Port))
+		}
 		if r := svc.Rotate; r != nil {
 			ways = append(ways, fmt.Sprintf("knocks the %d TCP ports derived from the key for the current %s period (or the previous one), from the range %d-%d, each within %s",
 				r.Length, r.Period, r.Lo, r.Hi, svc.StepTimeout))
@@ -124,6 +128,12 @@ func writeEffective(w io.Writer, s *rules.Set) {
 			fmt.Fprintf(w, "    sequence: [%s]\n", strings.Join(seq, ", "))
 		}
 		fmt.Fprintf(w, "    step_timeout: %s\n    open_for: %s\n    closed: %s\n", svc.StepTimeout, svc.OpenFor, svc.Closed)
+		if svc.Connections > 0 {
+			fmt.Fprintf(w, "    connections: %d\n", svc.Connections)
+		}
+		if f := svc.Fwknop; f != nil {
+			fmt.Fprintf(w, "    fwknop:\n      port: %d\n      max_age: %s\n", f.Port, f.MaxAge)
+		}
 		if a := svc.SPA; a != nil {
 			ids := make([]uint16, len(a.Keys))
 			for i, k := range a.Keys {

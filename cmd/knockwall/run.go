@@ -22,9 +22,10 @@ import (
 
 const (
 	// copyRange is how much of each packet the kernel copies to us: the
-	// largest IPv4 header (60) plus the largest TCP header (60), with room
-	// for IPv6 extension headers and an SPA token in a SYN.
-	copyRange = 256
+	// headers, and the payload of a knock, an SPA token or a whole fwknop
+	// packet (up to 1500 bytes), by UDP or in a SYN. A SYN without payload
+	// costs no more for it: the kernel copies what the packet holds.
+	copyRange = 2048
 	// socketBuffer is the netlink receive buffer per queue (the kernel
 	// doubles it for its bookkeeping): a few milliseconds of work at full
 	// speed. Past it the kernel drops (fail closed), counted as

@@ -3,28 +3,39 @@ package daemon
 import (
 	"sync/atomic"
 
+	"github.com/knockwall/knockwall/fwknop"
 	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/tracker"
 	"github.com/knockwall/knockwall/verdict"
 )
 
-// TokenResults name the outcomes of SPA tokens, in the order of
-// tokenErrs: "ok" and then one per refusal.
+// TokenResults name the outcomes of SPA tokens and fwknop packets: "ok"
+// and then one per kind of refusal.
 var TokenResults = [...]string{"ok", "format", "version", "unknown-key", "bad-mac", "stale", "future", "replay",
-	"replay-full", "wrong-source", "unbound", "before-start", "service", "grant-table-full", "other"}
+	"replay-full", "wrong-source", "unbound", "before-start", "service", "grant-table-full", "no-hmac", "decrypt",
+	"digest", "message-type", "allow-ip", "port", "other"}
 
-// tokenErrs are the refusals of TokenResults[1:], compared by identity
-// (spa returns its sentinels unwrapped).
-var tokenErrs = [...]error{spa.ErrFormat, spa.ErrVersion, spa.ErrUnknownKey, spa.ErrBadMAC, spa.ErrStale, spa.ErrFuture,
-	spa.ErrReplay, spa.ErrReplayFull, spa.ErrWrongSource, spa.ErrUnbound, spa.ErrBeforeStart, spa.ErrService, tracker.ErrGrantTableFull}
+// tokenErrs maps each refusal, compared by identity (spa and fwknop return
+// their sentinels unwrapped), to its index in TokenResults.
+var tokenErrs = [...]struct {
+	err error
+	idx int
+}{
+	{spa.ErrFormat, 1}, {spa.ErrVersion, 2}, {spa.ErrUnknownKey, 3}, {spa.ErrBadMAC, 4}, {spa.ErrStale, 5},
+	{spa.ErrFuture, 6}, {spa.ErrReplay, 7}, {spa.ErrReplayFull, 8}, {spa.ErrWrongSource, 9}, {spa.ErrUnbound, 10},
+	{spa.ErrBeforeStart, 11}, {spa.ErrService, 12}, {tracker.ErrGrantTableFull, 13},
+	{fwknop.ErrMalformed, 1}, {fwknop.ErrNoHMAC, 14}, {fwknop.ErrBadHMAC, 4}, {fwknop.ErrDecrypt, 15},
+	{fwknop.ErrDigest, 16}, {fwknop.ErrMessageType, 17}, {fwknop.ErrStale, 5}, {fwknop.ErrFuture, 6},
+	{fwknop.ErrAllowIP, 18}, {fwknop.ErrPort, 19}, {fwknop.ErrReplay, 7}, {fwknop.ErrReplayFull, 8},
+}
 
 func tokenResult(err error) int {
 	if err == nil {
 		return 0
 	}
-	for i, e := range tokenErrs {
-		if err == e {
-			return i + 1
+	for _, e := range tokenErrs {
+		if err == e.err {
+			return e.idx
 		}
 	}
 	return len(TokenResults) - 1
@@ -37,7 +48,7 @@ type counters struct {
 	verdicts [verdict.NumVerdicts][verdict.NumReasons]atomic.Uint64
 	knocks   [tracker.NumEvents]atomic.Uint64
 	tokens   [len(TokenResults)]atomic.Uint64
-	grants   [4]atomic.Uint64 // by tracker.Method
+	grants   [tracker.NumMethods]atomic.Uint64
 	_        [64]byte
 }
 
@@ -49,7 +60,7 @@ type Counts struct {
 	// Tokens by TokenResults.
 	Tokens [len(TokenResults)]uint64
 	// Grants made, by tracker.Method.
-	Grants [4]uint64
+	Grants [tracker.NumMethods]uint64
 }
 
 func (c *counters) addTo(out *Counts) {
@@ -81,7 +92,7 @@ func (c *counters) count(d *verdict.Decision) {
 	switch d.Reason {
 	case verdict.ReasonToken:
 		c.tokens[0].Add(1)
-		c.grants[tracker.MethodSPA].Add(1)
+		c.grants[d.Method].Add(1)
 	case verdict.ReasonBadToken:
 		c.tokens[tokenResult(d.TokenErr)].Add(1)
 	}

@@ -311,7 +311,7 @@ func (d *Daemon) loop(ctx context.Context, fatal <-chan error) error {
 					lastKernel = ks
 				}
 			}
-			d.eng.Nonces().Purge(now.UnixNano())
+			d.eng.PurgeNonces(now)
 			set := d.eng.Rules()
 			for _, e := range d.tr.Expire(now) {
 				name := "?"

@@ -51,7 +51,7 @@ func (d *Daemon) newHandler(resets Resetter) nfq.Handler {
 		}
 		switch {
 		case dec.Reason == verdict.ReasonToken:
-			log.Info("grant", keySrc, dec.Src.String(), keyService, dec.Service, "by", "spa")
+			log.Info("grant", keySrc, dec.Src.String(), keyService, dec.Service, "by", dec.Method.String())
 		case dec.Reason == verdict.ReasonBadToken && !dec.GrantRefused && debug:
 			log.Debug("token refused", keySrc, dec.Src.String(), keyService, dec.Service, keyReason, dec.TokenErr.Error())
 		}

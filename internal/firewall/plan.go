@@ -332,6 +332,8 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 		r := s.Services[i].Rotate
 		knockTCP = append(knockTCP, PortRange{r.Lo, r.Hi})
 	}
+	// fwknop -P tcpraw sends its packet in a SYN to the fwknop port.
+	knockTCP = append(knockTCP, ranges(s.FwknopPorts())...)
 	slices.SortFunc(knockTCP, func(a, b PortRange) int { return int(a.Lo) - int(b.Lo) })
 	knockUDP := ranges(s.UDPPorts())
 

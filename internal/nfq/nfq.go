@@ -107,7 +107,7 @@ const (
 	logEvery = time.Second
 	// maxBatch bounds a batch verdict.
 	maxBatch = 64
-	// recvBuf holds one packet message: with a copy range of a few hundred
+	// recvBuf holds one packet message: with a copy range of two KiB
 	// bytes a message is well under 1 KiB.
 	recvBuf = 16 << 10
 	// wakeEvery is how often a receive loop with nothing to read looks

@@ -85,4 +85,3 @@ func TestCompileFwknop(t *testing.T) {
 		})
 	}
 }
-

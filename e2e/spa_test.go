@@ -530,8 +530,14 @@ func expectSYNLikeClosed(t *testing.T, p *netns.Pair, src, server netip.Addr, to
 // that a connected socket reads "connection refused" both times.
 func expectUDPLikeClosed(t *testing.T, p *netns.Pair, src, server netip.Addr, tok []byte) {
 	t.Helper()
+	expectUDPLikeClosedAt(t, p, src, server, spaPort, tok)
+}
+
+// expectUDPLikeClosedAt is expectUDPLikeClosed for the token port port.
+func expectUDPLikeClosedAt(t *testing.T, p *netns.Pair, src, server netip.Addr, tokenPort uint16, tok []byte) {
+	t.Helper()
 	var ref icmpFields
-	for i, port := range []uint16{unusedPort, spaPort} {
+	for i, port := range []uint16{unusedPort, tokenPort} {
 		got, err := udpReply(p, src, netip.AddrPortFrom(server, port), tok)
 		if err != nil {
 			t.Fatalf("datagram with token to udp/%d: %v", port, err)

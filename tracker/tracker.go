@@ -208,8 +208,8 @@ const (
 	MethodManual                     // an operator (knockwall grant)
 	MethodFwknop                     // a packet of the stock fwknop client
 
-	// NumMethods is the number of methods, for arrays indexed by Method.
-	NumMethods = iota
+	// NumMethods bounds Method, for arrays indexed by Method.
+	NumMethods = int(MethodFwknop) + 1
 )
 
 var methodNames = [...]string{"", "sequence", "spa", "manual", "fwknop"}

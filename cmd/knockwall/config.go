@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"io"
 	"log/slog"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/knockwall/knockwall/fwknop"
 	"github.com/knockwall/knockwall/internal/config"
 	"github.com/knockwall/knockwall/internal/daemon"
+	"github.com/knockwall/knockwall/internal/knockdconf"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
 )
@@ -63,7 +66,41 @@ func newConfigCmd(env environment) *cobra.Command {
 		},
 	}
 	f.register(check)
-	cmd.AddCommand(check)
+	imp := &cobra.Command{
+		Use:   "import-knockd FILE",
+		Short: "Print a knockwall configuration equivalent to a knockd.conf",
+		Long: `Read a knockd.conf and print the equivalent knockwall YAML on standard output:
+each section whose command opens TCP ports (iptables, ip6tables or nft
+accepting --dport N for %IP%) becomes a service with its sequence
+(seq_timeout becomes step_timeout, cmd_timeout open_for). What cannot be
+translated (one_time_sequences, other commands, tcpflags, ...) is listed as
+comments at the top and on standard error. Exit status 0 when anything was
+translated, 2 when nothing could be.
+
+  knockwall config import-knockd /etc/knockd.conf > /etc/knockwall/knockwall.yaml
+  knockwall config check -c /etc/knockwall/knockwall.yaml`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			out, notes, err := knockdconf.Convert(f)
+			for _, n := range notes {
+				fmt.Fprintf(cmd.ErrOrStderr(), "knockwall: not translated: %s\n", n)
+			}
+			if err != nil {
+				if errors.Is(err, knockdconf.ErrNothing) {
+					return fmt.Errorf("%w (%w)", err, rules.ErrInvalid)
+				}
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	cmd.AddCommand(check, imp)
 	return cmd
 }
 

@@ -94,6 +94,10 @@ func (c *counters) count(d *verdict.Decision) {
 		c.tokens[0].Add(1)
 		c.grants[d.Method].Add(1)
 	case verdict.ReasonBadToken:
-		c.tokens[tokenResult(d.TokenErr)].Add(1)
+		r := len(TokenResults) - 1 // "other", should a refusal come without a reason
+		if d.TokenErr != nil {
+			r = tokenResult(d.TokenErr)
+		}
+		c.tokens[r].Add(1)
 	}
 }

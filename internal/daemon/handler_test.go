@@ -11,6 +11,7 @@ import (
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
+	"github.com/knockwall/knockwall/verdict"
 )
 
 // syn4 is an IPv4 TCP SYN (checksums are not read by the engine).
@@ -70,5 +71,34 @@ func TestHandlerMarks(t *testing.T) {
 				t.Fatalf("verdict = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCountsEveryMethod: the counters take a decision of every grant
+// method and every token result without going out of range.
+func TestCountsEveryMethod(t *testing.T) {
+	var c counters
+	for m := range tracker.NumMethods {
+		d := verdict.Decision{Verdict: verdict.Reject, Reason: verdict.ReasonToken, Method: tracker.Method(m)}
+		c.count(&d)
+	}
+	for r := range verdict.NumReasons {
+		for v := range verdict.NumVerdicts {
+			c.count(&verdict.Decision{Verdict: verdict.Verdict(v), Reason: verdict.Reason(r)})
+		}
+	}
+	for ev := range tracker.NumEvents {
+		c.count(&verdict.Decision{Knock: tracker.Outcome{Event: tracker.Event(ev)}})
+	}
+	var got Counts
+	c.addTo(&got)
+	// NumMethods from the first loop, NumVerdicts from the second.
+	if want := uint64(tracker.NumMethods + verdict.NumVerdicts); got.Tokens[0] != want {
+		t.Errorf("ok tokens = %d, want %d", got.Tokens[0], want)
+	}
+	for _, e := range tokenErrs {
+		if e.idx <= 0 || e.idx >= len(TokenResults)-1 {
+			t.Errorf("%v counts as %d, outside TokenResults", e.err, e.idx)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"regexp"
 	"slices"
 	"sort"
@@ -105,9 +106,14 @@ type Service struct {
 	Closed      Action
 	// Connections is how many new connections a grant lets in (0: any).
 	Connections int
-	SPA         *SPA    // nil: no single-packet authorization
-	Fwknop      *Fwknop // nil: no fwknop packets
-	Rotate      *Rotate // nil: no rotating sequence
+	// Forward: the service protects forwarded connections. With Hosts,
+	// routed destinations in these prefixes and their Ports; without,
+	// port forwards (DNAT) from Ports on this host's own addresses.
+	Forward bool
+	Hosts   []netip.Prefix
+	SPA     *SPA    // nil: no single-packet authorization
+	Fwknop  *Fwknop // nil: no fwknop packets
+	Rotate  *Rotate // nil: no rotating sequence
 }
 
 // SPA is a service's compiled single-packet authorization.
@@ -197,9 +203,26 @@ type Set struct {
 	fwknopPorts map[uint16]int
 	// rotating lists the services with a rotating sequence.
 	rotating []int
+	// routed lists the services that protect routed hosts.
+	routed []int
 }
 
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// ifName is what an interface name in firewall.interfaces may be: what
+// Linux allows and iptables and nft take as a plain name.
+var ifName = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,15}$`)
+
+// badInterface returns the index of the first name in names that is not
+// an interface name, or -1.
+func badInterface(names []string) int {
+	for i, n := range names {
+		if !ifName.MatchString(n) {
+			return i
+		}
+	}
+	return -1
+}
 
 var logLevels = []string{"debug", "info", "warn", "error"}
 
@@ -241,10 +264,16 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 		if svc.Rotate != nil {
 			s.rotating = append(s.rotating, i)
 		}
-		for _, p := range svc.Ports {
-			s.cover[p] |= 1 << uint(i)
-			s.coverIDs[p] = append(s.coverIDs[p], svc.ID)
-			s.protected[p/64] |= 1 << (p % 64)
+		if len(svc.Hosts) > 0 {
+			// Ports of routed hosts: judged by destination (CoverDst),
+			// never on this host's own addresses.
+			s.routed = append(s.routed, i)
+		} else {
+			for _, p := range svc.Ports {
+				s.cover[p] |= 1 << uint(i)
+				s.coverIDs[p] = append(s.coverIDs[p], svc.ID)
+				s.protected[p/64] |= 1 << (p % 64)
+			}
 		}
 		for j, k := range svc.Sequence {
 			key := fmt.Sprintf("services.%s.sequence[%d]", name, j)
@@ -330,6 +359,26 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 			}
 		}
 	}
+	// A port on this host's own addresses is either this host's service
+	// or a port forward's, never both: the one guard would be on the
+	// input path, the other on the forward path.
+	for port, mask := range s.cover {
+		local, fwd := -1, -1
+		for i := range s.Services {
+			if mask&(1<<uint(i)) == 0 {
+				continue
+			}
+			if s.Services[i].Forward {
+				fwd = i
+			} else {
+				local = i
+			}
+		}
+		if local >= 0 && fwd >= 0 {
+			return nil, keyErr("services."+s.Services[fwd].Name+".ports",
+				"port %d is also protected by service %q on this host itself; a port is either this host's or a port forward's", port, s.Services[local].Name)
+		}
+	}
 	// Services that share a protected port must answer strangers alike, or
 	// the answer would depend on which service is looked at first.
 	for port, mask := range s.cover {
@@ -376,6 +425,9 @@ func validateGlobal(c Config) error {
 		return keyErr("tracker.knock_rate", "must be 0 (no limit) or positive, got %g", c.Tracker.KnockRate)
 	case c.Tracker.KnockRate > 0 && c.Tracker.KnockBurst < 1:
 		return keyErr("tracker.knock_burst", "must be at least 1 when tracker.knock_rate is set, got %d", c.Tracker.KnockBurst)
+	case badInterface(c.Firewall.Interfaces) >= 0:
+		i := badInterface(c.Firewall.Interfaces)
+		return keyErr(fmt.Sprintf("firewall.interfaces[%d]", i), "%q is not an interface name (1 to 15 of A-Z a-z 0-9 . _ - @ :)", c.Firewall.Interfaces[i])
 	case c.Firewall.Backend != BackendAuto && c.Firewall.Backend != BackendNftables && c.Firewall.Backend != BackendIptables:
 		return keyErr("firewall.backend", "must be auto, nftables or iptables, got %q", c.Firewall.Backend)
 	case c.Firewall.MarkMask <= 0 || c.Firewall.MarkMask > 0xffffffff:
@@ -395,7 +447,25 @@ func compileService(name string, c ServiceConfig, o compileOpts) (Service, error
 	if !serviceName.MatchString(name) {
 		return Service{}, keyErr(base, "service names use lower-case letters, digits and _ and start with a letter")
 	}
-	svc := Service{Name: name, ID: serviceID(name), StepTimeout: c.StepTimeout, OpenFor: c.OpenFor, Connections: c.Connections}
+	svc := Service{Name: name, ID: serviceID(name), StepTimeout: c.StepTimeout, OpenFor: c.OpenFor, Connections: c.Connections, Forward: c.Forward}
+	for i, h := range c.Hosts {
+		key := fmt.Sprintf("%s.hosts[%d]", base, i)
+		pfx, err := netip.ParsePrefix(strings.TrimSpace(h))
+		if err != nil {
+			if a, aerr := netip.ParseAddr(strings.TrimSpace(h)); aerr == nil {
+				pfx = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				return Service{}, keyErr(key, "%q is not an address prefix (like 2001:db8:10::/64 or 192.0.2.0/24)", h)
+			}
+		}
+		if pfx.Addr().Is4In6() {
+			return Service{}, keyErr(key, "%q is an IPv4-mapped IPv6 prefix; write the IPv4 prefix", h)
+		}
+		svc.Hosts = append(svc.Hosts, pfx.Masked())
+	}
+	if len(svc.Hosts) > 0 && !c.Forward {
+		return Service{}, keyErr(base+".hosts", "hosts needs forward: true (routed hosts are reached through this host)")
+	}
 	if c.Connections < 0 || c.Connections > MaxConnections {
 		return Service{}, keyErr(base+".connections", "must be from 0 (no limit) to %d, got %d", MaxConnections, c.Connections)
 	}
@@ -756,14 +826,124 @@ func (s *Set) UDPPorts() []uint16 {
 	return out
 }
 
-// ProtectedPorts lists the protected TCP ports, sorted.
+// ProtectedPorts lists the TCP ports of this host's own services (not
+// forward ones), sorted: what the input guard keeps closed.
 func (s *Set) ProtectedPorts() []uint16 {
-	out := make([]uint16, 0, len(s.cover))
-	for p := range s.cover {
-		out = append(out, p)
+	return s.portsWhere(func(svc *Service) bool { return !svc.Forward })
+}
+
+// ForwardPorts lists the TCP ports port forwards send on (forward services
+// without hosts), sorted, as the client uses them (before DNAT).
+func (s *Set) ForwardPorts() []uint16 {
+	return s.portsWhere(func(svc *Service) bool { return svc.Forward && len(svc.Hosts) == 0 })
+}
+
+func (s *Set) portsWhere(keep func(*Service) bool) []uint16 {
+	var out []uint16
+	for i := range s.Services {
+		if svc := &s.Services[i]; keep(svc) && len(svc.Hosts) == 0 {
+			for _, p := range svc.Ports {
+				if !slices.Contains(out, p) {
+					out = append(out, p)
+				}
+			}
+		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// RoutedPort is a routed destination prefix and a TCP port a service
+// protects on it.
+type RoutedPort struct {
+	Prefix netip.Prefix
+	Port   uint16
+}
+
+// RoutedPorts lists every (prefix, port) of the services that protect
+// routed hosts.
+func (s *Set) RoutedPorts() []RoutedPort {
+	var out []RoutedPort
+	for _, i := range s.routed {
+		svc := &s.Services[i]
+		for _, h := range svc.Hosts {
+			for _, p := range svc.Ports {
+				if rp := (RoutedPort{h, p}); !slices.Contains(out, rp) {
+					out = append(out, rp)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// RoutedPrefixes lists the prefixes of routed hosts any service covers.
+func (s *Set) RoutedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, i := range s.routed {
+		for _, h := range s.Services[i].Hosts {
+			if !slices.Contains(out, h) {
+				out = append(out, h)
+			}
+		}
+	}
+	return out
+}
+
+// IsRouted reports whether dst is in a prefix of routed hosts.
+func (s *Set) IsRouted(dst netip.Addr) bool {
+	for _, i := range s.routed {
+		for _, h := range s.Services[i].Hosts {
+			if h.Contains(dst) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// RouterMode reports whether any service protects forwarded connections:
+// diversion then happens before routing (prerouting), and a guard sits on
+// the forward path too.
+func (s *Set) RouterMode() bool {
+	for i := range s.Services {
+		if s.Services[i].Forward {
+			return true
+		}
+	}
+	return false
+}
+
+// CoverDst returns the services protecting TCP port p at destination dst,
+// and whether dst is a routed host of some service (its packets are then
+// judged only as such: no knock, no token port). It does not allocate.
+func (s *Set) CoverDst(dst netip.Addr, p uint16) (mask uint64, routed bool) {
+	for _, i := range s.routed {
+		svc := &s.Services[i]
+		for _, h := range svc.Hosts {
+			if h.Contains(dst) {
+				routed = true
+				if slices.Contains(svc.Ports, p) {
+					mask |= 1 << uint(i)
+				}
+				break
+			}
+		}
+	}
+	if routed {
+		return mask, true
+	}
+	return s.Cover(p), false
+}
+
+// IDs appends to dst the ids of the services in mask.
+func (s *Set) IDs(dst []uint64, mask uint64) []uint64 {
+	for i := range s.Services {
+		if mask&(1<<uint(i)) != 0 {
+			dst = append(dst, s.Services[i].ID)
+		}
+	}
+	return dst
 }
 
 // FwknopPorts lists the fwknop ports, sorted (each is a UDP and a TCP port).

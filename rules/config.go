@@ -38,6 +38,10 @@ type FirewallConfig struct {
 	// stay closed between a stop and the next start. On by default;
 	// `knockwall rules remove` removes everything.
 	KeepGuard bool `mapstructure:"keep_guard" yaml:"keep_guard"`
+	// Interfaces, when set, limits diversion and guard to packets arriving
+	// on these interfaces (a router's WAN side; the LAN side stays
+	// trusted). Empty: every interface but lo.
+	Interfaces []string `mapstructure:"interfaces" yaml:"interfaces"`
 	// Backend is auto, nftables or iptables. auto picks nftables when the
 	// kernel answers nf_tables netlink.
 	Backend string `mapstructure:"backend" yaml:"backend"`
@@ -84,6 +88,14 @@ type ServiceConfig struct {
 	StepTimeout time.Duration `mapstructure:"step_timeout" yaml:"step_timeout"`
 	OpenFor     time.Duration `mapstructure:"open_for" yaml:"open_for"`
 	Closed      string        `mapstructure:"closed" yaml:"closed"`
+	// Forward protects forwarded connections (a router's port forward, or
+	// routed hosts) instead of this host's own sockets.
+	Forward bool `mapstructure:"forward" yaml:"forward"`
+	// Hosts are the routed (un-NATed) destinations a forward service
+	// covers, as prefixes; its ports are theirs. Without hosts, a forward
+	// service's ports are the ports on this host's own addresses that a
+	// port forward (DNAT) sends on, as the client uses them.
+	Hosts []string `mapstructure:"hosts" yaml:"hosts"`
 	// Connections makes grants one-shot: a grant closes after this many
 	// new connections, or at open_for, whichever comes first. 0: any
 	// number until open_for.

@@ -84,6 +84,9 @@ type Decision struct {
 	GrantRefused bool
 	// Method is how a token granted (spa or fwknop), with ReasonToken.
 	Method tracker.Method
+	// Routed: the packet is for a routed host of a forward service; a
+	// reject answers like that host's closed port, not this host's.
+	Routed bool
 }
 
 // Engine decides. It is safe for concurrent use by several queue workers.
@@ -191,7 +194,18 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		fwPort  bool   // a datagram or SYN to an fwknop port
 	)
 	key := rules.KnockKey(p.IPProto, p.DstPort)
-	if p.IPProto == protoUDP {
+	routed := set.IsRouted(p.Dst)
+	if routed {
+		// A routed host's port: protected or not, never a knock or a
+		// token port (those are this host's own).
+		d.Routed = true
+		if p.IPProto == protoUDP {
+			d.Verdict, d.Reason = Accept, ReasonNotKnock
+			return d
+		}
+		mask, _ = set.CoverDst(p.Dst, p.DstPort)
+		key = 0
+	} else if p.IPProto == protoUDP {
 		if i, ok := set.SPAService(p.DstPort); ok {
 			svc, spaPort = i, true
 		} else if i, ok := set.FwknopService(p.DstPort); ok {
@@ -245,7 +259,12 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		e.fwknopToken(&d, set, payload, p.Src, 0, svc, now)
 		d.Verdict = closed(set.Services[svc].Closed)
 	case mask != 0:
-		if e.tr.Granted(p.Src, set.CoverIDs(p.DstPort), p.SrcPort, now) {
+		ids := set.CoverIDs(p.DstPort)
+		if routed {
+			var buf [rules.MaxServices]uint64
+			ids = set.IDs(buf[:0], mask)
+		}
+		if e.tr.Granted(p.Src, ids, p.SrcPort, now) {
 			d.Verdict, d.Reason = Accept, ReasonGranted
 			return d
 		}

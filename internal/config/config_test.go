@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func TestDecodeExample(t *testing.T) {
 	if c.Queue != d.Queue {
 		t.Errorf("queue = %+v, want %+v", c.Queue, d.Queue)
 	}
-	if c.Firewall != d.Firewall {
+	if !reflect.DeepEqual(c.Firewall, d.Firewall) {
 		t.Errorf("firewall = %+v, want %+v", c.Firewall, d.Firewall)
 	}
 	if c.Log != d.Log {

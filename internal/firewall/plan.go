@@ -131,6 +131,9 @@ const (
 	SetFwdPorts  = "fwd_ports"  // original destination ports of port-forwarded services
 	SetHosts4    = "fwd_hosts4" // ipv4_addr . inet_service (interval): routed hosts' protected ports
 	SetHosts6    = "fwd_hosts6" // ipv6_addr . inet_service (interval)
+	SetRouted4   = "routed4"    // ipv4_addr (interval): prefixes of routed hosts
+	SetRouted6   = "routed6"    // ipv6_addr (interval)
+	SetIfaces    = "ifaces"     // ifname: the interfaces diversion and guard look at
 )
 
 // SetKind is the key type of a set.
@@ -146,17 +149,21 @@ const (
 	KindNfproto                        // nf_proto
 	KindPrefixPort4                    // ipv4_addr (prefix) . inet_service, interval
 	KindPrefixPort6                    // ipv6_addr (prefix) . inet_service, interval
+	KindPrefix4                        // ipv4_addr (prefix), interval
+	KindPrefix6                        // ipv6_addr (prefix), interval
+	KindIfnames                        // ifname
 )
 
 // Set is a named set of the plan.
 type Set struct {
 	Name string
 	Kind SetKind
-	// Ports is the content of a constant port set; Prefixes with
-	// PrefixPorts that of a prefix . port set (the product is meant
-	// only per HostPort).
+	// Ports is the content of a constant port set, HostPorts that of a
+	// prefix . port set.
 	Ports     []PortRange
 	HostPorts []HostPort
+	Prefixes  []netip.Prefix // KindPrefix4/6
+	Ifnames   []string       // KindIfnames
 	// Dynamic sets are written by the data plane (progress, degraded) or
 	// by the daemon (grants); Apply keeps their elements.
 	Dynamic bool
@@ -172,7 +179,8 @@ type HostPort struct {
 
 // Interval reports whether the set holds ranges.
 func (s *Set) Interval() bool {
-	if s.Kind == KindPrefixPort4 || s.Kind == KindPrefixPort6 {
+	switch s.Kind {
+	case KindPrefixPort4, KindPrefixPort6, KindPrefix4, KindPrefix6:
 		return true
 	}
 	for _, r := range s.Ports {
@@ -266,7 +274,17 @@ type Chain struct {
 	// SYNOnly: only TCP SYNs enter the chain (iptables puts this on the
 	// jump, so other packets cost one rule).
 	SYNOnly bool
-	Rules   []Rule
+	// Scope, when set, limits the chain to packets for this host's own
+	// addresses or for these routed prefixes (a router's prerouting hook
+	// sees traffic for anywhere).
+	Scope *Scope
+	Rules []Rule
+}
+
+// Scope is the destinations a chain handles: this host's own addresses,
+// and the prefixes of routed hosts (sets Routed4 and Routed6 hold them).
+type Scope struct {
+	Prefixes []netip.Prefix
 }
 
 // Marks are knockwall's mark bits.
@@ -322,7 +340,9 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 	for _, svc := range s.Services {
 		// A one-shot grant counts its connections in user space, so its
 		// SYNs must all reach the engine: it is never mirrored.
-		if svc.Connections == 0 {
+		// A routed host's grant is for its own address only, which a
+		// (source, port) element cannot say: never mirrored either.
+		if svc.Connections == 0 && len(svc.Hosts) == 0 {
 			p.GrantPorts[svc.ID] = svc.Ports
 		}
 	}
@@ -347,9 +367,29 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 	m := p.Marks
 	queue := Verdict{Kind: VerdictQueue, QueueNum: uint16(s.Queue.Num), QueueCount: uint16(s.Queue.Count)}
 
+	ifaces := slices.Clone(s.Firewall.Interfaces)
+	if len(ifaces) > 0 {
+		p.Sets = append(p.Sets, Set{Name: SetIfaces, Kind: KindIfnames, Ifnames: ifaces})
+	}
+	router := s.RouterMode()
+
 	// Divert: clear knockwall's bits, then (fast path) answer what the
-	// kernel can, then queue.
-	divert := Chain{Name: ChainDivert, Hook: HookInput, Priority: PrioDivert, SkipLoopback: true}
+	// kernel can, then queue. On a router it runs before routing and DNAT
+	// (prerouting), for this host's own addresses and routed hosts.
+	divert := Chain{Name: ChainDivert, Hook: HookInput, Priority: PrioDivert, SkipLoopback: true, Ifaces: ifaces}
+	if router {
+		divert.Hook = HookPrerouting
+		divert.Scope = &Scope{Prefixes: s.RoutedPrefixes()}
+		var v4, v6 []netip.Prefix
+		for _, pfx := range divert.Scope.Prefixes {
+			if pfx.Addr().Is4() {
+				v4 = append(v4, pfx)
+			} else {
+				v6 = append(v6, pfx)
+			}
+		}
+		p.Sets = append(p.Sets, Set{Name: SetRouted4, Kind: KindPrefix4, Prefixes: v4}, Set{Name: SetRouted6, Kind: KindPrefix6, Prefixes: v6})
+	}
 	divert.Rules = append(divert.Rules, Rule{Role: RoleMarkClear, Proto: rules.ProtoTCP, SYN: true, ClearMark: m.Mask})
 	if len(knockUDP) > 0 {
 		divert.Rules = append(divert.Rules, Rule{Role: RoleMarkClear, Proto: rules.ProtoUDP, DPortSet: SetKnockUDP, ClearMark: m.Mask})
@@ -371,13 +411,51 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 		{Role: RoleReject, Mark: rejected, Verdict: Verdict{Kind: VerdictDrop}},
 	}
 
-	guard := Chain{Name: ChainGuard, Hook: HookInput, Priority: PrioGuard, SkipLoopback: true, SYNOnly: true}
+	notAccepted := &MarkMatch{Value: m.Accept, Mask: m.Mask, Not: true}
+	guard := Chain{Name: ChainGuard, Hook: HookInput, Priority: PrioGuard, SkipLoopback: true, SYNOnly: true, Ifaces: ifaces}
 	guard.Rules = []Rule{{Role: RoleGuard, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected,
-		Mark: &MarkMatch{Value: m.Accept, Mask: m.Mask, Not: true}, Verdict: Verdict{Kind: VerdictDrop}}}
+		Mark: notAccepted, Verdict: Verdict{Kind: VerdictDrop}}}
 
 	// Guard first: a backend that applies chains in order never diverts
 	// a protected port it does not guard yet.
-	p.Chains = []Chain{guard, reject, divert}
+	p.Chains = []Chain{guard}
+	if router {
+		// The forward path: a new connection port-forwarded from a
+		// protected port, or to a routed host's protected port, that
+		// knockwall did not accept is dropped, after the host's own
+		// filter rules; rejects are answered before them.
+		gf := Chain{Name: ChainGuardFwd, Hook: HookForward, Priority: PrioGuard, SYNOnly: true, Ifaces: ifaces}
+		if fwd := s.ForwardPorts(); len(fwd) > 0 {
+			p.Sets = append(p.Sets, Set{Name: SetFwdPorts, Kind: KindPorts, Ports: ranges(fwd)})
+			gf.Rules = append(gf.Rules, Rule{Role: RoleGuard, Proto: rules.ProtoTCP, SYN: true, CtDNAT: true, CtOrigDPortSet: SetFwdPorts,
+				Mark: notAccepted, Verdict: Verdict{Kind: VerdictDrop}})
+		}
+		var hp4, hp6 []HostPort
+		for _, rp := range s.RoutedPorts() {
+			if rp.Prefix.Addr().Is4() {
+				hp4 = append(hp4, HostPort{rp.Prefix, rp.Port})
+			} else {
+				hp6 = append(hp6, HostPort{rp.Prefix, rp.Port})
+			}
+		}
+		for _, h := range []struct {
+			f    Family
+			name string
+			kind SetKind
+			hp   []HostPort
+		}{{FamilyIPv4, SetHosts4, KindPrefixPort4, hp4}, {FamilyIPv6, SetHosts6, KindPrefixPort6, hp6}} {
+			if len(h.hp) == 0 {
+				continue
+			}
+			p.Sets = append(p.Sets, Set{Name: h.name, Kind: h.kind, HostPorts: h.hp})
+			gf.Rules = append(gf.Rules, Rule{Role: RoleGuard, Family: h.f, Proto: rules.ProtoTCP, SYN: true, DstPortSet: h.name,
+				Mark: notAccepted, Verdict: Verdict{Kind: VerdictDrop}})
+		}
+		rf := reject
+		rf.Name, rf.Hook = ChainRejectFwd, HookForward
+		p.Chains = append(p.Chains, gf, rf)
+	}
+	p.Chains = append(p.Chains, reject, divert)
 	return p
 }
 

@@ -155,19 +155,18 @@ func render(p *firewall.Plan, fam family) (*rendered, error) {
 				cl.tags = append(cl.tags, t)
 			}
 		}
-		cl.jumps = jumps(c)
+		cl.jumps = jumps(c, fam)
 		table := tableOf(c)
 		r.chains[table] = append(r.chains[table], cl)
 	}
 	return r, nil
 }
 
-// jumps are the rules in the built-in chain that send packets into c.
-func jumps(c *firewall.Chain) []jump {
+// jumps are the rules in the built-in chain that send packets into c: one
+// per interface (or one for all but lo) and, for a chain with a scope, per
+// kind of destination (this host's addresses, each routed prefix of fam).
+func jumps(c *firewall.Chain, fam family) []jump {
 	var base []string
-	if c.SkipLoopback {
-		base = append(base, "!", "-i", "lo")
-	}
 	if c.SYNOnly {
 		base = append(base, "-p", "tcp", "--syn")
 	}
@@ -175,22 +174,40 @@ func jumps(c *firewall.Chain) []jump {
 	if len(ifaces) == 0 {
 		ifaces = []string{""}
 	}
-	var out []jump
-	for v, ifc := range ifaces {
-		args := slices.Clone(base)
-		if ifc != "" {
-			args = append([]string{"-i", ifc}, args...)
+	scopes := [][]string{nil}
+	if c.Scope != nil {
+		scopes = [][]string{{"-m", "addrtype", "--dst-type", "LOCAL"}}
+		for _, pfx := range c.Scope.Prefixes {
+			if pfx.Addr().Is4() == (fam.f == firewall.FamilyIPv4) {
+				scopes = append(scopes, []string{"-d", pfx.Masked().String()})
+			}
 		}
-		tag := firewall.JumpTag(c, v)
-		args = append(args, "-m", "comment", "--comment", quote(tag), "-j", ChainName(c.Name))
-		out = append(out, jump{
-			builtin: builtinOf(c.Hook),
-			// The divert chain goes last in mangle, after the host's own
-			// mangle rules; reject and guard go first in theirs.
-			insert: c.Priority > firewall.PrioDivert,
-			spec:   strings.Join(args, " "),
-			tag:    tag,
-		})
+	}
+	var out []jump
+	v := 0
+	for _, ifc := range ifaces {
+		for _, sc := range scopes {
+			var args []string
+			switch {
+			case ifc != "":
+				args = append(args, "-i", ifc)
+			case c.SkipLoopback:
+				args = append(args, "!", "-i", "lo")
+			}
+			args = append(args, sc...)
+			args = append(args, base...)
+			tag := firewall.JumpTag(c, v)
+			v++
+			args = append(args, "-m", "comment", "--comment", quote(tag), "-j", ChainName(c.Name))
+			out = append(out, jump{
+				builtin: builtinOf(c.Hook),
+				// The divert chain goes last in mangle, after the host's
+				// own mangle rules; reject and guard go first in theirs.
+				insert: c.Priority > firewall.PrioDivert,
+				spec:   strings.Join(args, " "),
+				tag:    tag,
+			})
+		}
 	}
 	return out
 }

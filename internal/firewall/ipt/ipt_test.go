@@ -30,6 +30,19 @@ func testSet(t *testing.T, mutate func(c *rules.Config)) *rules.Set {
 	return s
 }
 
+// routerSet is a router's config: a WAN interface, a local service, a port
+// forward and routed IPv4 and IPv6 hosts.
+func routerSet(t *testing.T) *rules.Set {
+	return testSet(t, func(c *rules.Config) {
+		c.Firewall.Interfaces = []string{"wan0", "ppp-wan"}
+		nas := rules.ServiceDefaults()
+		nas.Forward, nas.Ports, nas.Sequence = true, []int{22222}, []string{"7100", "7200", "7300"}
+		lab := rules.ServiceDefaults()
+		lab.Forward, lab.Hosts, lab.Ports, lab.Sequence = true, []string{"2001:db8:10::/64", "198.51.100.0/24"}, []int{22, 80}, []string{"7400", "7500", "7600"}
+		c.Services["nas"], c.Services["lab"] = nas, lab
+	})
+}
+
 func TestRender(t *testing.T) {
 	p := firewall.NewPlan(testSet(t, nil), firewall.Options{})
 	tests := []struct {
@@ -275,6 +288,46 @@ func TestKernelLifecycle(t *testing.T) {
 			}
 			if strings.Count(got, "--dport 80 -j ACCEPT") != 2 {
 				t.Errorf("after Remove, the host's own rules changed:\n%s", got)
+			}
+		})
+	}
+}
+
+// TestKernelRouter: a router's plan in each iptables variant: divert in
+// mangle PREROUTING per interface and destination kind, the guard in
+// security FORWARD by the connection's original port and by routed prefix.
+func TestKernelRouter(t *testing.T) {
+	for _, variant := range variants {
+		t.Run(variant, func(t *testing.T) {
+			ns := kernelNS(t)
+			run := nsExec(ns, variant)
+			b := New(run)
+			p := firewall.NewPlan(routerSet(t), firewall.Options{})
+			if err := b.Apply(context.Background(), p); err != nil {
+				t.Fatal(err)
+			}
+			if missing, err := b.Check(context.Background(), p); err != nil || len(missing) > 0 {
+				t.Fatalf("Check = %q, %v", missing, err)
+			}
+			got := saveAll(t, run)
+			for _, want := range []string{
+				"-A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -m comment",
+				"-A PREROUTING -d 198.51.100.0/24 -i ppp-wan -m comment",
+				"-A PREROUTING -d 2001:db8:10::/64 -i wan0 -m comment",
+				"-A FORWARD -i wan0 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m comment",
+				"--ctstate DNAT --ctorigdstport 22222",
+				"-d 198.51.100.0/24 -p tcp -m tcp --dport 80",
+				"KNOCKWALL-REFUSE-FWD",
+			} {
+				if !strings.Contains(got, want) {
+					t.Errorf("no %q in:\n%s", want, got)
+				}
+			}
+			if err := b.Remove(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := saveAll(t, run); strings.Contains(got, "KNOCKWALL") {
+				t.Errorf("after Remove:\n%s", got)
 			}
 		})
 	}

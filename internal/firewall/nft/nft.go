@@ -25,9 +25,11 @@ import (
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/google/nftables/xt"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwall/knockwall/internal/firewall"
@@ -41,6 +43,10 @@ var Table = &nftables.Table{Name: firewall.Owner, Family: nftables.TableFamilyIN
 type Backend struct {
 	mu   sync.Mutex
 	conn *nftables.Conn
+	// nl reads rules' comments for Check: google/nftables decodes whole
+	// rules and fails on some it can write (a ct expression with a
+	// direction), so Check asks for the comments alone.
+	nl *netlink.Conn
 	// compatQueue: the kernel lacks the native queue expression; use
 	// the xtables NFQUEUE target.
 	compatQueue bool
@@ -72,9 +78,18 @@ func New(opts ...Option) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	b := &Backend{conn: c, sets: map[string]*nftables.Set{}}
-	if err := b.probe(); err != nil {
+	ncfg := &netlink.Config{}
+	if o.netns >= 0 {
+		ncfg.NetNS = o.netns
+	}
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, ncfg)
+	if err != nil {
 		c.CloseLasting()
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	b := &Backend{conn: c, nl: nl, sets: map[string]*nftables.Set{}}
+	if err := b.probe(); err != nil {
+		b.Close()
 		return nil, err
 	}
 	return b, nil
@@ -121,7 +136,55 @@ func (b *Backend) CompatQueue() bool { return b.compatQueue }
 func (*Backend) Name() string { return "nftables" }
 
 // Close implements firewall.Backend.
-func (b *Backend) Close() error { return b.conn.CloseLasting() }
+func (b *Backend) Close() error {
+	var errs []error
+	if b.nl != nil {
+		errs = append(errs, b.nl.Close())
+	}
+	if b.conn != nil {
+		errs = append(errs, b.conn.CloseLasting())
+	}
+	return errors.Join(errs...)
+}
+
+// ruleTags lists the comments of chain's rules, in order.
+func (b *Backend) ruleTags(chain string) ([]string, error) {
+	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
+		{Type: unix.NFTA_RULE_TABLE, Data: append([]byte(Table.Name), 0)},
+		{Type: unix.NFTA_RULE_CHAIN, Data: append([]byte(chain), 0)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := b.nl.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
+			Flags: netlink.Request | netlink.Dump,
+		},
+		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nftables: rules of %s: %w", chain, err)
+	}
+	var out []string
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return nil, err
+		}
+		tag := ""
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_RULE_USERDATA {
+				tag, _ = userdata.GetString(ad.Bytes(), userdata.TypeComment)
+			}
+		}
+		out = append(out, tag)
+	}
+	return out, nil
+}
 
 // state is what the kernel holds of knockwall's table.
 type state struct {
@@ -243,18 +306,44 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 	return nil
 }
 
-// taggedRule is a plan rule, or the loopback exemption, with its tag.
+// taggedRule is a plan rule, or one of the chain's own entry rules, with
+// its tag.
 type taggedRule struct {
-	r   *firewall.Rule // nil: the loopback exemption
-	tag string
+	r     *firewall.Rule // nil: an entry rule, as entry says
+	entry entry
+	tag   string
 }
 
-// chainRules lists the rules of c as installed: the loopback exemption
-// first when the chain skips lo.
+// entry is a rule a chain's properties make: packets that skip the chain
+// are accepted there (which in a base chain means: on to the next one).
+type entry uint8
+
+const (
+	entryNone   entry = iota
+	entryLo           // iifname "lo" accept
+	entryIfaces       // iifname != @ifaces accept
+	entryScope4       // meta nfproto ipv4 fib daddr type != local ip daddr != @routed4 accept
+	entryScope6       // the same for IPv6
+)
+
+var entryNames = [...]string{"", "lo", "ifaces", "scope4", "scope6"}
+
+// chainRules lists the rules of c as installed: the entry rules (loopback,
+// interfaces, destination scope) first.
 func (b *Backend) chainRules(c *firewall.Chain, _ map[string]*nftables.Set) []taggedRule {
 	var out []taggedRule
+	add := func(e entry) {
+		out = append(out, taggedRule{entry: e, tag: firewall.Owner + " " + c.Name + " " + entryNames[e]})
+	}
 	if c.SkipLoopback {
-		out = append(out, taggedRule{tag: firewall.Owner + " " + c.Name + " lo"})
+		add(entryLo)
+	}
+	if len(c.Ifaces) > 0 {
+		add(entryIfaces)
+	}
+	if c.Scope != nil {
+		add(entryScope4)
+		add(entryScope6)
 	}
 	for i := range c.Rules {
 		out = append(out, taggedRule{r: &c.Rules[i], tag: firewall.Tag(c.Name, i, &c.Rules[i])})
@@ -310,6 +399,14 @@ func newSet(ps *firewall.Set) (*nftables.Set, []nftables.SetElement, error) {
 		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), true
 	case firewall.KindPrefixPort6:
 		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService), true
+	case firewall.KindPrefix4:
+		s.KeyType = nftables.TypeIPAddr
+	case firewall.KindPrefix6:
+		s.KeyType = nftables.TypeIP6Addr
+	case firewall.KindIfnames:
+		// A string, kept in host byte order, as nft keeps it: nft
+		// prints the names back only when the set says so.
+		s.KeyType, s.KeyByteOrder = nftables.TypeIFName, binaryutil.NativeEndian
 	default:
 		return nil, nil, fmt.Errorf("set %s: kind %d: %w", ps.Name, ps.Kind, firewall.ErrUnsupported)
 	}
@@ -338,6 +435,20 @@ func newSet(ps *firewall.Set) (*nftables.Set, []nftables.SetElement, error) {
 		for _, hp := range ps.HostPorts {
 			lo, hi := prefixRange(hp.Prefix)
 			elems = append(elems, nftables.SetElement{Key: addrPort(lo, hp.Port), KeyEnd: addrPort(hi, hp.Port)})
+		}
+	case firewall.KindPrefix4, firewall.KindPrefix6:
+		for _, pfx := range ps.Prefixes {
+			lo, hi := prefixRange(pfx)
+			elems = append(elems, nftables.SetElement{Key: lo.AsSlice()})
+			if next := hi.Next(); next.IsValid() {
+				elems = append(elems, nftables.SetElement{Key: next.AsSlice(), IntervalEnd: true})
+			}
+		}
+	case firewall.KindIfnames:
+		for _, n := range ps.Ifnames {
+			k := make([]byte, 16) // IFNAMSIZ, NUL-padded
+			copy(k, n)
+			elems = append(elems, nftables.SetElement{Key: k})
 		}
 	}
 	return s, elems, nil
@@ -391,11 +502,7 @@ const (
 // exprs renders one rule.
 func (b *Backend) exprs(p *firewall.Plan, c *firewall.Chain, tr taggedRule, sets map[string]*nftables.Set) ([]expr.Any, error) {
 	if tr.r == nil {
-		return []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname("lo")},
-			&expr.Verdict{Kind: expr.VerdictAccept},
-		}, nil
+		return entryExprs(tr.entry, sets)
 	}
 	r := tr.r
 	var e []expr.Any
@@ -424,13 +531,6 @@ func (b *Backend) exprs(p *firewall.Plan, c *firewall.Chain, tr taggedRule, sets
 		e = append(e,
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{nfproto(fam)}})
-	}
-	if len(c.Ifaces) > 0 {
-		// Interfaces are a chain property; the iptables backend puts
-		// them on the jump.
-		if err := lookupIfaces(&e, c.Ifaces); err != nil {
-			return nil, err
-		}
 	}
 	if r.Proto != 0 {
 		e = append(e,
@@ -616,16 +716,48 @@ func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 // ifname is an interface name as meta iifname compares it: NUL-terminated.
 func ifname(s string) []byte { return append([]byte(s), 0) }
 
-// lookupIfaces matches packets that arrived on one of ifaces: an anonymous
-// comparison per name is enough for the few WAN interfaces a router has.
-func lookupIfaces(e *[]expr.Any, ifaces []string) error {
-	if len(ifaces) != 1 {
-		return fmt.Errorf("%d interfaces in one rule: %w", len(ifaces), firewall.ErrUnsupported)
+// entryExprs renders a chain's entry rule.
+func entryExprs(en entry, sets map[string]*nftables.Set) ([]expr.Any, error) {
+	accept := &expr.Verdict{Kind: expr.VerdictAccept}
+	lookup := func(name string, reg uint32, invert bool) (expr.Any, error) {
+		s, ok := sets[name]
+		if !ok {
+			return nil, fmt.Errorf("no set %q", name)
+		}
+		return &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert}, nil
 	}
-	*e = append(*e,
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname(ifaces[0])})
-	return nil
+	switch en {
+	case entryLo:
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname("lo")},
+			accept,
+		}, nil
+	case entryIfaces:
+		l, err := lookup(firewall.SetIfaces, reg1, true)
+		if err != nil {
+			return nil, err
+		}
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, l, accept}, nil
+	case entryScope4, entryScope6:
+		v6 := en == entryScope6
+		fam, set := firewall.FamilyIPv4, firewall.SetRouted4
+		if v6 {
+			fam, set = firewall.FamilyIPv6, firewall.SetRouted6
+		}
+		l, err := lookup(set, reg1, true)
+		if err != nil {
+			return nil, err
+		}
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{nfproto(fam)}},
+			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)},
+			daddr(v6), l, accept,
+		}, nil
+	}
+	return nil, fmt.Errorf("entry %d: %w", en, firewall.ErrUnsupported)
 }
 
 // Remove implements firewall.Backend.
@@ -697,14 +829,9 @@ func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
 		if !sameHook(kc, pc) {
 			out = append(out, "chain "+pc.Name+" is on another hook or priority")
 		}
-		rs, err := b.conn.GetRules(Table, kc)
+		got, err := b.ruleTags(kc.Name)
 		if err != nil {
-			return nil, fmt.Errorf("nftables: rules of %s: %w", pc.Name, err)
-		}
-		var got []string
-		for _, r := range rs {
-			tag, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			got = append(got, tag)
+			return nil, err
 		}
 		var want []string
 		for _, tr := range b.chainRules(pc, nil) {

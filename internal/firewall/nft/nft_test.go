@@ -32,6 +32,19 @@ func testSet(t *testing.T, mutate func(c *rules.Config)) *rules.Set {
 	return s
 }
 
+// routerSet is a router's config: a WAN interface, a local service, a port
+// forward and routed IPv4 and IPv6 hosts.
+func routerSet(t *testing.T) *rules.Set {
+	return testSet(t, func(c *rules.Config) {
+		c.Firewall.Interfaces = []string{"wan0", "ppp-wan"}
+		nas := rules.ServiceDefaults()
+		nas.Forward, nas.Ports, nas.Sequence = true, []int{22222}, []string{"7100", "7200", "7300"}
+		lab := rules.ServiceDefaults()
+		lab.Forward, lab.Hosts, lab.Ports, lab.Sequence = true, []string{"2001:db8:10::/64", "198.51.100.0/24"}, []int{22, 80}, []string{"7400", "7500", "7600"}
+		c.Services["nas"], c.Services["lab"] = nas, lab
+	})
+}
+
 // kernel is a backend in a fresh namespace of its own.
 type kernel struct {
 	ns netns.NS
@@ -98,6 +111,47 @@ func mustCheck(t *testing.T, b *Backend, p *firewall.Plan, what string) {
 	missing, err := b.Check(context.Background(), p)
 	if err != nil || len(missing) > 0 {
 		t.Fatalf("Check %s = %q, %v", what, missing, err)
+	}
+}
+
+// TestKernelRouter applies a router's plan: the divert chain on
+// prerouting, scoped to this host and the routed prefixes, and the guard
+// on the forward path too.
+func TestKernelRouter(t *testing.T) {
+	for _, fast := range []bool{false, true} {
+		t.Run(map[bool]string{false: "inline", true: "fast path"}[fast], func(t *testing.T) {
+			k := newKernel(t)
+			p := firewall.NewPlan(routerSet(t), firewall.Options{FastPath: fast})
+			if err := k.b.Apply(context.Background(), p); err != nil {
+				t.Fatal(err)
+			}
+			mustCheck(t, k.b, p, "after Apply")
+			got := k.listing(t)
+			for _, want := range []string{
+				"hook prerouting priority mangle",
+				"iifname != @ifaces accept",
+				"fib daddr type != local ip daddr != @routed4 accept",
+				"fib daddr type != local ip6 daddr != @routed6 accept",
+				"chain guard_fwd", "hook forward priority security",
+				"ct status dnat ct original proto-dst @fwd_ports meta mark & 0x30000000 != 0x10000000 drop",
+				"ip6 daddr . tcp dport @fwd_hosts6 meta mark & 0x30000000 != 0x10000000 drop",
+				"2001:db8:10::/64 . 22", "198.51.100.0/24 . 80", `"wan0"`, `"ppp-wan"`,
+				"chain refuse_fwd",
+			} {
+				if !strings.Contains(got, want) {
+					t.Errorf("listing lacks %q:\n%s", want, got)
+				}
+			}
+			// Back to a host's plan: the forward chains and their sets go.
+			host := firewall.NewPlan(testSet(t, nil), firewall.Options{FastPath: fast})
+			if err := k.b.Apply(context.Background(), host); err != nil {
+				t.Fatal(err)
+			}
+			mustCheck(t, k.b, host, "after going back to a host's plan")
+			if got := k.listing(t); strings.Contains(got, "guard_fwd") || strings.Contains(got, "routed4") || strings.Contains(got, "prerouting") {
+				t.Errorf("router chains left:\n%s", got)
+			}
+		})
 	}
 }
 
@@ -233,14 +287,18 @@ var queueStmt = regexp.MustCompile(`queue (num \S+|flags \S+ to \S+)( bypass(,fa
 // and in Apply's listing alike, and the statements are compared on their
 // own.
 func TestKernelRenderedScript(t *testing.T) {
-	for _, fast := range []bool{false, true} {
-		t.Run(map[bool]string{false: "inline", true: "fast path"}[fast], func(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		fast   bool
+		router bool
+	}{{"inline", false, false}, {"fast path", true, false}, {"router inline", false, true}, {"router fast path", true, true}} {
+		t.Run(tt.name, func(t *testing.T) {
 			applied, printed := newKernel(t), newKernel(t)
-			p := firewall.NewPlan(testSet(t, func(c *rules.Config) {
-				s := c.Services["ssh"]
-				s.Sequence = []string{"7000", "8000", "9000/udp"}
-				c.Services["ssh"] = s
-			}), firewall.Options{FastPath: fast})
+			set := testSet(t, nil)
+			if tt.router {
+				set = routerSet(t)
+			}
+			p := firewall.NewPlan(set, firewall.Options{FastPath: tt.fast})
 			if err := applied.b.Apply(context.Background(), p); err != nil {
 				t.Fatal(err)
 			}

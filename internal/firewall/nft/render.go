@@ -44,7 +44,7 @@ func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
 		fmt.Fprintf(w, "add chain %s %s { type filter hook %s priority %d; policy accept; }\n", t, c.Name, c.Hook, c.Priority)
 		fmt.Fprintf(w, "flush chain %s %s\n", t, c.Name)
 		for _, tr := range b.chainRules(c, nil) {
-			text, err := ruleText(p, c, tr.r)
+			text, err := ruleText(p, c, tr)
 			if err != nil {
 				return fmt.Errorf("chain %s: %w", c.Name, err)
 			}
@@ -69,6 +69,12 @@ func setDecl(s *firewall.Set) (string, error) {
 		typ = "ipv6_addr"
 	case firewall.KindNfproto:
 		typ = "nf_proto"
+	case firewall.KindPrefix4:
+		typ = "ipv4_addr"
+	case firewall.KindPrefix6:
+		typ = "ipv6_addr"
+	case firewall.KindIfnames:
+		typ = "ifname"
 	default:
 		return "", fmt.Errorf("set %s: kind %d: %w", s.Name, s.Kind, firewall.ErrUnsupported)
 	}
@@ -100,15 +106,29 @@ func setElems(s *firewall.Set) string {
 	for _, hp := range s.HostPorts {
 		out = append(out, fmt.Sprintf("%s . %d", hp.Prefix.Masked(), hp.Port))
 	}
+	for _, p := range s.Prefixes {
+		out = append(out, p.Masked().String())
+	}
+	for _, n := range s.Ifnames {
+		out = append(out, fmt.Sprintf("%q", n))
+	}
 	return strings.Join(out, ", ")
 }
 
 // ruleText is one rule in nft's language, its parts in the order exprs
 // emits them.
-func ruleText(p *firewall.Plan, c *firewall.Chain, r *firewall.Rule) (string, error) {
-	if r == nil {
+func ruleText(p *firewall.Plan, c *firewall.Chain, tr taggedRule) (string, error) {
+	switch tr.entry {
+	case entryLo:
 		return `iifname "lo" accept`, nil
+	case entryIfaces:
+		return "iifname != @" + firewall.SetIfaces + " accept", nil
+	case entryScope4:
+		return "meta nfproto ipv4 fib daddr type != local ip daddr != @" + firewall.SetRouted4 + " accept", nil
+	case entryScope6:
+		return "meta nfproto ipv6 fib daddr type != local ip6 daddr != @" + firewall.SetRouted6 + " accept", nil
 	}
+	r := tr.r
 	var s []string
 	ip := "ip"
 	if r.Family == firewall.FamilyIPv6 {
@@ -119,9 +139,6 @@ func ruleText(p *firewall.Plan, c *firewall.Chain, r *firewall.Rule) (string, er
 		s = append(s, "meta nfproto ipv4")
 	case firewall.FamilyIPv6:
 		s = append(s, "meta nfproto ipv6")
-	}
-	if len(c.Ifaces) > 0 {
-		s = append(s, fmt.Sprintf("iifname %q", c.Ifaces[0]))
 	}
 	l4 := ""
 	switch r.Proto {

@@ -94,6 +94,9 @@ type Engine struct {
 	view   atomic.Pointer[view]
 	tr     *tracker.Tracker
 	nonces *spa.ReplayCache
+	// local holds this host's own addresses, for routed prefixes that
+	// hold one of them (a router's LAN address inside its routed /64).
+	local atomic.Pointer[[]netip.Addr]
 	// fwNonces remembers the fwknop packets accepted, by SHA-256, for
 	// twice their max_age (fwknopd's window).
 	fwNonces *fwknop.ReplayCache
@@ -135,6 +138,21 @@ func (e *Engine) Rules() *rules.Set { return e.view.Load().set }
 
 // Nonces returns the SPA replay cache, for the janitor to purge.
 func (e *Engine) Nonces() *spa.ReplayCache { return e.nonces }
+
+// SetLocal tells the engine this host's own addresses: a packet for one of
+// them is this host's to judge, even inside a routed prefix.
+func (e *Engine) SetLocal(addrs []netip.Addr) { e.local.Store(&addrs) }
+
+func (e *Engine) isLocal(a netip.Addr) bool {
+	if l := e.local.Load(); l != nil {
+		for _, x := range *l {
+			if x == a {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // PurgeNonces forgets the SPA nonces and fwknop packets that can no longer
 // be replayed at now; the janitor calls it.
@@ -194,7 +212,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		fwPort  bool   // a datagram or SYN to an fwknop port
 	)
 	key := rules.KnockKey(p.IPProto, p.DstPort)
-	routed := set.IsRouted(p.Dst)
+	routed := set.IsRouted(p.Dst) && !e.isLocal(p.Dst)
 	if routed {
 		// A routed host's port: protected or not, never a knock or a
 		// token port (those are this host's own).

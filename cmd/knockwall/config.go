@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -123,6 +125,9 @@ func writeEffective(w io.Writer, s *rules.Set) {
 	fmt.Fprintf(w, "queue:\n  num: %d\n  count: %d\n  max_len: %d\n", s.Queue.Num, s.Queue.Count, s.Queue.MaxLen)
 	fmt.Fprintf(w, "firewall:\n  manage: %t\n  backend: %s\n  fast_path: %t\n  keep_guard: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
 		s.Firewall.Manage, s.Firewall.Backend, s.Firewall.FastPath, s.Firewall.KeepGuard, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
+	if len(s.Firewall.Interfaces) > 0 {
+		fmt.Fprintf(w, "  interfaces: [%s]\n", strings.Join(s.Firewall.Interfaces, ", "))
+	}
 	fmt.Fprintf(w, "log:\n  level: %s\n  format: %s\n", s.Log.Level, s.Log.Format)
 	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n  knock_rate: %g\n  knock_burst: %d\n",
 		s.Tracker.MaxPending, s.Tracker.MaxGrants, s.Tracker.MaxNonces, s.Tracker.KnockRate, s.Tracker.KnockBurst)
@@ -133,7 +138,14 @@ func writeEffective(w io.Writer, s *rules.Set) {
 		for i, k := range svc.Sequence {
 			seq[i] = k.String()
 		}
-		fmt.Fprintf(w, "  # %s: TCP port(s) %s open for %s to a source that", svc.Name, ports, svc.OpenFor)
+		what := "TCP port(s) " + ports
+		switch {
+		case len(svc.Hosts) > 0:
+			what = fmt.Sprintf("TCP port(s) %s of the routed hosts in %s", ports, joinPrefixes(svc.Hosts))
+		case svc.Forward:
+			what = fmt.Sprintf("the port forward(s) from TCP port(s) %s of this host", ports)
+		}
+		fmt.Fprintf(w, "  # %s: %s open for %s to a source that", svc.Name, what, svc.OpenFor)
 		var ways []string
 		if len(seq) > 0 {
 			ways = append(ways, fmt.Sprintf("knocks %s in order, each within %s of the one before", strings.Join(seq, ", "), svc.StepTimeout))
@@ -168,6 +180,12 @@ func writeEffective(w io.Writer, s *rules.Set) {
 		if svc.Connections > 0 {
 			fmt.Fprintf(w, "    connections: %d\n", svc.Connections)
 		}
+		if svc.Forward {
+			fmt.Fprintf(w, "    forward: true\n")
+		}
+		if len(svc.Hosts) > 0 {
+			fmt.Fprintf(w, "    hosts: [%s]\n", joinPrefixes(svc.Hosts))
+		}
 		if f := svc.Fwknop; f != nil {
 			fmt.Fprintf(w, "    fwknop:\n      port: %d\n      max_age: %s\n", f.Port, f.MaxAge)
 		}
@@ -182,6 +200,14 @@ func writeEffective(w io.Writer, s *rules.Set) {
 			fmt.Fprintf(w, "    rotate:\n      key_id: %d\n      length: %d\n      period: %s\n      range: [%d, %d]\n", r.Key.ID, r.Length, r.Period, r.Lo, r.Hi)
 		}
 	}
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 func joinInts(ps []uint16) string {
@@ -202,6 +228,11 @@ func warnings(set *rules.Set, rep config.Report) []string {
 	}
 	if set.Firewall.Manage && !set.Firewall.KeepGuard {
 		out = append(out, "firewall.keep_guard is false: a clean stop removes the guard, and protected ports are then open to whatever the host's own firewall allows")
+	}
+	for _, ifc := range set.Firewall.Interfaces {
+		if _, err := net.InterfaceByName(ifc); err != nil {
+			out = append(out, fmt.Sprintf("firewall.interfaces names %q, which does not exist (yet): nothing arriving on it is diverted or guarded until it does", ifc))
+		}
 	}
 	if set.Tracker.KnockRate == 0 {
 		out = append(out, "tracker.knock_rate is 0: knock attempts are not rate limited, so plain sequences can be guessed as fast as packets can be sent")

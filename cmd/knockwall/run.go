@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -120,10 +122,12 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 			}
 			return queue{q}, nil
 		},
-		NewResetter: func() (daemon.Resetter, error) { return rst.Open(rst.AutoFlowLabels()) },
-		KernelStats: nfq.ReadKernelStats,
-		Log:         log,
-		Version:     version,
+		NewResetter:       func() (daemon.Resetter, error) { return rst.Open(rst.AutoFlowLabels()) },
+		NewRoutedResetter: func() (daemon.Resetter, error) { return rst.OpenRouted(rst.AutoFlowLabels()) },
+		LocalAddrs:        localAddrs,
+		KernelStats:       nfq.ReadKernelStats,
+		Log:               log,
+		Version:           version,
 	}
 	if set.Firewall.Manage {
 		fw, others, err := backends(set)
@@ -158,6 +162,21 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 		}
 	}()
 	return d.Run(ctx)
+}
+
+// localAddrs lists this host's addresses.
+func localAddrs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out, nil
 }
 
 // queue adapts *nfq.Queue to daemon.Queue.

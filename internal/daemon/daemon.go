@@ -43,6 +43,9 @@ const (
 	KernelStatsEvery = time.Second
 	// RefusedLogEvery limits "grant refused" lines.
 	RefusedLogEvery = time.Second
+	// LocalAddrsEvery is how often this host's addresses are read again
+	// when a service protects routed hosts.
+	LocalAddrsEvery = 2 * time.Second
 )
 
 // Queue is one bound NFQUEUE as the daemon uses it.
@@ -95,6 +98,13 @@ type Config struct {
 	// NewResetter opens an IPv6 reset sender per queue; nil or an error
 	// leaves IPv6 resets to the kernel's REJECT (flow label 0).
 	NewResetter func() (Resetter, error)
+	// NewRoutedResetter opens a sender of routed hosts' resets (IPv4 and
+	// IPv6) per queue, for services with hosts; nil or an error leaves
+	// them to the kernel's REJECT, one hop higher than the host's own.
+	NewRoutedResetter func() (Resetter, error)
+	// LocalAddrs lists this host's addresses, polled when a service
+	// protects routed hosts.
+	LocalAddrs func() ([]netip.Addr, error)
 	// KernelStats reads the kernel's counters of the queues.
 	KernelStats func(first, count int) (nfq.KernelStats, error)
 	// Now is the clock.
@@ -208,8 +218,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Queues first: a packet diverted to a queue nobody holds would pass
 	// (--queue-bypass) to the guard and be dropped, so binding first only
 	// shortens the time in which protected ports answer nobody.
+	routedHosts := len(set.RoutedPrefixes()) > 0
+	d.refreshLocal()
 	for i := range set.Queue.Count {
-		var rs Resetter
+		var rs, routed Resetter
 		if d.cfg.NewResetter != nil {
 			r, err := d.cfg.NewResetter()
 			if err != nil {
@@ -219,7 +231,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 				resetters = append(resetters, r)
 			}
 		}
-		q, err := d.cfg.OpenQueue(qctx, uint16(set.Queue.Num+i), d.newHandler(rs))
+		if routedHosts && d.cfg.NewRoutedResetter != nil {
+			r, err := d.cfg.NewRoutedResetter()
+			if err != nil {
+				d.log.Warn("cannot send routed hosts' resets myself; they will come one hop higher than the hosts' own", "err", err)
+			} else {
+				routed = r
+				resetters = append(resetters, r)
+			}
+		}
+		q, err := d.cfg.OpenQueue(qctx, uint16(set.Queue.Num+i), d.newHandler(rs, routed))
 		if err != nil {
 			return err
 		}
@@ -283,6 +304,7 @@ func (d *Daemon) loop(ctx context.Context, fatal <-chan error) error {
 		lastKernel, _ = d.cfg.KernelStats(set.Queue.Num, set.Queue.Count)
 	}
 	nextKernel := d.cfg.Now().Add(KernelStatsEvery)
+	nextLocal := d.cfg.Now().Add(LocalAddrsEvery)
 	h := &healer{d: d}
 	for {
 		select {
@@ -312,6 +334,10 @@ func (d *Daemon) loop(ctx context.Context, fatal <-chan error) error {
 				}
 			}
 			d.eng.PurgeNonces(now)
+			if now.After(nextLocal) {
+				nextLocal = now.Add(LocalAddrsEvery)
+				d.refreshLocal()
+			}
 			set := d.eng.Rules()
 			for _, e := range d.tr.Expire(now) {
 				name := "?"
@@ -346,6 +372,20 @@ func (d *Daemon) stop(ctx context.Context) {
 		}
 	}
 	d.logStats()
+}
+
+// refreshLocal tells the engine this host's addresses, when a service
+// protects routed hosts (only then does it ask).
+func (d *Daemon) refreshLocal() {
+	if d.cfg.LocalAddrs == nil || len(d.eng.Rules().RoutedPrefixes()) == 0 {
+		return
+	}
+	addrs, err := d.cfg.LocalAddrs()
+	if err != nil {
+		d.log.Warn("cannot read this host's addresses", "err", err)
+		return
+	}
+	d.eng.SetLocal(addrs)
 }
 
 // Reload asks the running daemon to read its configuration again. It

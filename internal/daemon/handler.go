@@ -24,7 +24,7 @@ const (
 
 // newHandler adapts the engine to a queue: decision to verdict and mark,
 // the log lines a decision deserves, and new grants to the fast path.
-func (d *Daemon) newHandler(resets Resetter) nfq.Handler {
+func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
 	set := d.cfg.Set
 	mask := uint32(set.Firewall.MarkMask)
 	acceptMark := uint32(set.Firewall.AcceptMark)
@@ -69,7 +69,10 @@ func (d *Daemon) newHandler(resets Resetter) nfq.Handler {
 			// reach, by a batch, a packet whose own verdict was lost.
 			return nfq.Answer{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark, Sole: true}
 		case verdict.Reject:
-			if resets != nil && dec.Proto == rules.ProtoTCP && dec.Src.Is6() && resets.Reset(pkt) == nil {
+			if dec.Routed && routed != nil && dec.Proto == rules.ProtoTCP && routed.Reset(pkt) == nil {
+				return nfq.Answer{} // answered as the routed host would
+			}
+			if !dec.Routed && resets != nil && dec.Proto == rules.ProtoTCP && dec.Src.Is6() && resets.Reset(pkt) == nil {
 				return nfq.Answer{} // answered; the SYN itself goes no further
 			}
 			return nfq.Answer{Accept: true, SetMark: true, Mark: mark&^mask | rejectMark}

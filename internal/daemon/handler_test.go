@@ -48,7 +48,7 @@ func TestHandlerMarks(t *testing.T) {
 	}
 	granted := netip.MustParseAddr("10.77.0.2")
 	d.Tracker().Grant(granted, set.Services[0].ID, now, time.Hour, 0, tracker.MethodSequence)
-	h := d.newHandler(nil)
+	h := d.newHandler(nil, nil)
 
 	const foreign = 0x00003f00 // mwan3's bits: knockwall must leave them alone
 	stranger := netip.MustParseAddr("10.77.0.3")

@@ -178,10 +178,15 @@ func TestBuildNoAllocs(t *testing.T) {
 func FuzzBuild(f *testing.F) {
 	f.Add(make([]byte, 60))
 	f.Add(withAH(synV6(f, 0, []byte("tok"), false)))
+	f.Add(syn4Packet(f, []byte("tok")))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := Build(nil, b, 1, 64)
 		if err == nil && len(out) != resetLen {
 			t.Fatalf("len %d", len(out))
+		}
+		out, err = Build4(nil, b, 63)
+		if err == nil && len(out) != reset4Len {
+			t.Fatalf("Build4: len %d", len(out))
 		}
 	})
 }

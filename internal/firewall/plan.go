@@ -522,6 +522,23 @@ func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udp
 		Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, NfprotoSet: SetDegraded, Verdict: queue},
 	)
 	c.Rules = append(c.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected, Verdict: queue})
+	// A router's forwarded ports: port forwards (before DNAT, on this
+	// host's addresses) and routed hosts' ports.
+	if len(s.ForwardPorts()) > 0 {
+		c.Rules = append(c.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetFwdPorts, Verdict: queue})
+	}
+	for _, h := range []struct {
+		f    Family
+		name string
+		v4   bool
+	}{{FamilyIPv4, SetHosts4, true}, {FamilyIPv6, SetHosts6, false}} {
+		for _, rp := range s.RoutedPorts() {
+			if rp.Prefix.Addr().Is4() == h.v4 {
+				c.Rules = append(c.Rules, Rule{Role: RoleDivert, Family: h.f, Proto: rules.ProtoTCP, SYN: true, DstPortSet: h.name, Verdict: queue})
+				break
+			}
+		}
+	}
 }
 
 // Stopped is the plan as it stays after a clean stop with the guard kept:

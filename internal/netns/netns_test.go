@@ -364,3 +364,48 @@ func TestSolicitedNode(t *testing.T) {
 		})
 	}
 }
+
+// TestRouter: the router topology forwards both ways: the WAN client
+// reaches the LAN host's routed addresses, over IPv4 and IPv6.
+func TestRouter(t *testing.T) {
+	if err := Check(); err != nil {
+		t.Skipf("skipping: %v (CI runs as root)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := NewRouter(ctx, "kwtr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	var ln net.Listener
+	if err := r.LAN.Do(func() (err error) { ln, err = net.Listen("tcp", ":7777"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, dst := range []string{LANHost4, LANHost6} {
+		err := r.WAN.Do(func() error {
+			c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, "7777"), 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err != nil {
+			t.Errorf("connect to %s from the WAN side: %v", dst, err)
+		}
+	}
+}

@@ -1,0 +1,262 @@
+package e2e
+
+// Router mode: knockwall on a router guards a port forward (DNAT from the
+// router's WAN address to a LAN host) and routed hosts (a LAN prefix the
+// WAN side reaches through the router), in three namespaces: a WAN client
+// (which also plays an internet server), the router, and a LAN host.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/knockwall/knockwall/internal/netns"
+)
+
+// Ports of the router tests.
+const (
+	fwdPort      = 22222 // on the router's WAN address, forwarded to the LAN host's 22
+	fwdOpenPort  = 28080 // forwarded to the LAN host's 8080, unprotected
+	lanSSH       = 22    // the LAN host's SSH: behind fwdPort, and lab6's routed port
+	lanWeb       = 80    // lab4's routed port on the LAN host
+	lanOpen      = 8080  // unprotected on the LAN host
+	labSPAPort   = 62202
+	nasSequence  = "7100 7200 7300"
+	lab4Sequence = "7400 7500 7600"
+)
+
+// routerEnv is an env whose pair is the router's WAN side (the client is
+// the WAN client, the server the router), plus the LAN host.
+type routerEnv struct {
+	*env
+	r   *netns.Router
+	key string // lab6's SPA key file
+}
+
+func newRouterEnv(t *testing.T, b backend, openFor time.Duration) *routerEnv {
+	t.Helper()
+	bin := requireBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := netns.NewRouter(ctx, "kwr")
+	if err != nil {
+		t.Fatalf("router namespaces: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("delete namespaces: %v", err)
+		}
+	})
+	// The operator's own rules: the port forwards and masquerading.
+	for _, rule := range [][]string{
+		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(fwdPort), "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanSSH)},
+		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(fwdOpenPort), "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanOpen)},
+		{"-t", "nat", "-A", "POSTROUTING", "-o", r.RtrWANIf, "-s", netns.LANPrefix4, "-j", "MASQUERADE"},
+	} {
+		if out, err := r.Rtr.Run(ctx, "iptables", append([]string{"-w"}, rule...)...); err != nil {
+			t.Fatalf("iptables %v: %v %s", rule, err, out)
+		}
+	}
+	for _, p := range []uint16{lanSSH, lanWeb, lanOpen} {
+		echoServer(t, r.LAN, p)
+	}
+	// The "internet server" a LAN client reaches, on the very ports the
+	// services protect.
+	echoServer(t, r.WAN, fwdPort)
+	echoServer(t, r.WAN, lanSSH)
+
+	dir := t.TempDir()
+	key := filepath.Join(dir, "lab6.key")
+	keygen(t, bin, key)
+	cfg := filepath.Join(dir, "knockwall.yaml")
+	yaml := fmt.Sprintf(`firewall:
+  manage: true
+%s  interfaces: [%s]
+log:
+  level: info
+  format: text
+services:
+  nas:
+    forward: true
+    ports: [%d]
+    sequence: [7100, 7200, 7300]
+    open_for: %s
+    closed: reject
+  lab6:
+    forward: true
+    hosts: [%s]
+    ports: [%d]
+    open_for: %s
+    closed: reject
+    spa:
+      port: %d
+      key_file: %q
+  lab4:
+    forward: true
+    hosts: [%s]
+    ports: [%d]
+    sequence: [7400, 7500, 7600]
+    open_for: %s
+    closed: reject
+`, b.yaml(), r.RtrWANIf, fwdPort, openFor, netns.LANPrefix6, lanSSH, openFor, labSPAPort, key, netns.LANPrefix4, lanWeb, openFor)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{bin: bin, backend: b, pair: r.WANPair(), cfgPath: cfg}
+	e.d = startDaemon(t, r.Rtr, bin, cfg)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("firewall in %s at failure:\n%s", r.Rtr, e.firewallDump())
+		}
+	})
+	return &routerEnv{env: e, r: r, key: key}
+}
+
+func (re *routerEnv) router4(port uint16) netip.AddrPort { return netip.AddrPortFrom(re.r.RouterWAN4, port) }
+func (re *routerEnv) lan4(port uint16) netip.AddrPort    { return netip.AddrPortFrom(re.r.LANHost4, port) }
+func (re *routerEnv) lan6(port uint16) netip.AddrPort    { return netip.AddrPortFrom(re.r.LANHost6, port) }
+
+// TestRouterClosed: before any knock, the forwarded port is refused with
+// the router's own closed-port reset, and a routed host's protected port
+// (IPv4 and IPv6) with that host's own closed-port reset as the client
+// sees it, hop limit included.
+func TestRouterClosed(t *testing.T) { eachBackend(t, testRouterClosed) }
+
+func testRouterClosed(t *testing.T, b backend) {
+	re := newRouterEnv(t, b, 30*time.Second)
+	for _, c := range []struct {
+		name            string
+		src             netip.Addr
+		closed, guarded netip.AddrPort
+	}{
+		{"port forward, like the router's closed port", re.r.WANClient4, re.router4(unusedPort), re.router4(fwdPort)},
+		{"routed IPv6 host, like its closed port", re.r.WANClient6, re.lan6(unusedPort), re.lan6(lanSSH)},
+		{"routed IPv4 host, like its closed port", re.r.WANClient4, re.lan4(unusedPort), re.lan4(lanWeb)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ref, err := synReply(re.pair, c.src, c.closed, randUint32(t), nil)
+			if err != nil {
+				t.Fatalf("closed port %v: %v", c.closed, err)
+			}
+			got, err := synReply(re.pair, c.src, c.guarded, randUint32(t), nil)
+			if err != nil {
+				t.Fatalf("protected %v: %v", c.guarded, err)
+			}
+			t.Logf("closed %v: %+v", c.closed, ref)
+			t.Logf("protected %v: %+v", c.guarded, got)
+			if ref.Flags != "RST|ACK" {
+				t.Fatalf("the closed port's answer is no reset: %+v", ref)
+			}
+			ref.FlowLabel, got.FlowLabel = min(ref.FlowLabel, 1), min(got.FlowLabel, 1)
+			if got != ref {
+				t.Errorf("answered unlike the closed port: %v", diffFields(ref, got))
+			}
+		})
+	}
+}
+
+// TestRouterKnock: a knock at the router opens the port forward for the
+// knocking source alone, end to end to the LAN host; an SPA token opens a
+// routed IPv6 host, a sequence a routed IPv4 one. After open_for, new
+// connects are refused while an open connection keeps flowing.
+func TestRouterKnock(t *testing.T) { eachBackend(t, testRouterKnock) }
+
+func testRouterKnock(t *testing.T, b backend) {
+	const openFor = 3 * time.Second
+	re := newRouterEnv(t, b, openFor)
+	c4, other := re.r.WANClient4, re.r.WANClient24
+	re.expectClosed(t, reject, c4, re.router4(fwdPort))
+
+	re.knock(t, re.r.RouterWAN4, "7100", "8000")    // a wrong knock: nothing
+	re.knock(t, re.r.RouterWAN4, "7100", "7200", "7300")
+	held := re.expectOpen(t, c4, re.router4(fwdPort))
+	if err := echo(held, "through the port forward"); err != nil {
+		t.Fatal(err)
+	}
+	re.expectClosed(t, reject, other, re.router4(fwdPort))
+	re.expectClosed(t, reject, re.r.WANClient6, re.lan6(lanSSH)) // no lab6 grant yet
+
+	// lab6 by SPA, from the client's IPv6 address to the router's.
+	mark := re.d.mark()
+	afterStartSecond()
+	if out, err := re.run(re.pair.Client, re.bin, "knock", re.r.RouterWAN6.String(), "--service", "lab6", "--key-file", re.key, "--spa-port", fmt.Sprint(labSPAPort)); err != nil {
+		t.Fatalf("knock lab6: %v %s", err, out)
+	}
+	if _, err := re.d.waitLogFrom(mark, "grant", map[string]string{"src": re.r.WANClient6.String(), "service": "lab6"}, logTimeout); err != nil {
+		t.Fatal(err)
+	}
+	c := re.expectOpen(t, re.r.WANClient6, re.lan6(lanSSH))
+	if err := echo(c, "routed v6"); err != nil {
+		t.Error(err)
+	}
+	c.Close()
+	re.expectClosed(t, reject, re.r.WANClient26, re.lan6(lanSSH))
+
+	// lab4 by its sequence.
+	re.knock(t, re.r.RouterWAN4, "7400", "7500", "7600")
+	re.expectOpen(t, c4, re.lan4(lanWeb)).Close()
+	re.expectClosed(t, reject, other, re.lan4(lanWeb))
+
+	// Expiry.
+	if _, err := re.d.waitLogFrom(mark, "expire", map[string]string{"src": c4.String(), "service": "nas"}, openFor+logTimeout); err != nil {
+		t.Fatal(err)
+	}
+	re.expectClosed(t, reject, c4, re.router4(fwdPort))
+	if err := echo(held, "after the grant ended"); err != nil {
+		t.Errorf("the connection opened during the grant: %v", err)
+	}
+	held.Close()
+}
+
+// TestRouterFailClosed: with the daemon killed, the port forward and the
+// routed hosts' protected ports stay closed, while an unprotected port
+// forward and a routed host's unprotected port work.
+func TestRouterFailClosed(t *testing.T) { eachBackend(t, testRouterFailClosed) }
+
+func testRouterFailClosed(t *testing.T, b backend) {
+	re := newRouterEnv(t, b, 30*time.Second)
+	re.d.kill(t)
+	re.knock(t, re.r.RouterWAN4, "7100", "7200", "7300") // nobody to judge it
+	time.Sleep(settle)
+	for _, dst := range []netip.AddrPort{re.router4(fwdPort), re.lan4(lanWeb)} {
+		re.expectClosed(t, drop, re.r.WANClient4, dst)
+	}
+	re.expectClosed(t, drop, re.r.WANClient6, re.lan6(lanSSH))
+	re.expectOpen(t, re.r.WANClient4, re.router4(fwdOpenPort)).Close()
+	re.expectOpen(t, re.r.WANClient4, re.lan4(lanOpen)).Close()
+	re.expectOpen(t, re.r.WANClient6, re.lan6(lanOpen)).Close()
+}
+
+// TestRouterLANOutbound: a LAN client reaching a server on the WAN side on
+// the very port numbers the services protect is never diverted (the queue
+// counter does not move) and works.
+func TestRouterLANOutbound(t *testing.T) { eachBackend(t, testRouterLANOutbound) }
+
+func testRouterLANOutbound(t *testing.T, b backend) {
+	re := newRouterEnv(t, b, 30*time.Second)
+	before := re.queued(t)
+	for _, dst := range []netip.AddrPort{
+		netip.AddrPortFrom(re.r.WANClient4, fwdPort), netip.AddrPortFrom(re.r.WANClient4, lanSSH),
+		netip.AddrPortFrom(re.r.WANClient6, fwdPort), netip.AddrPortFrom(re.r.WANClient6, lanSSH),
+	} {
+		err := re.r.LAN.Do(func() error {
+			c, err := net.DialTimeout("tcp", dst.String(), openWithin)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return echo(c, "from the LAN")
+		})
+		if err != nil {
+			t.Errorf("LAN -> %v: %v", dst, err)
+		}
+	}
+	if n := re.queued(t) - before; n != 0 {
+		t.Errorf("LAN traffic to the WAN side queued %d packets, want 0", n)
+	}
+}

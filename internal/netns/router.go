@@ -1,0 +1,167 @@
+package netns
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Addresses of a Router topology: a WAN side (a client, which also plays
+// an internet server) and a LAN side (a host behind the router), each on
+// its own veth pair with the router. The LAN prefixes are routed from the
+// WAN side through the router (fd00:89::/64 like a delegated IPv6 prefix,
+// 10.89.0.0/24 like a routed IPv4 subnet); the router also masquerades LAN
+// traffic leaving by its WAN side, as a home router does.
+const (
+	RouterWAN4  = "10.88.0.1"
+	WANClient4  = "10.88.0.2"
+	WANClient24 = "10.88.0.3"
+	RouterWAN6  = "fd00:88::1"
+	WANClient6  = "fd00:88::2"
+	WANClient26 = "fd00:88::3"
+	RouterLAN4  = "10.89.0.1"
+	LANHost4    = "10.89.0.10"
+	RouterLAN6  = "fd00:89::1"
+	LANHost6    = "fd00:89::10"
+	LANPrefix4  = "10.89.0.0/24"
+	LANPrefix6  = "fd00:89::/64"
+)
+
+// Router is three namespaces: WAN client, router and LAN host.
+type Router struct {
+	ID          string
+	WAN, Rtr    NS
+	LAN         NS
+	WANIf       string // the client's veth end
+	RtrWANIf    string // the router's WAN interface
+	RtrLANIf    string // the router's LAN interface
+	LANIf       string // the LAN host's veth end
+	RouterWAN4  netip.Addr
+	RouterWAN6  netip.Addr
+	WANClient4  netip.Addr
+	WANClient24 netip.Addr
+	WANClient6  netip.Addr
+	WANClient26 netip.Addr
+	LANHost4    netip.Addr
+	LANHost6    netip.Addr
+}
+
+// WANPair is the WAN side as a Pair: the router as server, the WAN client
+// as client, for helpers that send and capture on a pair.
+func (r *Router) WANPair() *Pair {
+	return &Pair{ID: r.ID, Server: r.Rtr, Client: r.WAN, ServerIf: r.RtrWANIf, ClientIf: r.WANIf,
+		Server4: r.RouterWAN4, Client4: r.WANClient4, Client2v4: r.WANClient24,
+		Server6: r.RouterWAN6, Client6: r.WANClient6, Client2v6: r.WANClient26}
+}
+
+// NewRouter creates the topology, forwarding on in the router. The caller
+// must Close it.
+func NewRouter(ctx context.Context, prefix string) (*Router, error) {
+	if err := Check(); err != nil {
+		return nil, err
+	}
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("netns: random id: %w", err)
+	}
+	id := prefix + hex.EncodeToString(b[:])
+	r := &Router{ID: id, WAN: NS(id + "-wan"), Rtr: NS(id + "-rtr"), LAN: NS(id + "-lan"),
+		WANIf: id + "-w", RtrWANIf: id + "-rw", RtrLANIf: id + "-rl", LANIf: id + "-l",
+		RouterWAN4: netip.MustParseAddr(RouterWAN4), RouterWAN6: netip.MustParseAddr(RouterWAN6),
+		WANClient4: netip.MustParseAddr(WANClient4), WANClient24: netip.MustParseAddr(WANClient24),
+		WANClient6: netip.MustParseAddr(WANClient6), WANClient26: netip.MustParseAddr(WANClient26),
+		LANHost4: netip.MustParseAddr(LANHost4), LANHost6: netip.MustParseAddr(LANHost6)}
+	if len(r.RtrWANIf) > maxIfName {
+		return nil, fmt.Errorf("netns: prefix %q too long for interface names", prefix)
+	}
+	if err := r.setup(ctx); err != nil {
+		return nil, errors.Join(err, r.Close())
+	}
+	return r, nil
+}
+
+func (r *Router) setup(ctx context.Context) error {
+	w, rt, l := string(r.WAN), string(r.Rtr), string(r.LAN)
+	for _, n := range []string{w, rt, l} {
+		if err := ip(ctx, "netns", "add", n); err != nil {
+			return err
+		}
+		// No duplicate address detection: link-local addresses would be
+		// tentative for a second, and neighbour discovery, which routing
+		// needs, slow until then.
+		for _, kv := range []string{"net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"} {
+			if _, err := NS(n).Run(ctx, "sysctl", "-qw", kv); err != nil {
+				return err
+			}
+		}
+	}
+	steps := [][]string{
+		{"link", "add", r.WANIf, "netns", w, "type", "veth", "peer", "name", r.RtrWANIf, "netns", rt},
+		{"link", "add", r.LANIf, "netns", l, "type", "veth", "peer", "name", r.RtrLANIf, "netns", rt},
+	}
+	for _, n := range []string{w, rt, l} {
+		steps = append(steps, []string{"-n", n, "link", "set", "lo", "up"})
+	}
+	steps = append(steps,
+		[]string{"-n", w, "link", "set", r.WANIf, "up"},
+		[]string{"-n", rt, "link", "set", r.RtrWANIf, "up"},
+		[]string{"-n", rt, "link", "set", r.RtrLANIf, "up"},
+		[]string{"-n", l, "link", "set", r.LANIf, "up"},
+		[]string{"-n", w, "addr", "add", WANClient4 + "/24", "dev", r.WANIf},
+		[]string{"-n", w, "addr", "add", WANClient24 + "/24", "dev", r.WANIf},
+		[]string{"-n", w, "addr", "add", WANClient6 + "/64", "dev", r.WANIf, "nodad"},
+		[]string{"-n", w, "addr", "add", WANClient26 + "/64", "dev", r.WANIf, "nodad", "preferred_lft", "0"},
+		[]string{"-n", rt, "addr", "add", RouterWAN4 + "/24", "dev", r.RtrWANIf},
+		[]string{"-n", rt, "addr", "add", RouterWAN6 + "/64", "dev", r.RtrWANIf, "nodad"},
+		[]string{"-n", rt, "addr", "add", RouterLAN4 + "/24", "dev", r.RtrLANIf},
+		[]string{"-n", rt, "addr", "add", RouterLAN6 + "/64", "dev", r.RtrLANIf, "nodad"},
+		[]string{"-n", l, "addr", "add", LANHost4 + "/24", "dev", r.LANIf},
+		[]string{"-n", l, "addr", "add", LANHost6 + "/64", "dev", r.LANIf, "nodad"},
+		// The LAN prefixes are reached through the router.
+		[]string{"-n", w, "route", "add", LANPrefix4, "via", RouterWAN4},
+		[]string{"-n", w, "-6", "route", "add", LANPrefix6, "via", RouterWAN6},
+		[]string{"-n", l, "route", "add", "default", "via", RouterLAN4},
+		[]string{"-n", l, "-6", "route", "add", "default", "via", RouterLAN6},
+	)
+	for _, args := range steps {
+		if err := ip(ctx, args...); err != nil {
+			return err
+		}
+	}
+	for _, kv := range [][]string{{"net.ipv4.ip_forward=1"}, {"net.ipv6.conf.all.forwarding=1"}} {
+		if _, err := r.Rtr.Run(ctx, "sysctl", "-qw", kv[0]); err != nil {
+			return err
+		}
+	}
+	joins := []struct {
+		ns    NS
+		dev   string
+		addrs []netip.Addr
+	}{
+		{r.WAN, r.WANIf, []netip.Addr{r.WANClient6, r.WANClient26}},
+		{r.Rtr, r.RtrWANIf, []netip.Addr{r.RouterWAN6}},
+		{r.Rtr, r.RtrLANIf, []netip.Addr{netip.MustParseAddr(RouterLAN6)}},
+		{r.LAN, r.LANIf, []netip.Addr{r.LANHost6}},
+	}
+	for _, j := range joins {
+		if err := waitJoined(ctx, j.ns, j.dev, j.addrs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close deletes the namespaces. It may be called more than once.
+func (r *Router) Close() error {
+	var errs []error
+	for _, n := range []NS{r.WAN, r.LAN, r.Rtr} {
+		errs = append(errs, n.Delete())
+	}
+	return errors.Join(errs...)
+}

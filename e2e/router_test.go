@@ -117,9 +117,11 @@ services:
 	return &routerEnv{env: e, r: r, key: key}
 }
 
-func (re *routerEnv) router4(port uint16) netip.AddrPort { return netip.AddrPortFrom(re.r.RouterWAN4, port) }
-func (re *routerEnv) lan4(port uint16) netip.AddrPort    { return netip.AddrPortFrom(re.r.LANHost4, port) }
-func (re *routerEnv) lan6(port uint16) netip.AddrPort    { return netip.AddrPortFrom(re.r.LANHost6, port) }
+func (re *routerEnv) router4(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(re.r.RouterWAN4, port)
+}
+func (re *routerEnv) lan4(port uint16) netip.AddrPort { return netip.AddrPortFrom(re.r.LANHost4, port) }
+func (re *routerEnv) lan6(port uint16) netip.AddrPort { return netip.AddrPortFrom(re.r.LANHost6, port) }
 
 // TestRouterClosed: before any knock, the forwarded port is refused with
 // the router's own closed-port reset, and a routed host's protected port
@@ -172,7 +174,7 @@ func testRouterKnock(t *testing.T, b backend) {
 	c4, other := re.r.WANClient4, re.r.WANClient24
 	re.expectClosed(t, reject, c4, re.router4(fwdPort))
 
-	re.knock(t, re.r.RouterWAN4, "7100", "8000")    // a wrong knock: nothing
+	re.knock(t, re.r.RouterWAN4, "7100", "8000") // a wrong knock: nothing
 	re.knock(t, re.r.RouterWAN4, "7100", "7200", "7300")
 	held := re.expectOpen(t, c4, re.router4(fwdPort))
 	if err := echo(held, "through the port forward"); err != nil {

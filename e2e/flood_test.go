@@ -615,9 +615,11 @@ func testFloodPendingChurn(t *testing.T, b backend) {
 	}
 }
 
-// measureCapacity floods ports the daemon judges (judgedPorts) as fast as loadgen can for
-// about a second and returns the SYNs per second the daemon passed, counted
-// by the kernel's resets (each verdicted SYN to a closed port gets one).
+// measureCapacity floods ports the daemon judges (judgedPorts) as fast as
+// loadgen can for about a second and returns the packets per second the
+// daemon verdicted: what its queue took, less what the kernel dropped
+// before the daemon saw it (a REJECT's reset is not counted by TCP's
+// OutRsts, so the queue's own counters are the measure).
 func (fe *floodEnv) measureCapacity(t *testing.T) float64 {
 	t.Helper()
 	before := fe.queueCounters(t)
@@ -626,10 +628,12 @@ func (fe *floodEnv) measureCapacity(t *testing.T) float64 {
 	st := fe.startFlood(t, c).wait(t)
 	time.Sleep(200 * time.Millisecond) // the queue drains
 	after := fe.queueCounters(t)
-	capacity := float64(after.outRsts-before.outRsts) / st.Elapsed.Seconds()
+	dropped := (after.queueDropped - before.queueDropped) + (after.userDropped - before.userDropped)
+	verdicted := (after.queued - before.queued) - dropped
+	capacity := float64(verdicted) / st.Elapsed.Seconds()
 	t.Logf("capacity probe: sent %d at %.0f/s; verdicted %.0f/s", st.Sent, st.PPS(), capacity)
 	logQueueDelta(t, "capacity probe", before, after)
-	if after.queueDropped+after.userDropped == before.queueDropped+before.userDropped {
+	if dropped == 0 {
 		// Nothing dropped: the sender, not the daemon, set the pace, and C
 		// is a lower bound. Floods at C/2 are then gentler than meant.
 		t.Logf("capacity probe: no drop, so %.0f/s is the sender's pace, a lower bound of the capacity", capacity)

@@ -250,7 +250,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	if fw := d.cfg.Firewall; fw != nil {
-		if err := fw.Apply(ctx, plan); err != nil {
+		// The kernel may hold grants of the process before (a crash
+		// leaves them): this one's tracker decides afresh.
+		start := *plan
+		start.FreshGrants = true
+		if err := fw.Apply(ctx, &start); err != nil {
 			return fmt.Errorf("install firewall rules (%s): %w; any guard already in place stays, so protected ports stay closed", fw.Name(), err)
 		}
 		d.log.Info("firewall rules installed", "backend", fw.Name(), "fast_path", plan.FastPath, "chains", len(plan.Chains))

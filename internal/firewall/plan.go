@@ -303,6 +303,10 @@ type Plan struct {
 	// Ports of each grant, by service id, for writing grant elements;
 	// services with a connection limit are not there.
 	GrantPorts map[uint64][]uint16
+	// FreshGrants empties the grant sets in the same step as the rules
+	// go in: a start does so, since the kernel may still hold grants of
+	// a process that is gone; a reload or a repair keeps them.
+	FreshGrants bool
 }
 
 // Options shape a plan beyond what the rules say.

@@ -262,7 +262,7 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 			return err
 		}
 		if old, ok := st.sets[ps.Name]; ok && sameSet(old, ns) {
-			if !ps.Dynamic {
+			if !ps.Dynamic || (p.FreshGrants && ps.Kind == firewall.KindAddrPort4 || p.FreshGrants && ps.Kind == firewall.KindAddrPort6) {
 				c.FlushSet(old)
 				if len(elems) > 0 {
 					if err := c.SetAddElements(old, elems); err != nil {

@@ -270,6 +270,16 @@ func TestKernelGrants(t *testing.T) {
 	if d, ok := got[netip.AddrPortFrom(a6, 2222)]; !ok || d > 20*time.Second {
 		t.Errorf("fd00::7 . 2222 expires in %v (present %v), want ≤ 20s", d, ok)
 	}
+	// A start empties the grant sets in the same batch: the kernel may hold
+	// grants of a process that is gone.
+	fresh := *p2
+	fresh.FreshGrants = true
+	if err := k.b.Apply(ctx, &fresh); err != nil {
+		t.Fatal(err)
+	}
+	if els, _ := k.b.GrantElems(); len(els) != 0 {
+		t.Errorf("after an Apply with FreshGrants the grant sets hold %v", els)
+	}
 	if err := k.b.ReplaceGrants(ctx, []firewall.GrantElem{{Src: a6, Port: 22, Timeout: time.Second}}); err != nil {
 		t.Fatal(err)
 	}

@@ -303,8 +303,11 @@ func TestNewGrantsAllocs(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	allocs := after.Mallocs - before.Mallocs
 	t.Logf("%d new grants: %d allocations", n, allocs)
-	if allocs > n/256 {
-		t.Errorf("%d new grants allocated %d times, want at most %d", n, allocs, n/256)
+	// The count is the whole process's (a test's helpers, the runtime),
+	// so the bound leaves room for the odd background allocation: what it
+	// rules out is an allocation per grant.
+	if allocs > n/64 {
+		t.Errorf("%d new grants allocated %d times, want at most %d", n, allocs, n/64)
 	}
 }
 

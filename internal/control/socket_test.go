@@ -141,4 +141,3 @@ func TestClient(t *testing.T) {
 		t.Fatalf("Status of no daemon: %v; want an UnreachableError naming %s", err, missing)
 	}
 }
-

@@ -89,8 +89,8 @@ const (
 )
 
 // restoreGrant turns a saved grant into the grant to Put at now, or says
-// why there is none. The rules (invariant: a restart never lengthens or
-// widens a grant):
+// why there is none. The rules (invariant: a restart never lengthens a
+// grant, nor lets it in more than the configuration in force allows):
 //   - its service must still exist under the same name and id;
 //   - it ends at its recorded expiry, and no later than now plus what it
 //     had left when saved (a wall clock set back across the restart gives
@@ -98,9 +98,11 @@ const (
 //   - a grant made by a knock or a token ends no later than now plus the
 //     service's open_for in force (a shortened open_for applies at once);
 //     an operator's grant keeps the length the operator chose;
-//   - a one-shot grant keeps its connections left, capped by the
-//     service's connections in force, and a grant of a service that is now
-//     one-shot gets that limit.
+//   - connection limits follow the service in force: a grant of a one-shot
+//     service keeps its connections left, capped by the service's
+//     connections (a grant saved without a limit gets that many); a grant
+//     of a service that is no longer one-shot has no limit, as a new one
+//     would not (the fast path could not count its connections anyway).
 func restoreGrant(set *rules.Set, sg state.Grant, saved, now time.Time) (tracker.GrantInfo, string) {
 	i, ok := set.ServiceByID(sg.ServiceID)
 	if !ok || set.Services[i].Name != sg.Service {
@@ -131,6 +133,8 @@ func restoreGrant(set *rules.Set, sg state.Grant, saved, now time.Time) (tracker
 			g.Left = c
 		}
 		g.Limited = true
+	} else {
+		g.Limited, g.Left = false, 0
 	}
 	if g.Limited && g.Left <= 0 {
 		return tracker.GrantInfo{}, whyUsed

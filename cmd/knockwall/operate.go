@@ -30,6 +30,7 @@ type operate struct {
 	ctl    *control.Server
 	met    *metrics.Server
 	served sync.WaitGroup
+	closed sync.Once
 }
 
 func openOperate(set *rules.Set, log *slog.Logger) (*operate, error) {
@@ -83,8 +84,11 @@ func (o *operate) serve(d *daemon.Daemon) {
 	}
 }
 
-// close stops serving and removes the control socket.
-func (o *operate) close() {
+// close stops serving and removes the control socket; only the first call
+// does anything.
+func (o *operate) close() { o.closed.Do(o.shutdown) }
+
+func (o *operate) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), serverStopTimeout)
 	defer cancel()
 	if o.ctl != nil {
@@ -94,7 +98,7 @@ func (o *operate) close() {
 		o.met.Shutdown(ctx)
 	}
 	o.served.Wait()
-	// Closed here too when never served; closing twice is harmless.
+	// Closed here too when never served.
 	if o.ctlLn != nil {
 		o.ctlLn.Close()
 	}

@@ -167,7 +167,10 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 			}
 		}
 	}()
-	return d.Run(ctx)
+	err = d.Run(ctx)
+	// Stop answering before the backends close under the handlers.
+	ops.close()
+	return err
 }
 
 // queue adapts *nfq.Queue to daemon.Queue.

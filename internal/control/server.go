@@ -38,6 +38,9 @@ import (
 const (
 	// MaxBody bounds a request's body.
 	MaxBody = 64 << 10
+	// MaxGrantFor bounds an operator's grant: a year and a day is longer
+	// than any maintenance window, and far from the tracker's clock limit.
+	MaxGrantFor = 366 * 24 * time.Hour
 	// readHeaderTimeout bounds a client that connects and says nothing.
 	readHeaderTimeout = 5 * time.Second
 	// writeTimeout bounds one request, a reload (a firewall rewrite)
@@ -174,8 +177,8 @@ func (s *Server) grant(w http.ResponseWriter, r *http.Request) {
 	}
 	var dur time.Duration
 	if req.For != "" {
-		if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("for: %q is not a positive duration (e.g. 10m, 1h)", req.For))
+		if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 || dur > MaxGrantFor {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("for: %q is not a positive duration of at most %s (e.g. 10m, 1h)", req.For, MaxGrantFor))
 			return
 		}
 	}

@@ -134,6 +134,8 @@ func TestHandlers(t *testing.T) {
 		{name: "grant with a zone", method: "POST", target: PathGrants, body: `{"src":"fe80::1%eth0","service":"ssh"}`, peer: &Peer{}, wantCode: 400},
 		{name: "grant for a bad duration", method: "POST", target: PathGrants, body: `{"src":"10.0.0.1","service":"ssh","for":"-1m"}`, peer: &Peer{},
 			wantCode: 400, wantBody: []string{"not a positive duration"}},
+		{name: "grant for too long", method: "POST", target: PathGrants, body: `{"src":"10.0.0.1","service":"ssh","for":"8785h"}`, peer: &Peer{},
+			wantCode: 400, wantBody: []string{"at most 8784h0m0s"}},
 		{name: "grant with an unknown field", method: "POST", target: PathGrants, body: `{"src":"10.0.0.1","service":"ssh","until":"x"}`, peer: &Peer{}, wantCode: 400},
 		{name: "grant, table full", method: "POST", target: PathGrants, body: `{"src":"10.0.0.1","service":"ssh"}`, peer: &Peer{},
 			fake: &fakeDaemon{grantErr: tracker.ErrGrantTableFull}, wantCode: 503, wantBody: []string{"grant table full"}, wantCall: "grant 10.0.0.1 ssh 0s uid=0 pid=0"},

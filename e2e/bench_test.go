@@ -207,7 +207,7 @@ func benchConfig(t *testing.T, queues int) string {
 	path := filepath.Join(t.TempDir(), "bench.yaml")
 	yaml := fmt.Sprintf(`queue: {num: 0, count: %d}
 log: {level: info, format: json}
-services:
+`+operate{}.yaml()+`services:
   ssh:
     ports: [2222]
     sequence: [7000, 8000, 9000/udp]

@@ -122,14 +122,14 @@ firewall:
 tracker:
   max_pending: %d
   max_grants: %d
-%sservices:
+%s%sservices:
   ssh:
     ports: [%d]
     sequence: [%s]
     step_timeout: 5s
     open_for: %s
     closed: reject
-`, c.maxLen, c.backend.yaml(), c.maxPending, c.maxGrants, rate, protectedPort, strings.Join(defaultSequence, ", "), c.openFor)
+`, c.maxLen, c.backend.yaml(), c.maxPending, c.maxGrants, rate, operate{}.yaml(), protectedPort, strings.Join(defaultSequence, ", "), c.openFor)
 }
 
 // floodEnv is env with the spoofed subnet routed back to the client and a

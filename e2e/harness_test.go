@@ -109,10 +109,32 @@ func eachBackendSerial(t *testing.T, fn func(t *testing.T, b backend)) {
 	}
 }
 
+// operate is a daemon's control socket, state file and metrics address.
+// The zero value turns all three off, so that no daemon under test uses
+// the host's (rules.DefaultControlSocket, rules.DefaultStateFile) or
+// another test's.
+type operate struct {
+	socket, stateFile, metrics string
+}
+
+// metricsAddr is where an operate env's daemon serves metrics: on the
+// server namespace's own loopback, so parallel tests do not collide.
+const metricsAddr = "127.0.0.1:9477"
+
+// newOperate puts the socket and the state file in dir and turns metrics
+// on.
+func newOperate(dir string) operate {
+	return operate{socket: filepath.Join(dir, "run", "ctl.sock"), stateFile: filepath.Join(dir, "lib", "state.json"), metrics: metricsAddr}
+}
+
+func (o operate) yaml() string {
+	return fmt.Sprintf("control:\n  socket: %q\nstate:\n  file: %q\nmetrics:\n  listen: %q\n", o.socket, o.stateFile, o.metrics)
+}
+
 // configYAML renders a whole knockwall config. The log section says
 // text/info on purpose: the daemon is started with the KNOCKWALL_LOG_*
 // environment overrides, so a broken override shows as "no ready line".
-func configYAML(s service, b backend) string {
+func configYAML(s service, b backend, o operate) string {
 	var seq string
 	if len(s.sequence) > 0 {
 		seq = fmt.Sprintf("\n    sequence: [%s]", strings.Join(s.sequence, ", "))
@@ -128,13 +150,13 @@ firewall:
 tracker:
   max_pending: 1024
   max_grants: 1024
-services:
+%sservices:
   ssh:
     ports: [%d]%s
     step_timeout: 5s
     open_for: %s
     closed: %s
-%s`, b.yaml(), protectedPort, seq, s.openFor, s.closed, s.extra)
+%s`, b.yaml(), o.yaml(), protectedPort, seq, s.openFor, s.closed, s.extra)
 }
 
 // env is one test's world: a fresh namespace pair, a config file, echo
@@ -144,6 +166,8 @@ type env struct {
 	backend backend
 	pair    *netns.Pair
 	cfgPath string
+	svc     service // as newEnv completed it
+	ops     operate // zero unless envOptions.operate
 	d       *daemon
 }
 
@@ -157,6 +181,10 @@ type envOptions struct {
 	// noDaemon leaves the daemon unstarted (e.d is nil), for tests that
 	// run `knockwall run` themselves.
 	noDaemon bool
+	// operate turns on the control socket, the state file (both in
+	// opsDir, a fresh temporary directory when empty) and metrics.
+	operate bool
+	opsDir  string
 }
 
 // newEnv builds the world and, unless o.noDaemon, starts the daemon,
@@ -190,8 +218,14 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.backend.name == "" {
 		o.backend = nftFast
 	}
-	e := &env{bin: bin, backend: o.backend, pair: pair, cfgPath: filepath.Join(t.TempDir(), "knockwall.yaml")}
-	if err := os.WriteFile(e.cfgPath, []byte(configYAML(o.svc, o.backend)), 0o600); err != nil {
+	e := &env{bin: bin, backend: o.backend, pair: pair, cfgPath: filepath.Join(t.TempDir(), "knockwall.yaml"), svc: o.svc}
+	if o.operate {
+		if o.opsDir == "" {
+			o.opsDir = t.TempDir()
+		}
+		e.ops = newOperate(o.opsDir)
+	}
+	if err := os.WriteFile(e.cfgPath, []byte(configYAML(o.svc, o.backend, e.ops)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	echoServer(t, pair.Server, protectedPort)

@@ -129,7 +129,7 @@ func afterStartSecond() {
 func writeClientConfig(t *testing.T, dir, name, keyPath string, rotate bool) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(configYAML(spaService(keyPath, spaOptions{rotate: rotate}), nftFast)), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(configYAML(spaService(keyPath, spaOptions{rotate: rotate}), nftFast, operate{})), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p

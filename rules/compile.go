@@ -183,6 +183,9 @@ type Set struct {
 	Log      LogConfig
 	Tracker  TrackerConfig
 	Services []Service // sorted by name; a service's index is its id
+	Control  ControlConfig
+	Metrics  MetricsConfig
+	State    StateConfig
 
 	// protected is a bitmap of protected TCP ports, so that the common case,
 	// a SYN to an unprotected port, costs one load.
@@ -237,6 +240,10 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 	if err := validateGlobal(c); err != nil {
 		return nil, err
 	}
+	if err := validateOperate(c); err != nil {
+		return nil, err
+	}
+	s.Control, s.Metrics, s.State = c.Control, c.Metrics, c.State
 	if len(c.Services) == 0 {
 		return nil, keyErr("services", "at least one service is required")
 	}

@@ -19,6 +19,9 @@ type Config struct {
 	Log      LogConfig                `mapstructure:"log" yaml:"log"`
 	Tracker  TrackerConfig            `mapstructure:"tracker" yaml:"tracker"`
 	Services map[string]ServiceConfig `mapstructure:"services" yaml:"services"`
+	Control  ControlConfig            `mapstructure:"control" yaml:"control"`
+	Metrics  MetricsConfig            `mapstructure:"metrics" yaml:"metrics"`
+	State    StateConfig              `mapstructure:"state" yaml:"state"`
 }
 
 // QueueConfig selects the NFQUEUE numbers knockwall reads.
@@ -159,6 +162,8 @@ func Defaults() Config {
 			MaxPending: DefaultMaxPending, MaxGrants: DefaultMaxGrants, MaxNonces: DefaultMaxNonces,
 			KnockRate: DefaultKnockRate, KnockBurst: DefaultKnockBurst,
 		},
+		Control: ControlConfig{Socket: DefaultControlSocket},
+		State:   StateConfig{File: DefaultStateFile},
 	}
 }
 

@@ -131,6 +131,7 @@ func writeEffective(w io.Writer, s *rules.Set) {
 	fmt.Fprintf(w, "log:\n  level: %s\n  format: %s\n", s.Log.Level, s.Log.Format)
 	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n  knock_rate: %g\n  knock_burst: %d\n",
 		s.Tracker.MaxPending, s.Tracker.MaxGrants, s.Tracker.MaxNonces, s.Tracker.KnockRate, s.Tracker.KnockBurst)
+	writeOperate(w, s)
 	fmt.Fprintf(w, "services:\n")
 	for _, svc := range s.Services {
 		ports := joinInts(svc.Ports)
@@ -240,6 +241,7 @@ func warnings(set *rules.Set, rep config.Report) []string {
 	for _, svc := range set.Services {
 		out = append(out, daemon.Weaknesses(svc)...)
 	}
+	out = append(out, operateWarnings(set)...)
 	if rep.Path != "" && rep.Mode&0o044 != 0 {
 		for _, svc := range set.Services {
 			if len(svc.Sequence) > 0 {

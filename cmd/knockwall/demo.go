@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,9 +83,17 @@ func demo(ctx context.Context, out io.Writer, env environment) error {
 	}()
 
 	say("Starting knockwall on the embedded example config (grants shortened to %s for the demo)...", demoOpenFor)
+	// The demo's daemon keeps no state and takes no host-wide socket: a
+	// daemon running on the host keeps its own.
+	ctlDir, err := os.MkdirTemp("", "knockwall-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(ctlDir)
 	daemon := pair.Server.Command(self, "run", "--example")
 	daemon.Env = append(os.Environ(), "KNOCKWALL_LOG_FORMAT=text", "KNOCKWALL_LOG_LEVEL=info",
-		"KNOCKWALL_SERVICES_SSH_OPEN_FOR="+demoOpenFor.String())
+		"KNOCKWALL_SERVICES_SSH_OPEN_FOR="+demoOpenFor.String(),
+		"KNOCKWALL_CONTROL_SOCKET="+filepath.Join(ctlDir, "control.sock"), "KNOCKWALL_STATE_FILE=")
 	logs, err := daemon.StderrPipe()
 	if err != nil {
 		return err

@@ -71,6 +71,11 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 		newExampleCmd(),
 		newDemoCmd(env),
 		newKeygenCmd(),
+		newStatusCmd(env),
+		newGrantsCmd(env),
+		newGrantCmd(env),
+		newRevokeCmd(env),
+		newReloadCmd(env),
 	)
 	return root
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/knockwall/knockwall/internal/firewall/nft"
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/internal/rst"
+	"github.com/knockwall/knockwall/internal/state"
 	"github.com/knockwall/knockwall/rules"
 )
 
@@ -112,6 +113,12 @@ func backends(set *rules.Set) (firewall.Backend, []firewall.Backend, error) {
 // status 1) when it could not start or a queue failed; the static rules
 // then stay in place, so protected ports stay closed.
 func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), log *slog.Logger) error {
+	ops, err := openOperate(set, log)
+	if err != nil {
+		return err
+	}
+	defer ops.close()
+	var d *daemon.Daemon
 	cfg := daemon.Config{
 		Set:  set,
 		Load: load,
@@ -128,6 +135,10 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 		KernelStats:       nfq.ReadKernelStats,
 		Log:               log,
 		Version:           version,
+		Ready:             func() { ops.serve(d) },
+	}
+	if p := set.State.File; p != "" {
+		cfg.State = state.NewFile(p)
 	}
 	if set.Firewall.Manage {
 		fw, others, err := backends(set)
@@ -143,7 +154,7 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 		defer w.Close()
 		cfg.Watch = w.Generation
 	}
-	d, err := daemon.New(cfg)
+	d, err = daemon.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -161,7 +172,10 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 			}
 		}
 	}()
-	return d.Run(ctx)
+	err = d.Run(ctx)
+	// Stop answering before the backends close under the handlers.
+	ops.close()
+	return err
 }
 
 // localAddrs lists this host's addresses.

@@ -112,6 +112,12 @@ type Config struct {
 	Log *slog.Logger
 	// Version is reported by Status.
 	Version string
+	// State keeps grants across a clean restart; nil keeps none.
+	State StateStore
+	// Ready is called once the rules are in place and the queues bound,
+	// before the first reload or heal: the time to start serving the
+	// control socket and metrics.
+	Ready func()
 }
 
 // Daemon is one run of knockwall.
@@ -133,6 +139,7 @@ type Daemon struct {
 	started  time.Time
 
 	reloads chan chan error
+	stopped chan struct{} // closed when Run returns: no reload is served after
 	heals   atomic.Uint64 // times rules were put back after someone removed them
 	reloadN atomic.Uint64
 	manual  atomic.Uint64 // grants made by an operator
@@ -154,7 +161,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Log, tr: tr, set: set, reloads: make(chan chan error)}
+	d := &Daemon{cfg: cfg, log: cfg.Log, tr: tr, set: set, reloads: make(chan chan error), stopped: make(chan struct{})}
 	d.started = cfg.Now()
 	d.eng = verdict.New(set, tr, d.started)
 	if cfg.Firewall != nil {
@@ -195,7 +202,9 @@ func (d *Daemon) newPlan(set *rules.Set) *firewall.Plan {
 // start that fails leaves any guard that was in place: Apply changes each
 // table atomically, and nothing is removed before the new rules are in.
 func (d *Daemon) Run(ctx context.Context) error {
+	defer close(d.stopped)
 	set := d.Set()
+	d.restore(set)
 	qctx, cancelQueues := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelQueues()
 	defer func() {
@@ -277,6 +286,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			keyOpenFor, svc.OpenFor.String(), "closed", svc.Closed.String())
 	}
 	d.log.Info("ready", "queues", set.Queue.Count, "first_queue", set.Queue.Num)
+	if d.cfg.Ready != nil {
+		d.cfg.Ready()
+	}
 
 	var bg sync.WaitGroup
 	bgCtx, stopBG := context.WithCancel(ctx)
@@ -361,6 +373,7 @@ func (d *Daemon) stop(ctx context.Context) {
 	d.mu.Lock()
 	plan, set := d.plan, d.set
 	d.mu.Unlock()
+	d.save(set)
 	if fw := d.cfg.Firewall; fw != nil && plan != nil {
 		if set.Firewall.KeepGuard {
 			if err := fw.Apply(ctx, plan.Stopped()); err != nil {
@@ -399,6 +412,8 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	done := make(chan error, 1)
 	select {
 	case d.reloads <- done:
+	case <-d.stopped:
+		return errStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -471,6 +486,8 @@ func sameShape(a, b *rules.Set) error {
 		return errRestart("firewall.manage, backend or fast_path")
 	case a.Firewall.AcceptMark != b.Firewall.AcceptMark || a.Firewall.RejectMark != b.Firewall.RejectMark || a.Firewall.MarkMask != b.Firewall.MarkMask:
 		return errRestart("firewall marks")
+	case a.Control != b.Control || a.Metrics != b.Metrics || a.State != b.State:
+		return errRestart("control.socket, metrics.listen or state.file")
 	}
 	return nil
 }

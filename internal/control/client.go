@@ -1,0 +1,166 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+
+	"github.com/knockwall/knockwall/rules"
+)
+
+// Errors an APIError unwraps to, by status.
+var (
+	ErrForbidden  = errors.New("forbidden")
+	ErrNotFound   = errors.New("not found")
+	ErrBadRequest = errors.New("bad request")
+)
+
+// UnreachableError: no answer from the daemon at Path.
+type UnreachableError struct {
+	Path string
+	Err  error
+}
+
+func (e *UnreachableError) Error() string {
+	hint := "is knockwall running, with control.socket set to this path?"
+	if errors.Is(e.Err, fs.ErrPermission) {
+		hint = "the control socket is for root"
+	}
+	return fmt.Sprintf("cannot reach the knockwall daemon at %s: %v (%s)", e.Path, e.Err, hint)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// APIError is an answer other than 200. A reload refused for a bad
+// configuration unwraps to rules.ErrInvalid.
+type APIError struct {
+	Status        int
+	Msg           string
+	InvalidConfig bool
+}
+
+func (e *APIError) Error() string { return e.Msg }
+
+func (e *APIError) Unwrap() error {
+	switch {
+	case e.InvalidConfig:
+		return rules.ErrInvalid
+	case e.Status == http.StatusForbidden:
+		return ErrForbidden
+	case e.Status == http.StatusNotFound:
+		return ErrNotFound
+	case e.Status == http.StatusBadRequest:
+		return ErrBadRequest
+	}
+	return nil
+}
+
+// Client talks to the control socket at a path.
+type Client struct {
+	path string
+	hc   *http.Client
+}
+
+// NewClient is a client of the socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableKeepAlives: true,
+	}
+	return &Client{path: path, hc: &http.Client{Transport: tr}}
+}
+
+// Path is the socket's path.
+func (c *Client) Path() string { return c.path }
+
+// Status asks for the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, PathStatus, nil, &s)
+	return s, err
+}
+
+// Grants lists the live grants.
+func (c *Client) Grants(ctx context.Context) ([]Grant, error) {
+	var g Grants
+	err := c.do(ctx, http.MethodGet, PathGrants, nil, &g)
+	return g.Grants, err
+}
+
+// Grant grants a service to a source.
+func (c *Client) Grant(ctx context.Context, req GrantRequest) (Grant, error) {
+	var g Grant
+	err := c.do(ctx, http.MethodPost, PathGrants, req, &g)
+	return g, err
+}
+
+// Revoke ends src's grants of service, or of every service when service
+// is "", and says how many it ended.
+func (c *Client) Revoke(ctx context.Context, src, service string) (int, error) {
+	q := url.Values{"src": {src}}
+	if service != "" {
+		q.Set("service", service)
+	}
+	var r Revoked
+	err := c.do(ctx, http.MethodDelete, PathGrants+"?"+q.Encode(), nil, &r)
+	return r.Revoked, err
+}
+
+// Reload asks the daemon to read its configuration again.
+func (c *Client) Reload(ctx context.Context) error {
+	var r Reloaded
+	return c.do(ctx, http.MethodPost, PathReload, nil, &r)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	// The host is a placeholder: the transport dials the socket.
+	req, err := http.NewRequestWithContext(ctx, method, "http://knockwall"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return &UnreachableError{Path: c.path, Err: err}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return &UnreachableError{Path: c.path, Err: err}
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e Error
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b))
+		}
+		return &APIError{Status: resp.StatusCode, Msg: e.Error, InvalidConfig: e.InvalidConfig}
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("the daemon's answer: %w", err)
+	}
+	return nil
+}

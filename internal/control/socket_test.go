@@ -1,0 +1,143 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/knockwall/knockwall/rules"
+)
+
+// TestListen: the socket is made 0600 in a directory made 0700; a live
+// socket is not taken over (and keeps working), a stale one is replaced,
+// and a file that is not a socket is left alone. Closing removes the file.
+func TestListen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	path := filepath.Join(dir, "ctl.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]fs.FileMode{dir: fs.ModeDir | 0o700, path: fs.ModeSocket | 0o600} {
+		if fi, err := os.Lstat(p); err != nil || fi.Mode() != want {
+			t.Errorf("%s: mode %v (%v), want %v", p, fi.Mode(), err, want)
+		}
+	}
+
+	t.Run("live socket is not taken over", func(t *testing.T) {
+		if _, err := Listen(path); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "another knockwall is running") {
+			t.Fatalf("second Listen: %v; want ErrInUse saying so", err)
+		}
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("the first socket stopped answering: %v", err)
+		}
+		c.Close()
+	})
+
+	t.Run("stale socket is replaced", func(t *testing.T) {
+		ln.SetUnlinkOnClose(false) // as after a crash
+		ln.Close()
+		if _, err := os.Lstat(path); err != nil {
+			t.Fatalf("the stale socket should be there: %v", err)
+		}
+		ln2, err := Listen(path)
+		if err != nil {
+			t.Fatalf("Listen over a stale socket: %v", err)
+		}
+		ln2.Close()
+		if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Close left the socket file: %v", err)
+		}
+	})
+
+	t.Run("not a socket", func(t *testing.T) {
+		if err := os.WriteFile(path, []byte("mine"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
+			t.Fatalf("Listen over a regular file: %v", err)
+		}
+		if b, _ := os.ReadFile(path); string(b) != "mine" {
+			t.Errorf("the file was touched")
+		}
+	})
+}
+
+// TestClient: the client against the server over a real socket: the
+// kernel's peer credentials let this process in, every call round-trips,
+// a refused reload unwraps to rules.ErrInvalid, and a missing daemon is an
+// UnreachableError naming the socket.
+func TestClient(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeDaemon{}
+	var log bytes.Buffer
+	s := newTestServer(fake, &log)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	ctx := context.Background()
+	c := NewClient(path)
+
+	st, err := c.Status(ctx)
+	if err != nil || st.Version != "1.2.3" || len(st.Services) != 2 {
+		t.Fatalf("Status = %+v, %v", st, err)
+	}
+	g, err := c.Grant(ctx, GrantRequest{Src: "10.0.0.9", Service: "ssh", For: "1m"})
+	if err != nil || g.Src.String() != "10.0.0.9" || g.How != "manual" {
+		t.Fatalf("Grant = %+v, %v", g, err)
+	}
+	if gs, err := c.Grants(ctx); err != nil || len(gs) != 1 || gs[0].Service != "ssh" {
+		t.Fatalf("Grants = %+v, %v", gs, err)
+	}
+	if n, err := c.Revoke(ctx, "10.0.0.9", "ssh"); err != nil || n != 1 {
+		t.Fatalf("Revoke = %d, %v", n, err)
+	}
+	if _, err := c.Grant(ctx, GrantRequest{Src: "10.0.0.9", Service: "nope"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Grant of an unknown service: %v; want ErrNotFound", err)
+	}
+	if err := c.Reload(ctx); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	fake.mu.Lock()
+	fake.reloadErr = &rules.KeyError{Key: "queue.num", Msg: "bad"}
+	fake.mu.Unlock()
+	if err := c.Reload(ctx); !errors.Is(err, rules.ErrInvalid) || !strings.Contains(err.Error(), "queue.num: bad") {
+		t.Fatalf("Reload of a bad config: %v; want the daemon's message, wrapping rules.ErrInvalid", err)
+	}
+	if !strings.Contains(log.String(), `"uid":`+strconv.Itoa(os.Geteuid())) {
+		t.Errorf("the log does not name this process's uid:\n%s", log.String())
+	}
+
+	var ue *UnreachableError
+	missing := filepath.Join(t.TempDir(), "none.sock")
+	if _, err := NewClient(missing).Status(ctx); !errors.As(err, &ue) || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("Status of no daemon: %v; want an UnreachableError naming %s", err, missing)
+	}
+}

@@ -200,7 +200,9 @@ func testKnockdImport(t *testing.T, b backend) {
 	if err := os.WriteFile(cfg, yaml, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"KNOCKWALL_FIREWALL_BACKEND=" + b.firewall, fmt.Sprintf("KNOCKWALL_FIREWALL_FAST_PATH=%t", b.fastPath)}
+	// No control socket, state file or metrics: not the host's.
+	env := []string{"KNOCKWALL_FIREWALL_BACKEND=" + b.firewall, fmt.Sprintf("KNOCKWALL_FIREWALL_FAST_PATH=%t", b.fastPath),
+		"KNOCKWALL_CONTROL_SOCKET=", "KNOCKWALL_STATE_FILE=", "KNOCKWALL_METRICS_LISTEN="}
 	check := exec.CommandContext(ctx, e.bin, "config", "check", "-c", cfg)
 	check.Env = append(os.Environ(), env...)
 	if out, err := check.CombinedOutput(); err != nil {

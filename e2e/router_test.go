@@ -74,7 +74,7 @@ func newRouterEnv(t *testing.T, b backend, openFor time.Duration) *routerEnv {
 	key := filepath.Join(dir, "lab6.key")
 	keygen(t, bin, key)
 	cfg := filepath.Join(dir, "knockwall.yaml")
-	yaml := fmt.Sprintf(`firewall:
+	yaml := operate{}.yaml() + fmt.Sprintf(`firewall:
   manage: true
 %s  interfaces: [%s]
 log:

@@ -65,6 +65,7 @@ type counters struct {
 	userDropped   uint64 // netlink socket full (ENOBUFS)
 	queued        uint64 // id_sequence: packets ever queued
 	consumerTicks uint64 // utime+stime of the consumer process, in clock ticks
+	machineTicks  uint64 // busy time of the whole machine (user, system, softirq...), in clock ticks
 }
 
 func readCounters(t *testing.T, ns netns.NS, pid int) counters {
@@ -103,6 +104,17 @@ func readCounters(t *testing.T, ns netns.NS, pid int) counters {
 			}
 		}
 	}
+	if st, err := os.ReadFile("/proc/stat"); err == nil {
+		// cpu  user nice system idle iowait irq softirq steal ...
+		f := strings.Fields(strings.SplitN(string(st), "\n", 2)[0])
+		for i, v := range f[1:] {
+			if i == 3 || i == 4 { // idle, iowait
+				continue
+			}
+			n, _ := strconv.ParseUint(v, 10, 64)
+			c.machineTicks += n
+		}
+	}
 	if pid > 0 {
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
 			s := string(st)
@@ -120,7 +132,8 @@ type throughput struct {
 	sent                  int
 	sendPPS, handledPPS   float64
 	queueDrops, userDrops uint64
-	cpuNsPerPkt           float64
+	cpuNsPerPkt           float64 // the consumer's (knockwall's) CPU per handled SYN
+	machineNsPerPkt       float64 // the whole machine's busy CPU per handled SYN, sender included
 }
 
 // flood sends unrelated SYNs from spoofed sources and measures how many the
@@ -148,9 +161,12 @@ func (b *benchPair) flood(t *testing.T, mode string, pid int) throughput {
 		queueDrops: after.queueDropped - before.queueDropped,
 		userDrops:  after.userDropped - before.userDropped,
 	}
-	if handled := after.outRsts - before.outRsts; pid > 0 && handled > 0 {
-		ticks := after.consumerTicks - before.consumerTicks
-		r.cpuNsPerPkt = float64(ticks) * float64(10*time.Millisecond) / float64(handled) // USER_HZ = 100
+	if handled := after.outRsts - before.outRsts; handled > 0 {
+		const tick = float64(10 * time.Millisecond) // USER_HZ = 100
+		r.machineNsPerPkt = float64(after.machineTicks-before.machineTicks) * tick / float64(handled)
+		if pid > 0 {
+			r.cpuNsPerPkt = float64(after.consumerTicks-before.consumerTicks) * tick / float64(handled)
+		}
 	}
 	return r
 }
@@ -202,12 +218,13 @@ func startProc(t *testing.T, ns netns.NS, want string, env []string, name string
 	return cmd
 }
 
-func benchConfig(t *testing.T, queues int) string {
+func benchConfig(t *testing.T, queues int, b backend) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "bench.yaml")
 	yaml := fmt.Sprintf(`queue: {num: 0, count: %d}
 log: {level: info, format: json}
-`+operate{}.yaml()+`services:
+firewall:
+`+b.yaml()+operate{}.yaml()+`services:
   ssh:
     ports: [2222]
     sequence: [7000, 8000, 9000/udp]
@@ -288,7 +305,7 @@ func TestBenchThroughput(t *testing.T) {
 		cmd := startProc(t, b.pair.Server, "ready", nil, bare, "-direct", "-rcvbuf", knockwallRcvbuf)
 		ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 		defer cancel()
-		script, err := exec.CommandContext(ctx, bin, "rules", "print", "-c", benchConfig(t, 1)).Output()
+		script, err := exec.CommandContext(ctx, bin, "rules", "print", "--backend", "iptables", "-c", benchConfig(t, 1, iptBack)).Output()
 		if err != nil {
 			t.Fatalf("rules print: %v", err)
 		}
@@ -297,25 +314,79 @@ func TestBenchThroughput(t *testing.T) {
 		}
 		return cmd.Process.Pid
 	})
-	for _, queues := range []int{1, 2} {
-		run(fmt.Sprintf("knockwall, %d queue(s)", queues), func(t *testing.T, b *benchPair) int {
-			cmd := startProc(t, b.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, queues))
+	for _, c := range []struct {
+		b      backend
+		queues int
+	}{{nftFast, 1}, {nftInline, 1}, {iptBack, 1}, {iptBack, 2}} {
+		run(fmt.Sprintf("knockwall, %s, %d queue(s)", c.b.name, c.queues), func(t *testing.T, b *benchPair) int {
+			cmd := startProc(t, b.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, c.queues, c.b))
 			return cmd.Process.Pid
 		})
 	}
-	var base float64
-	t.Logf("%-40s %10s %10s %12s %10s %10s %10s %8s", "mode", "sent", "sent/s", "handled/s", "q-drops", "u-drops", "cpu ns/p", "ratio")
+	var base, kernel float64
+	var kernelCPU float64
+	t.Logf("%-44s %9s %9s %10s %8s %8s %9s %9s %7s %7s", "mode", "sent", "sent/s", "handled/s", "q-drops", "u-drops", "cpu ns/p", "mach ns/p", "/bare", "/kernel")
 	for _, r := range rows {
 		if strings.HasPrefix(r.mode, "bare consumer") && r.handledPPS > base {
 			base = r.handledPPS
 		}
+		if r.mode == "kernel alone" {
+			kernel, kernelCPU = r.handledPPS, r.machineNsPerPkt
+		}
 	}
 	for _, r := range rows {
-		ratio := "-"
+		ratio, kr := "-", "-"
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", r.handledPPS/base)
 		}
-		t.Logf("%-40s %10d %10.0f %12.0f %10d %10d %10.0f %8s", r.mode, r.sent, r.sendPPS, r.handledPPS, r.queueDrops, r.userDrops, r.cpuNsPerPkt, ratio)
+		if kernel > 0 {
+			kr = fmt.Sprintf("%.2f", r.handledPPS/kernel)
+		}
+		t.Logf("%-44s %9d %9.0f %10.0f %8d %8d %9.0f %9.0f %7s %7s", r.mode, r.sent, r.sendPPS, r.handledPPS, r.queueDrops, r.userDrops, r.cpuNsPerPkt, r.machineNsPerPkt, ratio, kr)
+	}
+	t.Logf("machine CPU per handled SYN, kernel alone: %.0f ns (the sender's share included; the difference of a row to it is the server side's extra)", kernelCPU)
+}
+
+// TestBenchStart: how long `knockwall run` takes from exec to ready, per
+// backend: the iptables backend applies each family with one
+// iptables-restore (a save and a restore per family), the nftables backend
+// one netlink batch.
+func TestBenchStart(t *testing.T) {
+	bin := requireBench(t)
+	const runs = 10
+	type subject struct {
+		name, bin string
+		cfg       func(t *testing.T) string
+	}
+	var subjects []subject
+	for _, b := range []backend{nftFast, nftInline, iptBack} {
+		subjects = append(subjects, subject{b.name, bin, func(t *testing.T) string { return benchConfig(t, 1, b) }})
+	}
+	// KNOCKWALL_BENCH_OLD names a knockwall built before the typed plan,
+	// which ran iptables and ip6tables once per rule; it reads no firewall
+	// backend keys.
+	if old := os.Getenv("KNOCKWALL_BENCH_OLD"); old != "" {
+		subjects = append(subjects, subject{"one exec per rule (KNOCKWALL_BENCH_OLD)", old, func(t *testing.T) string {
+			path := filepath.Join(t.TempDir(), "old.yaml")
+			if err := os.WriteFile(path, []byte("log: {level: info, format: json}\nservices:\n  ssh: {ports: [2222], sequence: [7000, 8000, 9000/udp]}\n  web: {ports: [443, 8443], sequence: [10001/udp, 10002, 10003], closed: drop}\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}})
+	}
+	for _, sub := range subjects {
+		t.Run(sub.name, func(t *testing.T) {
+			var d []time.Duration
+			for range runs {
+				p := newBenchPair(t)
+				start := time.Now()
+				cmd := startProc(t, p.pair.Server, `"msg":"ready"`, nil, sub.bin, "run", "-c", sub.cfg(t))
+				d = append(d, time.Since(start))
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				_ = cmd.Wait()
+			}
+			t.Logf("start to ready, %s: p50 %v, max %v (%d runs)", sub.name, percentile(d, 0.5).Round(time.Millisecond), percentile(d, 1).Round(time.Millisecond), runs)
+		})
 	}
 }
 
@@ -444,19 +515,21 @@ func TestBenchLatency(t *testing.T) {
 		queueRule(t, b.pair)
 		targets = append(targets, target{"connect, bare " + c.name + ", port 4080", b.pair, netip.AddrPortFrom(b.pair.Server4, openPort)})
 	}
-	kw := newBenchPair(t)
-	echoServer(t, kw.pair.Server, openPort)
-	echoServer(t, kw.pair.Server, protectedPort)
-	startProc(t, kw.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, 1))
-	granted := netip.AddrPortFrom(kw.pair.Server4, protectedPort)
-	var opens []time.Duration
-	for range benchKnockTrials {
-		opens = append(opens, openAfter(t, kw.pair, granted, goKnocks(kw.pair)))
+	for _, b := range []backend{nftFast, nftInline, iptBack} {
+		kw := newBenchPair(t)
+		echoServer(t, kw.pair.Server, openPort)
+		echoServer(t, kw.pair.Server, protectedPort)
+		startProc(t, kw.pair.Server, `"msg":"ready"`, nil, bin, "run", "-c", benchConfig(t, 1, b))
+		granted := netip.AddrPortFrom(kw.pair.Server4, protectedPort)
+		var opens []time.Duration
+		for range benchKnockTrials {
+			opens = append(opens, openAfter(t, kw.pair, granted, goKnocks(kw.pair)))
+		}
+		measure("knock to open, knockwall "+b.name, opens)
+		targets = append(targets,
+			target{"connect, knockwall " + b.name + ", unprotected 4080", kw.pair, netip.AddrPortFrom(kw.pair.Server4, openPort)},
+			target{"connect, knockwall " + b.name + ", granted 2222", kw.pair, granted})
 	}
-	measure("knock to open, knockwall", opens)
-	targets = append(targets,
-		target{"connect, knockwall, unprotected 4080", kw.pair, netip.AddrPortFrom(kw.pair.Server4, openPort)},
-		target{"connect, knockwall, granted 2222", kw.pair, granted})
 
 	times := make([][]time.Duration, len(targets))
 	for range benchConnects {
@@ -477,9 +550,11 @@ func TestBenchLatency(t *testing.T) {
 		return row{}
 	}
 	k4080, k2222 := byName("connect, kernel alone, port 4080"), byName("connect, kernel alone, port 2222")
-	kw4080, kw2222 := byName("connect, knockwall, unprotected 4080"), byName("connect, knockwall, granted 2222")
-	t.Logf("added by knockwall: unprotected %+v p50, %+v p99; granted %+v p50, %+v p99",
-		kw4080.p50-k4080.p50, kw4080.p99-k4080.p99, kw2222.p50-k2222.p50, kw2222.p99-k2222.p99)
+	for _, b := range []backend{nftFast, nftInline, iptBack} {
+		kw4080, kw2222 := byName("connect, knockwall "+b.name+", unprotected 4080"), byName("connect, knockwall "+b.name+", granted 2222")
+		t.Logf("added by knockwall %s: unprotected %+v p50, %+v p99; granted %+v p50, %+v p99", b.name,
+			kw4080.p50-k4080.p50, kw4080.p99-k4080.p99, kw2222.p50-k2222.p50, kw2222.p99-k2222.p99)
+	}
 	t.Run("knockd", func(t *testing.T) {
 		if _, err := exec.LookPath("knockd"); err != nil {
 			t.Skip("knockd not installed (apt-get install knockd)")

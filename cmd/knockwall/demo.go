@@ -144,7 +144,7 @@ func demo(ctx context.Context, out io.Writer, env environment) error {
 	if err := waitFor(ctx, lines, "msg=grant", 5*time.Second); err != nil {
 		return fmt.Errorf("no grant logged: %w", err)
 	}
-	say("   knockwall granted %s access to port 22 for %s; no firewall rule was added", pair.Client4, demoOpenFor)
+	say("   knockwall granted %s access to port 22 for %s; no firewall rule was added (the kernel caches the grant in a set, the engine decides)", pair.Client4, demoOpenFor)
 
 	say("\n3. The client connects again:")
 	say("   %s", connect())
@@ -158,7 +158,7 @@ func demo(ctx context.Context, out io.Writer, env environment) error {
 	say("\n5. The client connects once more:")
 	say("   %s", connect())
 
-	say("\nDone. Stopping knockwall (it removes exactly its own rules) and deleting the namespaces.")
+	say("\nDone. Stopping knockwall (a clean stop leaves only its guard, so port 22 stays closed) and deleting the namespaces.")
 	return nil
 }
 

@@ -243,17 +243,22 @@ func testSelfHeal(t *testing.T, b backend) {
 	}
 }
 
-// TestForeignMarkBits: a host rule that sets knockwall's accept bits on
-// every packet (a CONNMARK restore, another tool using high mark bits)
-// opens nothing: not with the daemon killed, not after a clean stop, not
-// while it runs.
+// TestForeignMarkBits: host rules that set knockwall's accept bits on every
+// packet (a CONNMARK restore, another tool using high mark bits) open
+// nothing: not with the daemon killed, not after a clean stop, not while it
+// runs; a stranger's rejected SYN still gets its reset.
 func TestForeignMarkBits(t *testing.T) { eachBackend(t, testForeignMarkBits) }
 
 func testForeignMarkBits(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, beforeStart: func(t *testing.T, e *env) {
+		// In PREROUTING and in INPUT, the hook knockwall's divert chain
+		// shares, made before knockwall starts (the kernel orders chains
+		// of one priority by when they were registered).
 		for _, bin := range []string{"iptables", "ip6tables"} {
-			if out, err := e.run(e.pair.Server, bin, "-t", "mangle", "-A", "PREROUTING", "-j", "MARK", "--set-xmark", "0x10000000/0x30000000"); err != nil {
-				t.Fatalf("%s mangle mark rule: %v %s", bin, err, out)
+			for _, chain := range []string{"PREROUTING", "INPUT"} {
+				if out, err := e.run(e.pair.Server, bin, "-t", "mangle", "-A", chain, "-j", "MARK", "--set-xmark", "0x10000000/0x30000000"); err != nil {
+					t.Fatalf("%s mangle %s mark rule: %v %s", bin, chain, err, out)
+				}
 			}
 		}
 	}})

@@ -103,7 +103,11 @@ services:
     sequence: [7400, 7500, 7600]
     open_for: %s
     closed: reject
-`, b.yaml(), r.RtrWANIf, fwdPort, openFor, netns.LANPrefix6, lanSSH, openFor, labSPAPort, key, netns.LANPrefix4, lanWeb, openFor)
+  web:
+    ports: [%d]
+    sequence: [7700, 7800, 7900]
+    closed: reject
+`, b.yaml(), r.RtrWANIf, fwdPort, openFor, netns.LANPrefix6, lanSSH, openFor, labSPAPort, key, netns.LANPrefix4, lanWeb, openFor, lanWeb)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -198,6 +202,12 @@ func testRouterKnock(t *testing.T, b backend) {
 	}
 	c.Close()
 	re.expectClosed(t, reject, re.r.WANClient26, re.lan6(lanSSH))
+
+	// The router's own web service shares lab4's port number: its grant
+	// opens the router's port, never the routed host's.
+	re.knock(t, re.r.RouterWAN4, "7700", "7800", "7900")
+	time.Sleep(settle) // the fast path's element is written
+	re.expectClosed(t, reject, c4, re.lan4(lanWeb))
 
 	// lab4 by its sequence.
 	re.knock(t, re.r.RouterWAN4, "7400", "7500", "7600")

@@ -95,8 +95,9 @@ type Config struct {
 	Watch Watch
 	// OpenQueue binds one queue.
 	OpenQueue QueueOpener
-	// NewResetter opens an IPv6 reset sender per queue; nil or an error
-	// leaves IPv6 resets to the kernel's REJECT (flow label 0).
+	// NewResetter opens a reset sender per queue (IPv4 and IPv6); nil or
+	// an error leaves resets to the refuse chain's REJECT by the mark
+	// (IPv6 flow label 0).
 	NewResetter func() (Resetter, error)
 	// NewRoutedResetter opens a sender of routed hosts' resets (IPv4 and
 	// IPv6) per queue, for services with hosts; nil or an error leaves
@@ -234,7 +235,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if d.cfg.NewResetter != nil {
 			r, err := d.cfg.NewResetter()
 			if err != nil {
-				d.log.Warn("cannot send IPv6 resets myself; IPv6 rejects will carry flow label 0, unlike the kernel's", "err", err)
+				d.log.Warn("cannot send resets myself; rejects are left to a REJECT rule by mark (IPv6 ones will carry flow label 0, unlike the kernel's)", "err", err)
 			} else {
 				rs = r
 				resetters = append(resetters, r)

@@ -69,12 +69,19 @@ func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
 			// reach, by a batch, a packet whose own verdict was lost.
 			return nfq.Answer{Accept: true, SetMark: true, Mark: mark&^mask | acceptMark, Sole: true}
 		case verdict.Reject:
-			if dec.Routed && routed != nil && dec.Proto == rules.ProtoTCP && routed.Reset(pkt) == nil {
-				return nfq.Answer{} // answered as the routed host would
+			// A TCP SYN is answered here and dropped: no mark that a
+			// later host rule could change decides its fate.
+			if dec.Proto == rules.ProtoTCP {
+				s := resets
+				if dec.Routed {
+					s = routed // as the routed host would answer
+				}
+				if s != nil && s.Reset(pkt) == nil {
+					return nfq.Answer{}
+				}
 			}
-			if !dec.Routed && resets != nil && dec.Proto == rules.ProtoTCP && dec.Src.Is6() && resets.Reset(pkt) == nil {
-				return nfq.Answer{} // answered; the SYN itself goes no further
-			}
+			// UDP (port unreachable), or no reset sender: the refuse
+			// chain's REJECT answers by the mark.
 			return nfq.Answer{Accept: true, SetMark: true, Mark: mark&^mask | rejectMark}
 		default:
 			return nfq.Answer{}

@@ -40,12 +40,14 @@ func (h Hook) String() string {
 // Priorities of knockwall's base chains (nftables numbers; the iptables
 // backend puts each chain in the table with the same priority).
 const (
-	// PrioDivert runs right after the host's mangle rules (-150), so a
-	// host rule that restores a connection mark runs before knockwall
-	// clears its bits, and before filter (0) and DNAT (-100): the host's
-	// filter rules still see every packet knockwall accepts, and a port
-	// forward is judged on the port the client used.
-	PrioDivert = -150
+	// PrioDivert runs right after the host's mangle rules (-150: one
+	// more, because the kernel orders chains of equal priority by when
+	// they were registered), so a host rule that sets or restores a mark
+	// runs before knockwall clears its bits; and before filter (0) and
+	// DNAT (-100): the host's filter rules still see every packet
+	// knockwall accepts, and a port forward is judged on the port the
+	// client used.
+	PrioDivert = -149
 	// PrioReject runs before the host's filter rules.
 	PrioReject = -10
 	// PrioGuard is the security hook, after filter.
@@ -513,7 +515,11 @@ func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udp
 		f   Family
 		set string
 	}{{FamilyIPv4, SetGrants4}, {FamilyIPv6, SetGrants6}} {
-		c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Family: g.f, Proto: rules.ProtoTCP, SYN: true, SrcDPortSet: g.set,
+		// On a router the divert chain also sees routed hosts' SYNs; a
+		// grant element says nothing of the destination, so it answers
+		// only SYNs to this host's own addresses (its services and port
+		// forwards, the only grants mirrored).
+		c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Family: g.f, Proto: rules.ProtoTCP, SYN: true, DstLocal: s.RouterMode(), SrcDPortSet: g.set,
 			ClearMark: m.Mask, OrMark: m.Accept, Verdict: Verdict{Kind: VerdictAccept}})
 	}
 	// Sources with progress have every SYN judged, so a wrong port resets

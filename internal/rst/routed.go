@@ -3,12 +3,9 @@ package rst
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/maphash"
 	"os"
 	"slices"
 	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/knockwall/knockwall/internal/inet"
 )
@@ -18,66 +15,6 @@ const (
 	reset4Len  = ipv4Header + tcpHeader
 	ttl4       = 64 // the kernel's default, when the sysctl cannot be read
 )
-
-// Routed answers, for a routed host behind this router, a SYN to one of its
-// protected ports with the reset that host sends for a closed port, as the
-// client sees it: from the host's address, one hop lower than it left the
-// host (a Linux host's default TTL and hop limit, taken to be this router's
-// own, less the router's hop). It is not safe for concurrent use.
-type Routed struct {
-	fd4, fd6 int
-	buf      [resetLen]byte
-	seed     maphash.Seed
-	zero     bool
-	hop, ttl uint8
-}
-
-// OpenRouted opens raw IPv4 and IPv6 sockets (needs CAP_NET_RAW).
-func OpenRouted(autoFlowLabels bool) (*Routed, error) {
-	fd4, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-	if err != nil {
-		return nil, fmt.Errorf("raw IPv4 socket: %w", err)
-	}
-	fd6, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-	if err != nil {
-		unix.Close(fd4)
-		return nil, fmt.Errorf("raw IPv6 socket: %w", err)
-	}
-	return &Routed{fd4: fd4, fd6: fd6, seed: maphash.MakeSeed(), zero: !autoFlowLabels,
-		hop: max(defaultHopLimit(), 2) - 1, ttl: max(defaultTTL(), 2) - 1}, nil
-}
-
-// Close closes the sockets.
-func (r *Routed) Close() error {
-	unix.Close(r.fd4)
-	return unix.Close(r.fd6)
-}
-
-// Reset answers syn, an IPv4 or IPv6 TCP SYN to a routed host. It does
-// not allocate.
-func (r *Routed) Reset(syn []byte) error {
-	if len(syn) > 0 && syn[0]>>4 == 4 {
-		pkt, err := Build4(r.buf[:0], syn, r.ttl)
-		if err != nil {
-			return err
-		}
-		sa := unix.SockaddrInet4{Addr: [4]byte(pkt[16:20])}
-		return unix.Sendto(r.fd4, pkt, 0, &sa)
-	}
-	pkt, err := Build(r.buf[:0], syn, 0, r.hop)
-	if err != nil {
-		return err
-	}
-	if !r.zero {
-		label := uint32(maphash.Bytes(r.seed, pkt[8:ipv6Header+4])) & 0xfffff
-		if label == 0 {
-			label = 1
-		}
-		binary.BigEndian.PutUint32(pkt[0:4], binary.BigEndian.Uint32(pkt[0:4])|label)
-	}
-	sa := unix.SockaddrInet6{Addr: [16]byte(pkt[24:40])}
-	return unix.Sendto(r.fd6, pkt, 0, &sa)
-}
 
 // ErrNotSYN4 is returned by Build4 for a packet that is not an IPv4 TCP SYN
 // it answers.

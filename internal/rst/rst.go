@@ -1,14 +1,16 @@
-// Package rst answers IPv6 SYNs that knockwall rejects with a TCP reset built
-// the way Linux builds its own reset for a closed port.
+// Package rst answers the SYNs knockwall rejects with a TCP reset built the
+// way Linux builds its own reset for a closed port, and knockwall drops the
+// SYN itself.
 //
-// IPv4 rejects go through a static REJECT --reject-with tcp-reset rule, whose
-// reset is byte for byte the kernel's closed-port reset. Over IPv6 it is not:
-// with net.ipv6.auto_flowlabels on (the default), Linux puts a non-zero flow
-// label, stable for the 4-tuple, on its own resets, while ip6tables' REJECT
-// always writes 0. One SYN would then tell a protected port from a closed one.
-// So knockwall drops such a SYN and sends the reset itself, with a flow label
-// from a keyed hash of the 4-tuple: non-zero and stable, like the kernel's,
-// and as unpredictable to an outsider.
+// A REJECT rule's reset would do over IPv4 (it is byte for byte the
+// kernel's), but it acts on a mark a later host rule could change; over
+// IPv6 it is not the kernel's: with net.ipv6.auto_flowlabels on (the
+// default), Linux puts a non-zero flow label, stable for the 4-tuple, on its
+// own resets, while REJECT always writes 0, and one SYN would tell a
+// protected port from a closed one. So knockwall sends resets itself, with a
+// flow label from a keyed hash of the 4-tuple: non-zero and stable, like the
+// kernel's, and as unpredictable to an outsider. For a routed host behind a
+// router it sends that host's reset, one hop lower (OpenRouted).
 package rst
 
 import (
@@ -38,34 +40,66 @@ const (
 // answer.
 var ErrNotSYN = errors.New("rst: not an IPv6 TCP SYN")
 
-// Sender sends resets through a raw IPv6 socket. It is not safe for
-// concurrent use: give each queue worker its own.
+// Sender sends resets through raw IPv4 and IPv6 sockets. It is not safe
+// for concurrent use: give each queue worker its own.
 type Sender struct {
-	fd   int
-	buf  [resetLen]byte
-	sa   unix.SockaddrInet6
-	seed maphash.Seed
-	zero bool  // send flow label 0: the host has auto_flowlabels off
-	hop  uint8 // hop limit, as the kernel's own resets carry
+	fd4, fd6 int
+	buf      [resetLen]byte
+	sa4      unix.SockaddrInet4 // kept here: a Sockaddr on the stack would escape, one allocation per reset
+	sa6      unix.SockaddrInet6
+	seed     maphash.Seed
+	zero     bool  // send flow label 0: the host has auto_flowlabels off
+	hop, ttl uint8 // IPv6 hop limit and IPv4 TTL the resets carry
 }
 
-// Open opens the raw socket (needs CAP_NET_RAW). autoFlowLabels says whether
-// the host labels its own resets (net.ipv6.auto_flowlabels != 0).
+// Open opens the raw sockets of a sender of this host's own resets (needs
+// CAP_NET_RAW): the reset Linux sends for a SYN to a closed port.
+// autoFlowLabels says whether the host labels its own resets
+// (net.ipv6.auto_flowlabels != 0).
 func Open(autoFlowLabels bool) (*Sender, error) {
-	// IPPROTO_RAW implies IPV6_HDRINCL: the header below goes out as is.
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	return open(autoFlowLabels, defaultHopLimit(), defaultTTL())
+}
+
+// OpenRouted opens a sender of a routed host's resets: for a host behind
+// this router, the reset that host sends for a closed port as the client
+// sees it, one hop lower than it left the host (a Linux host's default TTL
+// and hop limit, taken to be this router's own, less the router's hop).
+func OpenRouted(autoFlowLabels bool) (*Sender, error) {
+	return open(autoFlowLabels, max(defaultHopLimit(), 2)-1, max(defaultTTL(), 2)-1)
+}
+
+func open(autoFlowLabels bool, hop, ttl uint8) (*Sender, error) {
+	// IPPROTO_RAW implies IP_HDRINCL and IPV6_HDRINCL: the headers below
+	// go out as they are.
+	fd4, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
+		return nil, fmt.Errorf("raw IPv4 socket: %w", err)
+	}
+	fd6, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		unix.Close(fd4)
 		return nil, fmt.Errorf("raw IPv6 socket: %w", err)
 	}
-	return &Sender{fd: fd, seed: maphash.MakeSeed(), zero: !autoFlowLabels, hop: defaultHopLimit()}, nil
+	return &Sender{fd4: fd4, fd6: fd6, seed: maphash.MakeSeed(), zero: !autoFlowLabels, hop: hop, ttl: ttl}, nil
 }
 
-// Close closes the socket.
-func (s *Sender) Close() error { return unix.Close(s.fd) }
+// Close closes the sockets.
+func (s *Sender) Close() error {
+	unix.Close(s.fd4)
+	return unix.Close(s.fd6)
+}
 
-// Reset answers syn, an IPv6 TCP SYN as NFQUEUE delivered it. It does not
-// allocate.
+// Reset answers syn, an IPv4 or IPv6 TCP SYN as NFQUEUE delivered it. It
+// does not allocate.
 func (s *Sender) Reset(syn []byte) error {
+	if len(syn) > 0 && syn[0]>>4 == 4 {
+		pkt, err := Build4(s.buf[:0], syn, s.ttl)
+		if err != nil {
+			return err
+		}
+		s.sa4.Addr = [4]byte(pkt[16:20])
+		return unix.Sendto(s.fd4, pkt, 0, &s.sa4)
+	}
 	pkt, err := Build(s.buf[:0], syn, 0, s.hop)
 	if err != nil {
 		return err
@@ -81,8 +115,8 @@ func (s *Sender) Reset(syn []byte) error {
 		}
 		binary.BigEndian.PutUint32(pkt[0:4], binary.BigEndian.Uint32(pkt[0:4])|label)
 	}
-	s.sa.Addr = [16]byte(pkt[24:40])
-	return unix.Sendto(s.fd, pkt, 0, &s.sa)
+	s.sa6.Addr = [16]byte(pkt[24:40])
+	return unix.Sendto(s.fd6, pkt, 0, &s.sa6)
 }
 
 // Build appends to dst the reset Linux sends for syn when no socket listens:

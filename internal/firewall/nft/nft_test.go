@@ -128,7 +128,7 @@ func TestKernelRouter(t *testing.T) {
 			mustCheck(t, k.b, p, "after Apply")
 			got := k.listing(t)
 			for _, want := range []string{
-				"hook prerouting priority mangle",
+				"hook prerouting priority mangle + 1",
 				"iifname != @ifaces accept",
 				"fib daddr type != local ip daddr != @routed4 accept",
 				"fib daddr type != local ip6 daddr != @routed6 accept",

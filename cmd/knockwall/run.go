@@ -153,6 +153,7 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 		w := firewall.NewWatcher()
 		defer w.Close()
 		cfg.Watch = w.Generation
+		cfg.Events = w.Events
 	}
 	d, err = daemon.New(cfg)
 	if err != nil {

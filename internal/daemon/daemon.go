@@ -93,6 +93,10 @@ type Config struct {
 	Others []firewall.Backend
 	// Watch polls for changes; nil checks the firewall every WatchEvery.
 	Watch Watch
+	// Events, when set, ticks as soon as the firewall changes (nf_tables
+	// notifications), so that rules someone removed are put back at once
+	// rather than at the next poll.
+	Events func(ctx context.Context) <-chan struct{}
 	// OpenQueue binds one queue.
 	OpenQueue QueueOpener
 	// NewResetter opens a reset sender per queue (IPv4 and IPv6); nil or
@@ -323,8 +327,14 @@ func (d *Daemon) loop(ctx context.Context, fatal <-chan error) error {
 	nextKernel := d.cfg.Now().Add(KernelStatsEvery)
 	nextLocal := d.cfg.Now().Add(LocalAddrsEvery)
 	h := &healer{d: d}
+	var events <-chan struct{}
+	if d.cfg.Events != nil {
+		events = d.cfg.Events(ctx)
+	}
 	for {
 		select {
+		case <-events:
+			h.poll(ctx)
 		case <-ctx.Done():
 			d.stop(context.WithoutCancel(ctx))
 			return nil

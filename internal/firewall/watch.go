@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,6 +29,41 @@ func NewWatcher() *Watcher {
 		return &Watcher{}
 	}
 	return &Watcher{nl: c}
+}
+
+// Events delivers a tick, soon after, whenever the nf_tables ruleset changes
+// (a netlink subscription to its multicast group; a burst of changes may
+// make one tick), until ctx ends. It gives nothing when the kernel has no
+// nf_tables; iptables-legacy changes are seen only by Generation.
+func (w *Watcher) Events(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return out
+	}
+	if err := c.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
+		c.Close()
+		return out
+	}
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	go func() {
+		for {
+			// An error (the buffer overflowed under a burst, or the socket
+			// closed) ticks too: something changed, or we are done.
+			_, err := c.Receive()
+			select {
+			case out <- struct{}{}:
+			default:
+			}
+			if err != nil && ctx.Err() != nil {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // Close closes the socket.

@@ -71,6 +71,7 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 		newExampleCmd(),
 		newDemoCmd(env),
 		newKeygenCmd(),
+		newManCmd(env),
 	)
 	return root
 }

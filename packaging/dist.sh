@@ -26,24 +26,37 @@ ldflags="-s -w -X main.version=$version"
 rm -rf "$out"
 mkdir -p "$build/man"
 
-# name GOARCH GOARM/GOMIPS Debian-architecture
-targets='
-amd64  amd64  -                amd64
-arm64  arm64  -                arm64
-armv7  arm    GOARM=7          armhf
-mips   mips   GOMIPS=softfloat mips
-mipsle mipsle GOMIPS=softfloat mipsel
-'
+# build NAME GOARCH [GOARM=7|GOMIPS=softfloat]: dist/knockwall-linux-NAME.
+build() {
+	echo "dist: build knockwall-linux-$1"
+	env CGO_ENABLED=0 GOOS=linux GOARCH="$2" ${3:+"$3"} \
+		"$GO" build -trimpath -ldflags="$ldflags" -o "$out/knockwall-linux-$1" ./cmd/knockwall
+}
 
 echo "dist: knockwall $version (deb $debversion-$revision)"
-echo "$targets" | while read -r name goarch extra _; do
-	[ -n "$name" ] || continue
-	[ "$extra" != - ] || extra=
-	echo "dist: build knockwall-linux-$name"
-	# shellcheck disable=SC2086 # $extra is one VAR=value word or nothing
-	env CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" $extra \
-		"$GO" build -trimpath -ldflags="$ldflags" -o "$out/knockwall-linux-$name" ./cmd/knockwall
+# The builds run side by side: one alone leaves a core idle much of the
+# time (serial package chains, linking), and a cold build of five
+# architectures takes minutes. nfpm compiles meanwhile.
+build amd64 amd64 &
+pids=$!
+build arm64 arm64 &
+pids="$pids $!"
+build armv7 arm GOARM=7 &
+pids="$pids $!"
+build mips mips GOMIPS=softfloat &
+pids="$pids $!"
+build mipsle mipsle GOMIPS=softfloat &
+pids="$pids $!"
+"$GO" tool nfpm --version >/dev/null &
+pids="$pids $!"
+failed=0
+for pid in $pids; do
+	wait "$pid" || failed=1
 done
+if [ "$failed" != 0 ]; then
+	echo "dist: a build failed (above)" >&2
+	exit 1
+fi
 
 # Man pages come from the CLI itself, run on this machine.
 CGO_ENABLED=0 "$GO" build -trimpath -ldflags="$ldflags" -o "$build/knockwall" ./cmd/knockwall
@@ -64,12 +77,17 @@ cat >"$build/changelog.yaml" <<YAML
     - note: "knockwall $version. See CHANGELOG.md in the source for what changed."
 YAML
 
-echo "$targets" | while read -r name _ _ debarch; do
-	[ -n "$name" ] || continue
-	echo "dist: package knockwall_$debversion-${revision}_$debarch.deb"
-	DIST_DEB_ARCH=$debarch DIST_VERSION=$debversion DIST_REVISION=$revision DIST_BINARY=$out/knockwall-linux-$name \
+# pack NAME DEBIAN-ARCH: dist/knockwall_VERSION-REVISION_ARCH.deb.
+pack() {
+	echo "dist: package knockwall_$debversion-${revision}_$2.deb"
+	DIST_DEB_ARCH=$2 DIST_VERSION=$debversion DIST_REVISION=$revision DIST_BINARY=$out/knockwall-linux-$1 \
 		"$GO" tool nfpm pkg --packager deb --config packaging/nfpm.yaml --target "$out/" >/dev/null
-done
+}
+pack amd64 amd64
+pack arm64 arm64
+pack armv7 armhf
+pack mips mips
+pack mipsle mipsel
 
 (cd "$out" && sha256sum knockwall-linux-* ./*.deb | sed 's| \./| |' >SHA256SUMS)
 echo "dist: done"

@@ -638,7 +638,7 @@ func TestOpenWrtMakefile(t *testing.T) {
 		"GO_PKG_LDFLAGS_X:=main.version=$(PKG_VERSION)",
 		"+kmod-nft-queue +kmod-nft-core",
 		"$(INSTALL_BIN) ./files/knockwall.init $(1)/etc/init.d/knockwall",
-		"install -m 0600 ./files/knockwall.yaml $(1)/etc/knockwall/knockwall.yaml",
+		"$(INSTALL_CONF) ./files/knockwall.yaml $(1)/etc/knockwall/knockwall.yaml", // mode 0600
 		"$(eval $(call BuildPackage,knockwall))",
 	} {
 		if !strings.Contains(mk, want) {

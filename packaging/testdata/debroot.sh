@@ -95,11 +95,14 @@ grep -q 'open_for: 45s' "$conf" || fail "reinstall lost the operator's config"
 grep -q '^# knockwall-unconfigured' "$conf" && fail "reinstall brought the knockwall-unconfigured line back"
 
 step "purge"
+wants=$root/etc/systemd/system/multi-user.target.wants
+mkdir -p "$wants" && ln -s /lib/systemd/system/knockwall.service "$wants/knockwall.service" # systemctl enable
 out=$(dpkg_ -P knockwall 2>&1) || fail "dpkg -P: $out"
 echo "$out"
 [ -z "$(status)" ] || [ "$(status)" = "unknown ok not-installed" ] || fail "status after purge: $(status)"
 [ ! -e "$root/etc/knockwall" ] || fail "purge left /etc/knockwall: $(ls -la "$root/etc/knockwall")"
 [ ! -e "$root/var/lib/knockwall" ] || fail "purge left /var/lib/knockwall"
+[ ! -L "$wants/knockwall.service" ] || fail "purge left the systemctl enable link"
 
 step "install after purge"
 out=$(dpkg_ -i "$deb" 2>&1) || fail "dpkg -i (after purge): $out"

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"debug/buildinfo"
 	"debug/elf"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // maxRouterBinary is the size budget of the mipsle binary, the target of the
@@ -523,15 +525,11 @@ func TestCopyrightCoversBinary(t *testing.T) {
 	}
 }
 
-// TestDebLifecycle installs, upgrades, removes and purges the package for
-// this machine's architecture in a throw-away root and network namespace,
-// running its maintainer scripts (testdata/debroot.sh).
-func TestDebLifecycle(t *testing.T) {
-	dist := distDir(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: dpkg --root, mounts and a network namespace")
-	}
-	need(t, "unshare", "dpkg", "dpkg-deb", "iptables-save", "ip6tables-save", "go")
+// hostDeb is the package for this machine's architecture and, built from
+// it, the same package one Debian revision up, for upgrades.
+func hostDeb(t *testing.T, dist string) (deb, upgrade string) {
+	t.Helper()
+	need(t, "dpkg-deb", "go")
 	name, debArch := "", ""
 	for _, tt := range targets {
 		if tt.goarch == runtime.GOARCH {
@@ -545,8 +543,6 @@ func TestDebLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// The upgrade: the same package, one Debian revision up.
 	version := strings.TrimSpace(run(t, "dpkg-deb", "--field", deb, "Version"))
 	upstream, revision, ok := cutLast(version, "-")
 	rev, err := strconv.Atoi(revision)
@@ -561,12 +557,47 @@ func TestDebLifecycle(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the upgrade package: %v\n%s", err, out)
 	}
-	deb2 := debFor(t, up, debArch)
+	return deb, debFor(t, up, debArch)
+}
 
-	cmd = exec.Command("unshare", "--mount", "--net", "--fork", "bash", "testdata/debroot.sh", t.TempDir(), deb, deb2)
+// TestDebLifecycle installs, upgrades, removes and purges the package for
+// this machine's architecture in a throw-away root and network namespace,
+// running its maintainer scripts (testdata/debroot.sh).
+func TestDebLifecycle(t *testing.T) {
+	dist := distDir(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: dpkg --root, mounts and a network namespace")
+	}
+	need(t, "unshare", "dpkg", "iptables-save", "ip6tables-save")
+	deb, deb2 := hostDeb(t, dist)
+	cmd := exec.Command("unshare", "--mount", "--net", "--fork", "bash", "testdata/debroot.sh", t.TempDir(), deb, deb2)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("testdata/debroot.sh: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
+
+// TestUnitUnderSystemd runs the unit under a real systemd in a container
+// (testdata/systemd.sh): the sandbox with a working daemon in it, which
+// systemd-analyze verify cannot show. PACKAGING_SYSTEMD_TEST=0 skips it.
+func TestUnitUnderSystemd(t *testing.T) {
+	dist := distDir(t)
+	if os.Getenv("PACKAGING_SYSTEMD_TEST") == "0" {
+		t.Skip("PACKAGING_SYSTEMD_TEST=0")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts and systemd-nspawn")
+	}
+	need(t, "unshare", "systemd-nspawn", "nsenter", "python3")
+	deb, deb2 := hostDeb(t, dist)
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "bash", "testdata/systemd.sh", t.TempDir(), deb, deb2)
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("testdata/systemd.sh: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
 }
@@ -620,9 +651,10 @@ func TestShellScripts(t *testing.T) {
 			}
 		})
 	}
-	bash := "testdata/debroot.sh"
-	if out, err := exec.Command("shellcheck", bash).CombinedOutput(); err != nil {
-		t.Errorf("shellcheck %s: %v\n%s", bash, err, out)
+	for _, bash := range []string{"testdata/debroot.sh", "testdata/systemd.sh"} {
+		if out, err := exec.Command("shellcheck", bash).CombinedOutput(); err != nil {
+			t.Errorf("shellcheck %s: %v\n%s", bash, err, out)
+		}
 	}
 }
 

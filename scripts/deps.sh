@@ -13,9 +13,11 @@ command -v knock      >/dev/null || need+=(knockd)
 command -v nft        >/dev/null || need+=(nftables)
 command -v gcc        >/dev/null || need+=(gcc)   # go test -race needs cgo
 # make package-test: lint the maintainer and init scripts, verify the
-# systemd unit, render the man pages.
+# systemd unit and run it in a systemd container, render the man pages.
 command -v shellcheck      >/dev/null || need+=(shellcheck)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v systemd-nspawn  >/dev/null || need+=(systemd-container)
+command -v python3         >/dev/null || need+=(python3)
 command -v groff           >/dev/null || need+=(groff-base)
 command -v man             >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then

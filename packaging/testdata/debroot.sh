@@ -65,7 +65,7 @@ guard || fail "no guard chain after installing the rules"
 before=$(rules)
 
 step "operator edits the config"
-sed -i -e '1d' -e 's/open_for: 30s /open_for: 45s /' "$conf"
+sed -i -e '/^# knockwall-unconfigured/d' -e 's/open_for: 30s /open_for: 45s /' "$conf"
 grep -q 'open_for: 45s' "$conf" || fail "test edit did not apply"
 
 step "upgrade to $(basename "$deb2")"

@@ -59,7 +59,7 @@ inside systemctl is-active --quiet knockwall.service && fail "started with the s
 inside journalctl -u knockwall --no-pager | grep -q "not started: edit" || fail "no explanation in the journal"
 
 step "configured: the daemon runs in its sandbox"
-inside sed -i 1d /etc/knockwall/knockwall.yaml
+inside sed -i '/^# knockwall-unconfigured/d' /etc/knockwall/knockwall.yaml
 inside systemctl start knockwall.service || fail "systemctl start"
 for _ in $(seq 50); do
 	inside journalctl -u knockwall --no-pager | grep -q 'msg=ready' && break

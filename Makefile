@@ -9,7 +9,7 @@ FUZZTIME ?= 20000x
 # Fuzz targets: package:Target, each run for FUZZTIME by `make fuzz`.
 FUZZ    := ./internal/nfq:FuzzProcess ./internal/inet:FuzzWalkIPv6 ./internal/inet:FuzzChecksum ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode ./fwknop:FuzzVerify ./fwknop:FuzzPlaintext ./internal/knockdconf:FuzzConvert
 
-.PHONY: all build cross deps demo test unit vet vet32 fmt-check fuzz bench bench-e2e clean
+.PHONY: all build cross dist deps demo test unit vet vet32 fmt-check fuzz bench bench-e2e package-test clean
 
 all: build
 
@@ -23,6 +23,12 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mipsle ./cmd/knockwall
 	CGO_ENABLED=0 GOOS=linux GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mips ./cmd/knockwall
 
+# Release artefacts in dist/: static binaries for linux amd64, arm64, armv7,
+# mips and mipsle, a .deb for each (nfpm, a Go tool of this module) and
+# SHA256SUMS. VERSION=v1.2.3 overrides `git describe`.
+dist:
+	GO=$(GO) sh packaging/dist.sh
+
 deps:
 	bash scripts/deps.sh
 
@@ -33,7 +39,7 @@ demo: deps build
 
 # Everything: formatting, vet, unit and end-to-end tests (race detector on),
 # and a short run of every fuzz target. Run as root; CI runs exactly this.
-test: deps fmt-check vet vet32 unit fuzz
+test: deps fmt-check vet vet32 unit fuzz package-test
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -46,7 +52,7 @@ vet:
 # the daemon for big-endian mips, so int overflows and the like fail here.
 vet32:
 	GOARCH=arm GOARM=7 $(GO) vet ./...
-	CGO_ENABLED=0 GOARCH=mips GOMIPS=softfloat $(GO) build -o /dev/null ./cmd/knockwall
+	CGO_ENABLED=0 GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -o /dev/null ./cmd/knockwall
 
 # The end-to-end tests run after the others, alone: their floods must not
 # share the two CPUs with other packages' tests. -parallel 4: the tests of
@@ -63,6 +69,12 @@ fuzz:
 	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
 	done
 
+# Builds dist/ and checks it: contents, modes and owners of every .deb, an
+# install, upgrade, removal and purge in a throw-away root and network
+# namespace (root), the systemd unit, the man pages, the OpenWrt init script.
+package-test: dist
+	DIST_DIR=$(CURDIR)/dist $(GO) test -count=1 -v ./packaging/
+
 bench-e2e: build
 	KNOCKWALL_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 15m -run "^TestBench" ./e2e/
 
@@ -70,4 +82,4 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./bench/ ./verdict/ ./tracker/ ./internal/nfq/
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

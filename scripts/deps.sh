@@ -2,8 +2,9 @@
 # Installs what knockwall's tests and demo need on a Debian machine: the
 # firewall and namespace tools, the knockd package (for its stock `knock`
 # client, used by the end-to-end tests), the stock fwknop client (which made
-# fwknop/testdata; fwknop/testdata/make-vectors.sh remakes them), and the Go
-# modules.
+# fwknop/testdata; fwknop/testdata/make-vectors.sh remakes them), the
+# packaging tests' tools, and the Go modules (nfpm, a Go tool of the module,
+# included).
 set -euo pipefail
 export PATH="$PATH:/usr/local/go/bin"
 
@@ -14,6 +15,14 @@ command -v knock      >/dev/null || need+=(knockd)
 command -v fwknop     >/dev/null || need+=(fwknop-client)
 command -v nft        >/dev/null || need+=(nftables)
 command -v gcc        >/dev/null || need+=(gcc)   # go test -race needs cgo
+# make package-test: lint the maintainer and init scripts, verify the
+# systemd unit and run it in a systemd container, render the man pages.
+command -v shellcheck      >/dev/null || need+=(shellcheck)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v systemd-nspawn  >/dev/null || need+=(systemd-container)
+command -v python3         >/dev/null || need+=(python3)
+command -v groff           >/dev/null || need+=(groff-base)
+command -v man             >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing ${need[*]}; run as root (sudo) to install them" >&2

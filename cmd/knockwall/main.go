@@ -76,6 +76,7 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 		newGrantCmd(env),
 		newRevokeCmd(env),
 		newReloadCmd(env),
+		newManCmd(env),
 	)
 	return root
 }

@@ -1,0 +1,78 @@
+#!/bin/sh
+# Builds knockwall's release artefacts into dist/ (make dist):
+#   knockwall-linux-{amd64,arm64,armv7,mips,mipsle}  static, stripped binaries
+#   knockwall_VERSION_{amd64,arm64,armhf,mips,mipsel}.deb
+#   SHA256SUMS
+# and, in dist/build/, what the packages are made of (man pages, changelog).
+# Needs only the Go toolchain and the module cache (`go mod download`): nfpm
+# is a Go tool of this module. Run from the repository root.
+set -eu
+
+GO=${GO:-go}
+out=dist
+build=$out/build
+maintainer='knockwall maintainers <maintainers@users.noreply.r-seed-8794551e.example>'
+
+version=$(sh packaging/version.sh)
+debversion=$(sh packaging/version.sh deb)
+# Debian revision: the packaging's own version of one upstream version.
+revision=1
+# One timestamp for every file in every package and for the man pages, so a
+# rebuild of the same commit gives the same bytes.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+export SOURCE_DATE_EPOCH
+ldflags="-s -w -X main.version=$version"
+
+rm -rf "$out"
+mkdir -p "$build/man"
+
+# build NAME GOARCH [GOARM=7|GOMIPS=softfloat]: dist/knockwall-linux-NAME.
+build() {
+	echo "dist: build knockwall-linux-$1"
+	env CGO_ENABLED=0 GOOS=linux GOARCH="$2" ${3:+"$3"} \
+		"$GO" build -trimpath -ldflags="$ldflags" -o "$out/knockwall-linux-$1" ./cmd/knockwall
+}
+
+echo "dist: knockwall $version (deb $debversion-$revision)"
+# One at a time: side by side they took as long on two cores, and a
+# failure is easier to read.
+build amd64 amd64
+build arm64 arm64
+build armv7 arm GOARM=7
+build mips mips GOMIPS=softfloat
+build mipsle mipsle GOMIPS=softfloat
+
+# Man pages come from the CLI itself, run on this machine.
+CGO_ENABLED=0 "$GO" build -trimpath -ldflags="$ldflags" -o "$build/knockwall" ./cmd/knockwall
+"$build/knockwall" gen-man "$build/man"
+gzip -9n "$build"/man/*.8
+
+# changelog.Debian.gz: one entry for this build; the project's history is
+# CHANGELOG.md.
+date=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
+cat >"$build/changelog.yaml" <<YAML
+- semver: "$debversion-$revision"
+  date: "$date"
+  packager: "$maintainer"
+  deb:
+    urgency: medium
+    distributions: [unstable]
+  changes:
+    - note: "knockwall $version. See CHANGELOG.md in the source for what changed."
+YAML
+
+# pack NAME DEBIAN-ARCH: dist/knockwall_VERSION-REVISION_ARCH.deb.
+pack() {
+	echo "dist: package knockwall_$debversion-${revision}_$2.deb"
+	DIST_DEB_ARCH=$2 DIST_VERSION=$debversion DIST_REVISION=$revision DIST_BINARY=$out/knockwall-linux-$1 \
+		"$GO" tool nfpm pkg --packager deb --config packaging/nfpm.yaml --target "$out/" >/dev/null
+}
+pack amd64 amd64
+pack arm64 arm64
+pack armv7 armhf
+pack mips mips
+pack mipsle mipsel
+
+(cd "$out" && sha256sum knockwall-linux-* ./*.deb | sed 's| \./| |' >SHA256SUMS)
+echo "dist: done"
+ls -l "$out"

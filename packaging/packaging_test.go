@@ -245,7 +245,7 @@ func TestDebInfo(t *testing.T) {
 		t.Run(tt.debArch, func(t *testing.T) {
 			deb := debFor(t, dist, tt.debArch)
 			info := run(t, "dpkg-deb", "--info", deb)
-			for _, want := range []string{"Package: knockwall", "Architecture: " + tt.debArch, "Depends: iptables", "Section: net", "Maintainer: "} {
+			for _, want := range []string{"Package: knockwall", "Architecture: " + tt.debArch, "Recommends: nftables", "Suggests: iptables", "Section: net", "Maintainer: "} {
 				if !strings.Contains(info, "\n "+want) {
 					t.Errorf("dpkg-deb --info lacks %q:\n%s", want, info)
 				}

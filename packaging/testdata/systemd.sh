@@ -117,7 +117,7 @@ inside systemctl is-active --quiet knockwall.service || fail "not active after t
 step "removal leaves no rule"
 inside dpkg -r knockwall >/dev/null 2>&1 || fail "dpkg -r"
 inside systemctl is-active --quiet knockwall.service && fail "still running after removal"
-left=$(inside sh -c '{ iptables-save; ip6tables-save; } | grep -ci knockwall' || true)
+left=$(inside sh -c '{ iptables-save; ip6tables-save; nft list table inet knockwall; } 2>/dev/null | grep -ci knockwall' || true)
 [ "$left" = 0 ] || fail "removal left $left knockwall rule lines"
 if inside journalctl --no-pager | grep -iE 'knockwall.*(SIGSYS|seccomp|operation not permitted)'; then
 	fail "the sandbox refused something (above)"

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,7 +234,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// (--queue-bypass) to the guard and be dropped, so binding first only
 	// shortens the time in which protected ports answer nobody.
 	routedHosts := len(set.RoutedPrefixes()) > 0
-	d.refreshLocal()
+	d.refreshLocal(set)
 	for i := range set.Queue.Count {
 		var rs, routed Resetter
 		if d.cfg.NewResetter != nil {
@@ -363,7 +364,7 @@ func (d *Daemon) loop(ctx context.Context, fatal <-chan error) error {
 			d.eng.PurgeNonces(now)
 			if now.After(nextLocal) {
 				nextLocal = now.Add(LocalAddrsEvery)
-				d.refreshLocal()
+				d.refreshLocal(d.eng.Rules())
 			}
 			set := d.eng.Rules()
 			for _, e := range d.tr.Expire(now) {
@@ -402,10 +403,10 @@ func (d *Daemon) stop(ctx context.Context) {
 	d.logStats()
 }
 
-// refreshLocal tells the engine this host's addresses, when a service
-// protects routed hosts (only then does it ask).
-func (d *Daemon) refreshLocal() {
-	if d.cfg.LocalAddrs == nil || len(d.eng.Rules().RoutedPrefixes()) == 0 {
+// refreshLocal tells the engine this host's addresses, when a service of
+// set protects routed hosts (only then does it ask).
+func (d *Daemon) refreshLocal(set *rules.Set) {
+	if d.cfg.LocalAddrs == nil || len(set.RoutedPrefixes()) == 0 {
 		return
 	}
 	addrs, err := d.cfg.LocalAddrs()
@@ -439,7 +440,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // reload swaps in a new configuration: the firewall plan first (one atomic
 // step per table; the guard of ports protected before and after is never
 // absent), then the engine's rules. Grants of services whose name stays
-// survive.
+// survive; the others end. The kernel's grant sets are first narrowed to
+// what both configurations grant, so at no moment do they let a source
+// reach a port the new configuration does not grant it.
 func (d *Daemon) reload(ctx context.Context) error {
 	if d.cfg.Load == nil {
 		return errors.New("reload: no configuration source")
@@ -455,22 +458,39 @@ func (d *Daemon) reload(ctx context.Context) error {
 		return err
 	}
 	plan := d.newPlan(set)
+	d.mu.Lock()
+	prev := d.plan
+	d.mu.Unlock()
+	if d.grants != nil && prev != nil {
+		d.grants.setPorts(commonPorts(prev.GrantPorts, plan.GrantPorts))
+		if err := d.grants.replaceNow(ctx); err != nil {
+			d.log.Warn("reload: could not narrow the kernel's grant sets before the new rules", "err", err)
+		}
+	}
 	if fw := d.cfg.Firewall; fw != nil {
 		if err := fw.Apply(ctx, plan); err != nil {
 			d.log.Error("reload: firewall rules could not be applied; the running configuration stays", "err", err)
-			d.mu.Lock()
-			prev := d.plan
-			d.mu.Unlock()
 			if prev != nil {
 				_ = fw.Apply(ctx, prev)
+				if d.grants != nil {
+					d.grants.setPlan(prev)
+					d.grants.resync()
+				}
 			}
 			return fmt.Errorf("apply firewall rules: %w", err)
 		}
 	}
-	d.eng.SetRules(set, d.cfg.Now())
+	d.refreshLocal(set)
+	now := d.cfg.Now()
+	d.eng.SetRules(set, now)
 	d.mu.Lock()
 	d.set, d.plan = set, plan
 	d.mu.Unlock()
+	for _, g := range d.tr.Grants(now) {
+		if _, ok := set.ServiceByID(g.ID); !ok {
+			d.tr.Revoke(g.Src, g.ID)
+		}
+	}
 	if d.grants != nil {
 		d.grants.setPlan(plan)
 		d.grants.resync()
@@ -481,6 +501,19 @@ func (d *Daemon) reload(ctx context.Context) error {
 	}
 	d.log.Info("reloaded")
 	return nil
+}
+
+// commonPorts is, per service, the ports both a and b open for its grants.
+func commonPorts(a, b map[uint64][]uint16) map[uint64][]uint16 {
+	out := make(map[uint64][]uint16, len(a))
+	for id, pa := range a {
+		for _, p := range pa {
+			if slices.Contains(b[id], p) {
+				out[id] = append(out[id], p)
+			}
+		}
+	}
+	return out
 }
 
 // sameShape refuses a reload that changes what only a restart can: the

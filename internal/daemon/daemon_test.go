@@ -537,6 +537,51 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// TestReloadNarrowsGrants: a reload that drops a service and a port ends
+// the grants they held. The kernel's grant sets lose their elements before
+// the new rules are applied, so no element outlives what the new
+// configuration grants; the tracker forgets the dropped service's grants.
+func TestReloadNarrowsGrants(t *testing.T) {
+	withWeb := func(ports ...int) *rules.Set {
+		return testSet(t, func(c *rules.Config) {
+			ssh := c.Services["ssh"]
+			ssh.Ports = ports
+			c.Services["ssh"] = ssh
+			web := rules.ServiceDefaults()
+			web.Ports, web.Sequence = []int{443}, []string{"10001", "10002", "10003"}
+			c.Services["web"] = web
+		})
+	}
+	next := testSet(t, nil) // ssh on 22 only, no web
+	h := start(t, harnessOptions{set: withWeb(22, 2222), fastPath: true, load: func() (*rules.Set, error) { return next, nil }})
+	src := netip.MustParseAddr("10.0.0.5")
+	now := h.clock.Now()
+	for _, name := range []string{"ssh", "web"} {
+		if _, err := h.d.Grant(context.Background(), src, name, time.Minute, "test"); err != nil {
+			t.Fatalf("Grant %s: %v", name, err)
+		}
+	}
+	h.ev.wait(t, "nftables replace grants [10.0.0.5:22 10.0.0.5:2222 10.0.0.5:443]")
+	n := len(h.ev.list())
+	if err := h.d.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	got := h.ev.list()[n:]
+	narrow := slices.Index(got, "nftables replace grants [10.0.0.5:22]")
+	apply := slices.Index(got, "nftables apply running")
+	if narrow < 0 || apply < 0 || narrow > apply {
+		t.Errorf("events of the reload %q: want the grant sets narrowed to 10.0.0.5:22 before the apply", got)
+	}
+	for _, g := range h.d.Tracker().Grants(now) {
+		if _, ok := next.ServiceByID(g.ID); !ok {
+			t.Errorf("the tracker still holds %v's grant of a service the reload removed", g.Src)
+		}
+	}
+	if len(h.d.Tracker().Grants(now)) != 1 {
+		t.Errorf("grants after the reload: %v, want ssh's alone", h.d.Tracker().Grants(now))
+	}
+}
+
 // TestReloadAfterStop: a reload asked of a daemon that has stopped
 // returns at once.
 func TestReloadAfterStop(t *testing.T) {

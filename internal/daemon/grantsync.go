@@ -18,9 +18,13 @@ const (
 	// writer rewrites the sets from the tracker instead.
 	grantEvents = 4096
 	// grantMargin is taken off every element's timeout: the kernel counts
-	// timeouts in jiffies and rounds up, and an element must never outlive
-	// its grant in the tracker.
-	grantMargin = 20 * time.Millisecond
+	// timeouts in jiffies and rounds up, the timeout starts when the kernel
+	// takes the batch (a little after it is computed), and an element must
+	// never outlive its grant in the tracker. The last grantMargin of a
+	// grant is served in user space.
+	grantMargin = 50 * time.Millisecond
+	// pruneEvery is how often add forgets elements the kernel has expired.
+	pruneEvery = time.Second
 )
 
 // grantSync mirrors the tracker's grants into the kernel's grant sets, off
@@ -41,6 +45,7 @@ type grantSync struct {
 	ports map[uint64][]uint16 // service id → ports mirrored (none for one-shot services)
 	// written is what the kernel holds: element → when it ends there.
 	written map[netip.AddrPort]time.Time
+	pruned  time.Time
 }
 
 type grantEvent struct {
@@ -54,9 +59,12 @@ func newGrantSync(w firewall.GrantWriter, tr *tracker.Tracker, now func() time.T
 }
 
 // setPlan takes the ports each service's grant opens.
-func (g *grantSync) setPlan(p *firewall.Plan) {
+func (g *grantSync) setPlan(p *firewall.Plan) { g.setPorts(p.GrantPorts) }
+
+// setPorts takes the ports each service's grant opens: service id → ports.
+func (g *grantSync) setPorts(ports map[uint64][]uint16) {
 	g.mu.Lock()
-	g.ports = p.GrantPorts
+	g.ports = ports
 	g.mu.Unlock()
 }
 
@@ -114,39 +122,67 @@ func (g *grantSync) run(ctx context.Context) {
 	}
 }
 
-// add writes the elements of new or extended grants.
+// add writes the elements of new or changed grants.
 func (g *grantSync) add(ctx context.Context, batch []grantEvent) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
-	var add, del []firewall.GrantElem
+	if now.Sub(g.pruned) >= pruneEvery {
+		for ap, ends := range g.written {
+			if !ends.After(now) {
+				delete(g.written, ap)
+			}
+		}
+		g.pruned = now
+	}
+	type elem struct {
+		ap   netip.AddrPort
+		ends time.Time
+	}
+	var add []elem
+	var del []firewall.GrantElem
 	for _, ev := range batch {
 		until, ok := g.tr.Expiry(ev.src, ev.id, now)
 		if !ok {
 			continue
 		}
+		ends := until.Add(-grantMargin)
 		for _, p := range g.ports[ev.id] {
 			ap := netip.AddrPortFrom(ev.src, p)
-			ends := until.Add(-grantMargin)
-			if !ends.After(now) {
+			w, held := g.written[ap]
+			held = held && w.After(now)
+			if held && w.Equal(ends) {
+				continue // the kernel holds it with this end already
+			}
+			if !ends.After(now) && !held {
 				continue
 			}
-			if w, ok := g.written[ap]; ok && w.After(now) {
-				if !ends.After(w) {
-					continue // the kernel holds it at least as long already
-				}
-				// Before Linux 6.12 adding an element that exists
-				// leaves its timeout: delete it in the same batch.
+			if held {
+				// A longer grant, or a shorter one (the kernel must not
+				// keep the longer): delete and add again in the same
+				// batch, since before Linux 6.12 adding an element that
+				// exists leaves its timeout.
 				del = append(del, firewall.GrantElem{Src: ev.src, Port: p})
 			}
-			add = append(add, firewall.GrantElem{Src: ev.src, Port: p, Timeout: ends.Sub(now)})
-			g.written[ap] = ends
+			add = append(add, elem{ap, ends})
 		}
 	}
 	if len(add) == 0 {
 		return nil
 	}
-	return g.w.UpdateGrants(ctx, add, del)
+	// Timeouts from the latest clock: they start when the kernel takes
+	// the batch.
+	now = g.now()
+	elems := make([]firewall.GrantElem, 0, len(add))
+	for _, e := range add {
+		if e.ends.After(now) {
+			elems = append(elems, firewall.GrantElem{Src: e.ap.Addr(), Port: e.ap.Port(), Timeout: e.ends.Sub(now)})
+			g.written[e.ap] = e.ends
+		} else {
+			delete(g.written, e.ap) // deleted below, not added back
+		}
+	}
+	return g.w.UpdateGrants(ctx, elems, del)
 }
 
 // replace rewrites the grant sets from the tracker.
@@ -173,8 +209,13 @@ func (g *grantSync) replaceNow(ctx context.Context) error {
 		}
 	}
 	all := make([]firewall.GrantElem, 0, len(best))
+	now = g.now() // timeouts start when the kernel takes the batch
 	for ap, ends := range best {
-		all = append(all, firewall.GrantElem{Src: ap.Addr(), Port: ap.Port(), Timeout: ends.Sub(now)})
+		if ends.After(now) {
+			all = append(all, firewall.GrantElem{Src: ap.Addr(), Port: ap.Port(), Timeout: ends.Sub(now)})
+		} else {
+			delete(best, ap)
+		}
 	}
 	if err := g.w.ReplaceGrants(ctx, all); err != nil {
 		g.overflow.Store(true)

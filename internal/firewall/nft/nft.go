@@ -880,40 +880,94 @@ func (b *Backend) grantSet(src netip.Addr) (*nftables.Set, bool) {
 	return s, ok
 }
 
+// Grant elements go to the kernel in bounded pieces: a netlink attribute's
+// length is 16 bits, so one NEWSETELEM message holds at most a few
+// thousand elements, and a batch must fit the socket's send buffer.
+const (
+	elemsPerMsg  = 256
+	elemsPerSend = 8 * elemsPerMsg
+)
+
+// elemOp is one change to a grant set.
+type elemOp struct {
+	set *nftables.Set
+	del bool
+	el  nftables.SetElement
+}
+
+// writeElems sends ops in order, elemsPerSend at a time; first, if given,
+// runs at the head of the first batch (the flushes of a replace). Pieces
+// that are not the last leave the sets between two states: a source
+// missing from them meanwhile is judged in user space, where the tracker
+// still grants it, so splitting costs speed, never safety.
+func (b *Backend) writeElems(ops []elemOp, first func()) error {
+	for start := 0; ; start += elemsPerSend {
+		if start == 0 && first != nil {
+			first()
+		}
+		end := min(start+elemsPerSend, len(ops))
+		for i := start; i < end; {
+			// One message: a run of the same set and kind, at most
+			// elemsPerMsg long.
+			j := i + 1
+			for j < end && j-i < elemsPerMsg && ops[j].set == ops[i].set && ops[j].del == ops[i].del {
+				j++
+			}
+			els := make([]nftables.SetElement, 0, j-i)
+			for _, op := range ops[i:j] {
+				els = append(els, op.el)
+			}
+			var err error
+			if ops[i].del {
+				err = b.conn.SetDeleteElements(ops[i].set, els)
+			} else {
+				err = b.conn.SetAddElements(ops[i].set, els)
+			}
+			if err != nil {
+				return err
+			}
+			i = j
+		}
+		if err := b.conn.Flush(); err != nil {
+			return fmt.Errorf("nftables: grant elements: %w", err)
+		}
+		if end == len(ops) {
+			return nil
+		}
+	}
+}
+
 // UpdateGrants implements firewall.GrantWriter. A refreshed element is
-// deleted and added again in the same batch: before Linux 6.12, adding an
-// element that exists does not change its timeout.
+// deleted and added again: before Linux 6.12, adding an element that
+// exists does not change its timeout.
 func (b *Backend) UpdateGrants(_ context.Context, add, del []firewall.GrantElem) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	ops := make([]elemOp, 0, len(add)+len(del))
 	for _, g := range del {
 		s, ok := b.grantSet(g.Src)
 		if !ok {
 			return errNoGrantSets
 		}
-		if err := b.conn.SetDeleteElements(s, []nftables.SetElement{{Key: addrPort(g.Src, g.Port)}}); err != nil {
-			return err
-		}
+		ops = append(ops, elemOp{set: s, del: true, el: nftables.SetElement{Key: addrPort(g.Src, g.Port)}})
 	}
 	for _, g := range add {
 		s, ok := b.grantSet(g.Src)
 		if !ok {
 			return errNoGrantSets
 		}
-		if err := b.conn.SetAddElements(s, []nftables.SetElement{{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}}); err != nil {
-			return err
-		}
+		ops = append(ops, elemOp{set: s, el: nftables.SetElement{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}})
 	}
-	if err := b.conn.Flush(); err != nil {
-		return fmt.Errorf("nftables: grant elements: %w", err)
+	if len(ops) == 0 {
+		return nil
 	}
-	return nil
+	return b.writeElems(ops, nil)
 }
 
 var errNoGrantSets = errors.New("nftables: no grant sets (apply a fast-path plan first)")
 
 // ReplaceGrants implements firewall.GrantWriter: both grant sets flushed
-// and refilled in one batch.
+// and refilled, in one batch when all fits in one (see writeElems).
 func (b *Backend) ReplaceGrants(_ context.Context, all []firewall.GrantElem) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -922,31 +976,28 @@ func (b *Backend) ReplaceGrants(_ context.Context, all []firewall.GrantElem) err
 	if !ok4 || !ok6 {
 		return errNoGrantSets
 	}
-	b.conn.FlushSet(s4)
-	b.conn.FlushSet(s6)
-	var e4, e6 []nftables.SetElement
+	ops := make([]elemOp, 0, len(all))
 	for _, g := range all {
-		el := nftables.SetElement{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}
-		if g.Src.Is4() {
-			e4 = append(e4, el)
-		} else {
-			e6 = append(e6, el)
+		s := s4
+		if g.Src.Is6() {
+			s = s6
 		}
+		ops = append(ops, elemOp{set: s, el: nftables.SetElement{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}})
 	}
-	for _, x := range []struct {
-		s *nftables.Set
-		e []nftables.SetElement
-	}{{s4, e4}, {s6, e6}} {
-		if len(x.e) > 0 {
-			if err := b.conn.SetAddElements(x.s, x.e); err != nil {
-				return err
-			}
+	// Runs of one set make fewer messages.
+	slices.SortStableFunc(ops, func(a, b elemOp) int {
+		if a.set == b.set {
+			return 0
 		}
-	}
-	if err := b.conn.Flush(); err != nil {
-		return fmt.Errorf("nftables: grant elements: %w", err)
-	}
-	return nil
+		if a.set == s4 {
+			return -1
+		}
+		return 1
+	})
+	return b.writeElems(ops, func() {
+		b.conn.FlushSet(s4)
+		b.conn.FlushSet(s6)
+	})
 }
 
 // GrantElems lists the elements of the grant sets, for tests and status.

@@ -288,6 +288,54 @@ func TestKernelGrants(t *testing.T) {
 	}
 }
 
+// TestKernelManyGrants writes more grant elements than one netlink
+// message, and one send, can carry: every one arrives.
+func TestKernelManyGrants(t *testing.T) {
+	k := newKernel(t)
+	ctx := context.Background()
+	p := firewall.NewPlan(testSet(t, nil), firewall.Options{FastPath: true})
+	if err := k.b.Apply(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	const n4, n6 = 3*elemsPerSend + 17, elemsPerMsg + 5
+	var all []firewall.GrantElem
+	for i := range n4 {
+		all = append(all, firewall.GrantElem{Src: netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), Port: 22, Timeout: time.Minute})
+	}
+	for i := range n6 {
+		a := netip.MustParseAddr("fd00::").As16()
+		a[14], a[15] = byte(i>>8), byte(i)
+		all = append(all, firewall.GrantElem{Src: netip.AddrFrom16(a), Port: 22, Timeout: time.Minute})
+	}
+	count := func(when string, want int) {
+		t.Helper()
+		els, err := k.b.GrantElems()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(els) != want {
+			t.Errorf("%s: the grant sets hold %d elements, want %d", when, len(els), want)
+		}
+	}
+	if err := k.b.ReplaceGrants(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	count("after ReplaceGrants", n4+n6)
+	// Refresh all of them (delete and add again) and replace with fewer.
+	if err := k.b.UpdateGrants(ctx, all, all); err != nil {
+		t.Fatal(err)
+	}
+	count("after UpdateGrants", n4+n6)
+	if err := k.b.ReplaceGrants(ctx, all[:10]); err != nil {
+		t.Fatal(err)
+	}
+	count("after a smaller ReplaceGrants", 10)
+	if err := k.b.ReplaceGrants(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	count("after an empty ReplaceGrants", 0)
+}
+
 var queueStmt = regexp.MustCompile(`queue (num \S+|flags \S+ to \S+)( bypass(,fanout)?)?`)
 
 // TestKernelRenderedScript: `rules print --backend nftables | nft -f -`

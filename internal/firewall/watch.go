@@ -1,11 +1,13 @@
 package firewall
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
 	"unsafe"
 
 	"github.com/mdlayher/netlink"
@@ -86,13 +88,33 @@ func (w *Watcher) Generation() (uint64, error) {
 		binary.BigEndian.PutUint32(b[:], gen)
 		h.Write(b[:4])
 	}
-	for _, t := range xtTables {
-		size, entries := xtInfo(t.family, t.name)
-		binary.BigEndian.PutUint32(b[:], size)
-		binary.BigEndian.PutUint32(b[4:], entries)
-		h.Write(b[:])
+	for _, f := range xtFamilies {
+		// Only tables the kernel lists: asking for one that is not loaded
+		// would create it (an empty legacy table hooked into every packet's
+		// path, and iptables-nft warning about legacy tables from then on).
+		loaded, _ := os.ReadFile(f.names)
+		for _, name := range xtTables {
+			if !listed(loaded, name) {
+				continue
+			}
+			size, entries := xtInfo(f.family, name)
+			h.Write([]byte(name))
+			binary.BigEndian.PutUint32(b[:], size)
+			binary.BigEndian.PutUint32(b[4:], entries)
+			h.Write(b[:])
+		}
 	}
 	return h.Sum64(), nil
+}
+
+// listed reports whether name is a line of names.
+func listed(names []byte, name string) bool {
+	for line := range bytes.Lines(names) {
+		if string(bytes.TrimSpace(line)) == name {
+			return true
+		}
+	}
+	return false
 }
 
 // nftGen asks the nf_tables ruleset generation (NFT_MSG_GETGEN).
@@ -126,13 +148,16 @@ func (w *Watcher) nftGen() (uint32, error) {
 	return 0, errors.New("nf_tables generation: no answer")
 }
 
-var xtTables = []struct {
+// xtFamilies are the iptables-legacy families and where the kernel lists
+// their loaded tables (the files exist once ip_tables or ip6_tables is),
+// for the calling thread's network namespace, where xtInfo asks too.
+var xtFamilies = []struct {
 	family int
-	name   string
-}{
-	{unix.AF_INET, "mangle"}, {unix.AF_INET, "filter"}, {unix.AF_INET, "security"},
-	{unix.AF_INET6, "mangle"}, {unix.AF_INET6, "filter"}, {unix.AF_INET6, "security"},
-}
+	names  string
+}{{unix.AF_INET, "/proc/thread-self/net/ip_tables_names"}, {unix.AF_INET6, "/proc/thread-self/net/ip6_tables_names"}}
+
+// xtTables are the legacy tables knockwall's rules use.
+var xtTables = []string{"mangle", "filter", "security"}
 
 // iptGetinfo is struct ipt_getinfo (and ip6t_getinfo, the same layout).
 type iptGetinfo struct {

@@ -64,8 +64,8 @@ func (h *healer) poll(ctx context.Context) {
 	if d.grants != nil {
 		d.grants.resync()
 	}
-	d.heals.Add(1)
 	d.log.Error("firewall rules restored", "backend", fw.Name(), "noticed", h.brokenSince.Format(time.RFC3339Nano), "took", d.cfg.Now().Sub(h.brokenSince).Round(time.Millisecond).String())
+	d.heals.Add(1) // after the log line: a reader of the count finds it
 	h.brokenSince = time.Time{}
 	// Our own change moved the generation; take it as the new base.
 	if d.cfg.Watch != nil {

@@ -8,11 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
-	"os"
 	"strings"
 	"sync"
-	"syscall"
+
+	"github.com/knockwall/knockwall/internal/keyfile"
 )
 
 // maxKeyFile bounds how much of a key file is read.
@@ -20,7 +19,7 @@ const maxKeyFile = 16 << 10
 
 // ErrKeyPerm is returned for key files that group or others may access, or
 // that belong to another user.
-var ErrKeyPerm = errors.New("key file is accessible by group or others")
+var ErrKeyPerm = keyfile.ErrPerm
 
 // Key is the pair of secrets one fwknop client shares with the server: the
 // Rijndael key and the HMAC key, as `fwknop --key-gen` prints them.
@@ -129,29 +128,9 @@ func decodeKey(s string) ([]byte, error) {
 // others can read is no secret. Note that `fwknop -K FILE` writes with the
 // process umask; chmod 600 what it wrote.
 func ReadKeyFile(path string) (*Key, error) {
-	// No symlink (its target's permissions are not what ls shows), and no
-	// blocking on a FIFO before the regular-file check.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	content, err := keyfile.Read(path, maxKeyFile)
 	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("key file %s: not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s has mode %04o: %w (run: chmod 600 %s)", path, perm, ErrKeyPerm, path)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("key file %s is owned by uid %d: %w (it must belong to root or to the user running knockwall)", path, sys.Uid, ErrKeyPerm)
-	}
-	content, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
+		return nil, err
 	}
 	k, err := ParseKey(content)
 	if err != nil {

@@ -9,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"io/fs"
 	"os"
 	"strings"
 	"sync"
-	"syscall"
+
+	"github.com/knockwall/knockwall/internal/keyfile"
 )
 
 // MinKeySize is the shortest key accepted, in bytes.
@@ -29,7 +29,7 @@ const keyIDDomain = "knockwall key id v1\x00"
 var sha256New = sha256.New
 
 // ErrKeyPerm is returned for key files that group or others may access.
-var ErrKeyPerm = errors.New("key file is accessible by group or others")
+var ErrKeyPerm = keyfile.ErrPerm
 
 // ErrKeyShort is returned for keys shorter than MinKeySize.
 var ErrKeyShort = fmt.Errorf("key is shorter than %d bytes", MinKeySize)
@@ -86,29 +86,9 @@ func ParseKey(content []byte) (*Key, error) {
 // ReadKeyFile reads and parses a key file, refusing one that group or others
 // may read or write: a key others can read is no secret.
 func ReadKeyFile(path string) (*Key, error) {
-	// No symlink (its target's permissions are not what ls shows), and no
-	// blocking on a FIFO before the regular-file check.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	content, err := keyfile.Read(path, maxKeyFile)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("key file %s: not a regular file", path)
-	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s has mode %04o: %w (run: chmod 600 %s)", path, perm, ErrKeyPerm, path)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("key file %s is owned by uid %d: %w (it must belong to root or to the user running knockwall)", path, sys.Uid, ErrKeyPerm)
-	}
-	content, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
 	k, err := ParseKey(content)
 	if err != nil {

@@ -9,42 +9,14 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/internal/firewall/fwtest"
 	"github.com/knockwall/knockwall/internal/netns"
-	"github.com/knockwall/knockwall/rules"
 )
 
-func testSet(t *testing.T, mutate func(c *rules.Config)) *rules.Set {
-	t.Helper()
-	c := rules.Defaults()
-	svc := rules.ServiceDefaults()
-	svc.Ports = []int{22, 2222}
-	svc.Sequence = []string{"7000", "8000", "9000/udp"}
-	c.Services = map[string]rules.ServiceConfig{"ssh": svc}
-	if mutate != nil {
-		mutate(&c)
-	}
-	s, err := rules.Compile(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
-// routerSet is a router's config: a WAN interface, a local service, a port
-// forward and routed IPv4 and IPv6 hosts.
-func routerSet(t *testing.T) *rules.Set {
-	return testSet(t, func(c *rules.Config) {
-		c.Firewall.Interfaces = []string{"wan0", "ppp-wan"}
-		nas := rules.ServiceDefaults()
-		nas.Forward, nas.Ports, nas.Sequence = true, []int{22222}, []string{"7100", "7200", "7300"}
-		lab := rules.ServiceDefaults()
-		lab.Forward, lab.Hosts, lab.Ports, lab.Sequence = true, []string{"2001:db8:10::/64", "198.51.100.0/24"}, []int{22, 80}, []string{"7400", "7500", "7600"}
-		c.Services["nas"], c.Services["lab"] = nas, lab
-	})
-}
 
 func TestRender(t *testing.T) {
-	p := firewall.NewPlan(testSet(t, nil), firewall.Options{})
+	p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{})
 	tests := []struct {
 		fam  family
 		want []string
@@ -93,7 +65,7 @@ func TestRender(t *testing.T) {
 }
 
 func TestRenderRefusesFastPath(t *testing.T) {
-	p := firewall.NewPlan(testSet(t, nil), firewall.Options{FastPath: true})
+	p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: true})
 	if _, err := render(p, families[0]); err == nil {
 		t.Fatal("render of a fast-path plan succeeded; iptables has no kernel sets")
 	}
@@ -216,7 +188,7 @@ func TestKernelLifecycle(t *testing.T) {
 				}
 			}
 			b := New(run)
-			p := firewall.NewPlan(testSet(t, nil), firewall.Options{})
+			p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{})
 
 			if err := b.Apply(ctx, p); err != nil {
 				t.Fatal(err)
@@ -302,7 +274,7 @@ func TestKernelRouter(t *testing.T) {
 			ns := kernelNS(t)
 			run := nsExec(ns, variant)
 			b := New(run)
-			p := firewall.NewPlan(routerSet(t), firewall.Options{})
+			p := firewall.NewPlan(fwtest.RouterSet(t), firewall.Options{})
 			if err := b.Apply(context.Background(), p); err != nil {
 				t.Fatal(err)
 			}
@@ -338,7 +310,7 @@ func TestKernelRouter(t *testing.T) {
 func TestKernelRenderedScript(t *testing.T) {
 	ns := kernelNS(t)
 	run := nsExec(ns, "nft")
-	p := firewall.NewPlan(testSet(t, nil), firewall.Options{})
+	p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{})
 	var script strings.Builder
 	b := New(run)
 	if err := b.Render(&script, p); err != nil {

@@ -11,39 +11,12 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/internal/firewall/fwtest"
 	"github.com/knockwall/knockwall/internal/netns"
 	"github.com/knockwall/knockwall/rules"
 )
 
-func testSet(t *testing.T, mutate func(c *rules.Config)) *rules.Set {
-	t.Helper()
-	c := rules.Defaults()
-	svc := rules.ServiceDefaults()
-	svc.Ports = []int{22, 2222}
-	svc.Sequence = []string{"7000", "8000", "9000/udp"}
-	c.Services = map[string]rules.ServiceConfig{"ssh": svc}
-	if mutate != nil {
-		mutate(&c)
-	}
-	s, err := rules.Compile(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
-// routerSet is a router's config: a WAN interface, a local service, a port
-// forward and routed IPv4 and IPv6 hosts.
-func routerSet(t *testing.T) *rules.Set {
-	return testSet(t, func(c *rules.Config) {
-		c.Firewall.Interfaces = []string{"wan0", "ppp-wan"}
-		nas := rules.ServiceDefaults()
-		nas.Forward, nas.Ports, nas.Sequence = true, []int{22222}, []string{"7100", "7200", "7300"}
-		lab := rules.ServiceDefaults()
-		lab.Forward, lab.Hosts, lab.Ports, lab.Sequence = true, []string{"2001:db8:10::/64", "198.51.100.0/24"}, []int{22, 80}, []string{"7400", "7500", "7600"}
-		c.Services["nas"], c.Services["lab"] = nas, lab
-	})
-}
 
 // kernel is a backend in a fresh namespace of its own.
 type kernel struct {
@@ -121,7 +94,7 @@ func TestKernelRouter(t *testing.T) {
 	for _, fast := range []bool{false, true} {
 		t.Run(map[bool]string{false: "inline", true: "fast path"}[fast], func(t *testing.T) {
 			k := newKernel(t)
-			p := firewall.NewPlan(routerSet(t), firewall.Options{FastPath: fast})
+			p := firewall.NewPlan(fwtest.RouterSet(t), firewall.Options{FastPath: fast})
 			if err := k.b.Apply(context.Background(), p); err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +116,7 @@ func TestKernelRouter(t *testing.T) {
 				}
 			}
 			// Back to a host's plan: the forward chains and their sets go.
-			host := firewall.NewPlan(testSet(t, nil), firewall.Options{FastPath: fast})
+			host := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: fast})
 			if err := k.b.Apply(context.Background(), host); err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +137,7 @@ func TestKernelLifecycle(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			k := newKernel(t)
 			ctx := context.Background()
-			p := firewall.NewPlan(testSet(t, nil), firewall.Options{FastPath: fast})
+			p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: fast})
 			if err := k.b.Apply(ctx, p); err != nil {
 				t.Fatal(err)
 			}
@@ -233,7 +206,7 @@ func TestKernelLifecycle(t *testing.T) {
 func TestKernelGrants(t *testing.T) {
 	k := newKernel(t)
 	ctx := context.Background()
-	p := firewall.NewPlan(testSet(t, nil), firewall.Options{FastPath: true})
+	p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: true})
 	if err := k.b.Apply(ctx, p); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +220,7 @@ func TestKernelGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A reload with another protected port keeps the grants.
-	p2 := firewall.NewPlan(testSet(t, func(c *rules.Config) {
+	p2 := firewall.NewPlan(fwtest.Set(t, func(c *rules.Config) {
 		s := c.Services["ssh"]
 		s.Ports = []int{22, 2222, 2223}
 		c.Services["ssh"] = s
@@ -293,7 +266,7 @@ func TestKernelGrants(t *testing.T) {
 func TestKernelManyGrants(t *testing.T) {
 	k := newKernel(t)
 	ctx := context.Background()
-	p := firewall.NewPlan(testSet(t, nil), firewall.Options{FastPath: true})
+	p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: true})
 	if err := k.b.Apply(ctx, p); err != nil {
 		t.Fatal(err)
 	}
@@ -352,9 +325,9 @@ func TestKernelRenderedScript(t *testing.T) {
 	}{{"inline", false, false}, {"fast path", true, false}, {"router inline", false, true}, {"router fast path", true, true}} {
 		t.Run(tt.name, func(t *testing.T) {
 			applied, printed := newKernel(t), newKernel(t)
-			set := testSet(t, nil)
+			set := fwtest.Set(t, nil)
 			if tt.router {
-				set = routerSet(t)
+				set = fwtest.RouterSet(t)
 			}
 			p := firewall.NewPlan(set, firewall.Options{FastPath: tt.fast})
 			if err := applied.b.Apply(context.Background(), p); err != nil {

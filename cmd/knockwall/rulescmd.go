@@ -39,13 +39,7 @@ absent) and adds nothing twice. The backend defaults to firewall.backend
 			if name == "" {
 				name = set.Firewall.Backend
 			}
-			if name == rules.BackendAuto {
-				name = rules.BackendIptables
-				if nft.Available() {
-					name = rules.BackendNftables
-				}
-			}
-			switch name {
+			switch name = resolveBackend(name); name {
 			case rules.BackendNftables:
 				p := firewall.NewPlan(set, firewall.Options{FastPath: set.Firewall.FastPath})
 				return nft.Renderer().Render(cmd.OutOrStdout(), p)

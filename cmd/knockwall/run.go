@@ -77,17 +77,22 @@ func newLogger(w io.Writer, c rules.LogConfig) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// resolveBackend names the backend firewall.backend asks for: auto is
+// nftables when the kernel has it, else iptables.
+func resolveBackend(name string) string {
+	if name != rules.BackendAuto {
+		return name
+	}
+	if nft.Available() {
+		return rules.BackendNftables
+	}
+	return rules.BackendIptables
+}
+
 // backends returns the firewall backend set asks for, and the other one,
 // whose leftovers a start removes.
 func backends(set *rules.Set) (firewall.Backend, []firewall.Backend, error) {
-	name := set.Firewall.Backend
-	if name == rules.BackendAuto {
-		name = rules.BackendIptables
-		if nft.Available() {
-			name = rules.BackendNftables
-		}
-	}
-	switch name {
+	switch name := resolveBackend(set.Firewall.Backend); name {
 	case rules.BackendNftables:
 		b, err := nft.New()
 		if err != nil {

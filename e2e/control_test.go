@@ -96,7 +96,7 @@ func field(out, first string) []string {
 // TestControlStatus: after a knock, `knockwall status` (socket found
 // through -c) shows the backend, the queue and the service's grant, and
 // `knockwall grants` lists the grant, in words and in JSON.
-func TestControlStatus(t *testing.T) { eachBackend(t, testControlStatus) }
+func TestControlStatus(t *testing.T) { eachPath(t, testControlStatus) }
 
 func testControlStatus(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, operate: true})
@@ -134,7 +134,7 @@ func testControlStatus(t *testing.T, b backend) {
 // at once (its first SYN connects), and `knockwall revoke SRC` closes it
 // for the very next SYN; both are logged with the operator's uid, and a
 // connection made during the grant keeps working.
-func TestControlGrantRevoke(t *testing.T) { eachBackend(t, testControlGrantRevoke) }
+func TestControlGrantRevoke(t *testing.T) { eachPath(t, testControlGrantRevoke) }
 
 func testControlGrantRevoke(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, operate: true})
@@ -181,7 +181,7 @@ func testControlGrantRevoke(t *testing.T, b backend) {
 // directory and the socket opened to everyone, the server itself refuses
 // it by its peer credentials (403), logs the refusal at WARN, and does
 // nothing it asked.
-func TestControlNonRoot(t *testing.T) { eachBackend(t, testControlNonRoot) }
+func TestControlNonRoot(t *testing.T) { eachPath(t, testControlNonRoot) }
 
 func testControlNonRoot(t *testing.T, b backend) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
@@ -254,7 +254,7 @@ func copyFile(t *testing.T, from, to string, mode fs.FileMode) {
 // TestControlReload: `knockwall reload` with a broken config exits 2 with
 // the daemon's reason and changes nothing (rules, sequence); with a good
 // one it exits 0 and the new sequence opens.
-func TestControlReload(t *testing.T) { eachBackend(t, testControlReload) }
+func TestControlReload(t *testing.T) { eachPath(t, testControlReload) }
 
 func testControlReload(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, operate: true, secondClient: true})
@@ -343,7 +343,7 @@ func (e *env) scrape(t *testing.T) map[string]float64 {
 // TestMetrics: a scrape after a refused SYN and a knock shows them: the
 // verdict, the knocks, the grant, the queue's packets; the build info
 // names the backend.
-func TestMetrics(t *testing.T) { eachBackend(t, testMetrics) }
+func TestMetrics(t *testing.T) { eachPath(t, testMetrics) }
 
 func testMetrics(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, operate: true})
@@ -401,7 +401,7 @@ func testMetrics(t *testing.T, b backend) {
 // TestState: a grant made before a clean stop is back after the next
 // start, its first SYN connects, it ends at its original expiry, and the
 // state file (0600, consumed by the start) held it and nothing secret.
-func TestState(t *testing.T) { eachBackend(t, testState) }
+func TestState(t *testing.T) { eachPath(t, testState) }
 
 func testState(t *testing.T, b backend) {
 	const openFor = 8 * time.Second
@@ -462,7 +462,7 @@ func testState(t *testing.T, b backend) {
 // symlink (the last two holding a grant that would open the port) is
 // logged at WARN and ignored; the daemon starts with no grant, and knocks
 // work.
-func TestStateRefused(t *testing.T) { eachBackend(t, testStateRefused) }
+func TestStateRefused(t *testing.T) { eachPath(t, testStateRefused) }
 
 func testStateRefused(t *testing.T, b backend) {
 	for _, tt := range []struct {

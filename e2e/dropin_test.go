@@ -75,7 +75,7 @@ func fwknopPacket(t *testing.T, k fwknopKeys, server netip.Addr, extra ...string
 // another address and ones stamped outside max_age open nothing and are
 // answered like a closed port; a client timeout shortens the grant. IPv4
 // only: the stock client speaks no IPv6.
-func TestFwknopClient(t *testing.T) { eachBackend(t, testFwknopClient) }
+func TestFwknopClient(t *testing.T) { eachPath(t, testFwknopClient) }
 
 func testFwknopClient(t *testing.T, b backend) {
 	dir := t.TempDir()
@@ -186,7 +186,7 @@ func testFwknopClient(t *testing.T, b backend) {
 // TestKnockdImport: Debian's default knockd.conf, imported with `knockwall
 // config import-knockd`, is a config `config check` accepts and the daemon
 // runs, and the stock knock client opens its port 22 with its sequence.
-func TestKnockdImport(t *testing.T) { eachBackend(t, testKnockdImport) }
+func TestKnockdImport(t *testing.T) { eachPath(t, testKnockdImport) }
 
 func testKnockdImport(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, noDaemon: true})

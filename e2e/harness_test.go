@@ -65,8 +65,10 @@ type service struct {
 var defaultSequence = []string{"7000", "8000", "9000/udp"}
 
 // backend is a firewall backend, and mode, the end-to-end tests run
-// against: every knock, SPA, reset, fail-closed and flood test runs on each
-// (eachBackend), so the kernel rules of each are proven by the same tests.
+// against: the tests of the rules (lifecycle, router, resets, fail-closed)
+// run on each (eachBackend), so the kernel rules of each are proven by the
+// same tests; the tests of the daemon's decisions run on both paths
+// through it (eachPath).
 type backend struct {
 	name     string // as in test names
 	firewall string // firewall.backend
@@ -91,7 +93,23 @@ func (b backend) yaml() string {
 // eachBackend runs fn as a subtest per backend, in parallel with each
 // other (each has namespaces of its own; most of a test is waiting).
 func eachBackend(t *testing.T, fn func(t *testing.T, b backend)) {
+	t.Parallel() // beside other tests' backends, not only its own
 	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, b)
+		})
+	}
+}
+
+// eachPath runs fn like eachBackend, on the fast path (nftables) and the
+// user-space path (iptables), for tests of what the daemon decides rather
+// than of the rules that bring it packets: nftables-inline takes the
+// iptables backend's path through the daemon, and its rules are proven by
+// the eachBackend tests (lifecycle, router, resets, fail-closed).
+func eachPath(t *testing.T, fn func(t *testing.T, b backend)) {
+	t.Parallel() // beside other tests' backends, not only its own
+	for _, b := range []backend{nftFast, iptBack} {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			fn(t, b)

@@ -55,7 +55,7 @@ func testDropMode(t *testing.T, b backend) {
 
 // TestWrongOrder: the right ports in the wrong order open nothing; the
 // right order afterwards still works (so the check above was meaningful).
-func TestWrongOrder(t *testing.T) { eachBackend(t, testWrongOrder) }
+func TestWrongOrder(t *testing.T) { eachPath(t, testWrongOrder) }
 
 func testWrongOrder(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b})
@@ -126,7 +126,7 @@ func (e *env) connectScan(t *testing.T, host netip.Addr, first, last uint16) sca
 
 // TestAscendingScan: with an all-TCP ascending sequence, a SYN scan of the
 // ports around it in ascending order must not open the protected port.
-func TestAscendingScan(t *testing.T) { eachBackend(t, testAscendingScan) }
+func TestAscendingScan(t *testing.T) { eachPath(t, testAscendingScan) }
 
 func testAscendingScan(t *testing.T, b backend) {
 	seq := []string{"7000", "8000", "9000"}
@@ -165,7 +165,7 @@ func testAscendingScan(t *testing.T, b backend) {
 }
 
 // TestSecondSource: a grant is for the knocking source only.
-func TestSecondSource(t *testing.T) { eachBackend(t, testSecondSource) }
+func TestSecondSource(t *testing.T) { eachPath(t, testSecondSource) }
 
 func testSecondSource(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, secondClient: true})
@@ -184,7 +184,7 @@ func testSecondSource(t *testing.T, b backend) {
 }
 
 // TestKnockClients: each knock client opens the port.
-func TestKnockClients(t *testing.T) { eachBackend(t, testKnockClients) }
+func TestKnockClients(t *testing.T) { eachPath(t, testKnockClients) }
 
 func testKnockClients(t *testing.T, b backend) {
 	tests := []struct {

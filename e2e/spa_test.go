@@ -200,7 +200,7 @@ func (e *spaEnv) waitExpired(t *testing.T, mark int, src netip.Addr, remote neti
 // protected port for the sender, by UDP to the SPA port (the default) or
 // inside a SYN to the protected port, over IPv4 and IPv6. The port is closed
 // before, and the grant is for the sender's address family only.
-func TestSPAOpens(t *testing.T) { eachBackend(t, testSPAOpens) }
+func TestSPAOpens(t *testing.T) { eachPath(t, testSPAOpens) }
 
 func testSPAOpens(t *testing.T, b backend) {
 	tests := []struct {
@@ -238,7 +238,7 @@ func testSPAOpens(t *testing.T, b backend) {
 // byte (the same IP payload: UDP header and token) opens nothing once its
 // first grant has lapsed, neither from the original source nor from
 // another one; the daemon says why.
-func TestSPAReplay(t *testing.T) { eachBackend(t, testSPAReplay) }
+func TestSPAReplay(t *testing.T) { eachPath(t, testSPAReplay) }
 
 func testSPAReplay(t *testing.T, b backend) {
 	e := newSPAEnv(t, spaOptions{backend: b, secondClient: true})
@@ -306,7 +306,7 @@ func testSPAReplay(t *testing.T, b backend) {
 // again byte for byte after the daemon restarted (its replay cache empty)
 // and well within max_skew, opens nothing: the daemon refuses tokens stamped
 // before it started, and answers like a closed port.
-func TestSPAReplayAfterRestart(t *testing.T) { eachBackend(t, testSPAReplayAfterRestart) }
+func TestSPAReplayAfterRestart(t *testing.T) { eachPath(t, testSPAReplayAfterRestart) }
 
 func testSPAReplayAfterRestart(t *testing.T, b backend) {
 	e := newSPAEnv(t, spaOptions{backend: b})
@@ -357,7 +357,7 @@ func testSPAReplayAfterRestart(t *testing.T, b backend) {
 // TestSPABoundToOtherSource: a token bound to 10.77.0.3 but sent from
 // 10.77.0.2 opens the port for neither; bound to its real source
 // (--source auto) it opens.
-func TestSPABoundToOtherSource(t *testing.T) { eachBackend(t, testSPABoundToOtherSource) }
+func TestSPABoundToOtherSource(t *testing.T) { eachPath(t, testSPABoundToOtherSource) }
 
 func testSPABoundToOtherSource(t *testing.T, b backend) {
 	e := newSPAEnv(t, spaOptions{backend: b, secondClient: true})
@@ -389,7 +389,7 @@ func testSPABoundToOtherSource(t *testing.T, b backend) {
 // closed port, and the daemon says why; the same client's token bound to
 // its address (--source auto) opens, by UDP over IPv4 and in a SYN over
 // IPv6.
-func TestSPARequireSource(t *testing.T) { eachBackend(t, testSPARequireSource) }
+func TestSPARequireSource(t *testing.T) { eachPath(t, testSPARequireSource) }
 
 func testSPARequireSource(t *testing.T, b backend) {
 	e := newSPAEnv(t, spaOptions{backend: b, requireSource: true})
@@ -429,7 +429,7 @@ func testSPARequireSource(t *testing.T, b backend) {
 // nothing, and the packet that carries it, by UDP or in a SYN, is answered
 // exactly as the same packet to an unused port. So is a valid token: the
 // answer is no oracle.
-func TestSPAWrongKey(t *testing.T) { eachBackend(t, testSPAWrongKey) }
+func TestSPAWrongKey(t *testing.T) { eachPath(t, testSPAWrongKey) }
 
 func testSPAWrongKey(t *testing.T, b backend) {
 	e := newSPAEnv(t, spaOptions{backend: b, secondClient: true})
@@ -635,7 +635,7 @@ func quotedUDPPorts(q []byte) (src, dst uint16, ok bool) {
 // TestSPARotatingSequence: with a 2s period, this period's sequence
 // (`knockwall knock --method rotate`) opens, the previous period's still
 // opens, and one two periods old does not.
-func TestSPARotatingSequence(t *testing.T) { eachBackend(t, testSPARotatingSequence) }
+func TestSPARotatingSequence(t *testing.T) { eachPath(t, testSPARotatingSequence) }
 
 func testSPARotatingSequence(t *testing.T, b backend) {
 	e := newSPAEnv(t, spaOptions{backend: b, rotate: true})

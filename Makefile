@@ -45,8 +45,11 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 
+# -tags genman: cmd/knockwall's man-page generator, which only the
+# packaging builds (packaging/dist.sh).
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags genman ./cmd/knockwall/
 
 # Routers are 32-bit and big-endian too: compile (with tests) for arm, and
 # the daemon for big-endian mips, so int overflows and the like fail here.
@@ -60,6 +63,7 @@ vet32:
 # network.
 unit:
 	$(GO) test -race -count=1 $$($(GO) list $(PKGS) | grep -v /e2e$$)
+	$(GO) test -race -count=1 -tags genman -run GenMan ./cmd/knockwall/
 	$(GO) test -race -count=1 -parallel 4 ./e2e/
 
 fuzz:

@@ -95,3 +95,5 @@ require (
 )
 
 tool github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+replace github.com/spf13/afero => ./third_party/afero

@@ -26,7 +26,7 @@ const (
 	maxConns = 16
 	// maxRequestBody bounds a request's body: a scrape has none.
 	maxRequestBody = 1 << 10
-	// textSize is room for one scrape's text, which is ~8 KB.
+	// textSize is room for one scrape's text: ~7 KB with two queues.
 	textSize = 16 << 10
 )
 

@@ -3,6 +3,7 @@ package httpx
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -84,10 +85,15 @@ func (c *Client) Do(ctx context.Context, method, target, contentType string, bod
 }
 
 // ctxErr is ctx's error when ctx ended (what failed then is its
-// consequence), else err.
+// consequence), else err. The connection's deadline is ctx's, so a
+// timeout at or past it is ctx's even before ctx's own timer has fired.
 func ctxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
+	}
+	var ne net.Error
+	if d, ok := ctx.Deadline(); ok && errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(d) {
+		return context.DeadlineExceeded
 	}
 	return err
 }

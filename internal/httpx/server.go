@@ -364,7 +364,7 @@ func remote(c net.Conn) string {
 
 // Shutdown stops accepting, closes the connections that have sent
 // nothing yet, and waits until the requests under way are answered or ctx
-// ends; then it cancels the handlers' context, closes what is left and
+// ends; then it closes what is left, cancels the handlers' context and
 // returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -389,11 +389,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	s.cancel()
+	// Closed first, so a handler that returns when cancelled has nobody
+	// to answer.
 	s.mu.Lock()
 	for c := range s.active {
 		c.Close()
 	}
 	s.mu.Unlock()
+	s.cancel()
 	return ctx.Err()
 }

@@ -294,7 +294,8 @@ func (s *Server) serveConn(c net.Conn) {
 	closeWrite(c)
 }
 
-// handle runs the handler; a panic is logged and answered 500.
+// handle runs the handler; a panic, or a status that is not a final one,
+// is logged and answered 500.
 func (s *Server) handle(r *Request) (resp Response) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -302,7 +303,12 @@ func (s *Server) handle(r *Request) (resp Response) {
 			resp = s.cfg.ErrorResponse(StatusInternalServerError, "internal error")
 		}
 	}()
-	return s.cfg.Handler(s.ctx, r)
+	resp = s.cfg.Handler(s.ctx, r)
+	if resp.Status < 200 || resp.Status > 999 {
+		s.cfg.Log.Error("httpx: handler answered a status that is not a final one", "method", r.Method, "path", r.Path, "status", resp.Status)
+		resp = s.cfg.ErrorResponse(StatusInternalServerError, "internal error")
+	}
+	return resp
 }
 
 // refused answers a request that could not be read, if anyone is left to

@@ -444,7 +444,8 @@ func TestShutdownGivesUp(t *testing.T) {
 	}
 }
 
-// TestHandlerPanic: a panic is logged and answered 500; the server goes on.
+// TestHandlerPanic: a panic is logged and answered 500; the server goes
+// on. So is an answer without a status.
 func TestHandlerPanic(t *testing.T) {
 	var log bytes.Buffer
 	var logMu = make(chan struct{}, 1)
@@ -455,6 +456,9 @@ func TestHandlerPanic(t *testing.T) {
 			if r.Path == "/panic" {
 				panic("boom")
 			}
+			if r.Path == "/zero" {
+				return Response{}
+			}
 			return echo(ctx, r)
 		}}, "tcp")
 	if out := raw(t, "tcp", addr, "GET /panic HTTP/1.1\r\nHost: x\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 500 Internal Server Error\r\n") {
@@ -462,6 +466,9 @@ func TestHandlerPanic(t *testing.T) {
 	}
 	if out := raw(t, "tcp", addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200 OK\r\n") {
 		t.Errorf("after a panic: %q", out)
+	}
+	if out := raw(t, "tcp", addr, "GET /zero HTTP/1.1\r\nHost: x\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 500 Internal Server Error\r\n") {
+		t.Errorf("a status 0: %q", out)
 	}
 	<-logMu
 	defer func() { logMu <- struct{}{} }()

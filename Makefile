@@ -7,7 +7,7 @@ PKGS    := ./...
 # deadline exceeded" from the fuzz coordinator (golang/go#75804).
 FUZZTIME ?= 20000x
 # Fuzz targets: package:Target, each run for FUZZTIME by `make fuzz`.
-FUZZ    := ./internal/nfq:FuzzProcess ./internal/inet:FuzzWalkIPv6 ./internal/inet:FuzzChecksum ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode ./fwknop:FuzzVerify ./fwknop:FuzzPlaintext ./internal/knockdconf:FuzzConvert
+FUZZ    := ./internal/nfq:FuzzProcess ./internal/inet:FuzzWalkIPv6 ./internal/inet:FuzzChecksum ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode ./fwknop:FuzzVerify ./fwknop:FuzzPlaintext ./internal/knockdconf:FuzzConvert ./internal/httpx:FuzzReadRequest ./internal/httpx:FuzzReadResponse
 
 .PHONY: all build cross dist deps demo test unit vet vet32 fmt-check fuzz bench bench-e2e package-test clean
 
@@ -45,8 +45,11 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 
+# -tags genman: cmd/knockwall's man-page generator, which only the
+# packaging builds (packaging/dist.sh).
 vet:
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags genman ./cmd/knockwall/
 
 # Routers are 32-bit and big-endian too: compile (with tests) for arm, and
 # the daemon for big-endian mips, so int overflows and the like fail here.
@@ -60,6 +63,7 @@ vet32:
 # network.
 unit:
 	$(GO) test -race -count=1 $$($(GO) list $(PKGS) | grep -v /e2e$$)
+	$(GO) test -race -count=1 -tags genman -run GenMan ./cmd/knockwall/
 	$(GO) test -race -count=1 -parallel 4 ./e2e/
 
 fuzz:

@@ -510,7 +510,9 @@ func TestShippedConfig(t *testing.T) {
 }
 
 // TestCopyrightCoversBinary: every module linked into the binary is in the
-// copyright file, so a new dependency cannot ship without its license.
+// copyright file, so a new dependency cannot ship without its license;
+// and every module the file names is in the binary, so it says what
+// ships, not what once did.
 func TestCopyrightCoversBinary(t *testing.T) {
 	dist := distDir(t)
 	bi, err := buildinfo.ReadFile(filepath.Join(dist, "knockwall-linux-amd64"))
@@ -518,9 +520,18 @@ func TestCopyrightCoversBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	copyright := string(readFile(t, "copyright"))
+	inBinary := map[string]bool{"*": true, "go-stdlib": true}
 	for _, d := range bi.Deps {
+		inBinary[d.Path] = true
 		if !regexp.MustCompile(`(?m)^Files:.*\s` + regexp.QuoteMeta(d.Path) + `(\s|$)`).MatchString(copyright) {
 			t.Errorf("packaging/copyright has no Files: paragraph for %s %s", d.Path, d.Version)
+		}
+	}
+	for _, m := range regexp.MustCompile(`(?m)^Files:(.*)$`).FindAllStringSubmatch(copyright, -1) {
+		for _, path := range strings.Fields(m[1]) {
+			if !inBinary[path] {
+				t.Errorf("packaging/copyright names %s, which is not in the binary", path)
+			}
 		}
 	}
 }

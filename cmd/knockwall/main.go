@@ -76,10 +76,17 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 		newGrantCmd(env),
 		newRevokeCmd(env),
 		newReloadCmd(env),
-		newManCmd(env),
 	)
+	for _, c := range buildCommands {
+		root.AddCommand(c(env))
+	}
 	return root
 }
+
+// buildCommands are commands that files under build tags add from their
+// init: gen-man (-tags genman), a build step kept out of the shipped
+// binary.
+var buildCommands []func(environment) *cobra.Command
 
 // environment is the process environment, passed down rather than read deep
 // inside, so commands are testable.

@@ -1,3 +1,9 @@
+//go:build genman
+
+// The man-page generator (cobra/doc, go-md2man, blackfriday) is ~0.3 MB
+// of a router's binary that only the packaging runs, on the build host:
+// packaging/dist.sh builds a binary with -tags genman for it.
+
 package main
 
 import (
@@ -9,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 )
+
+func init() { buildCommands = append(buildCommands, newManCmd) }
 
 // manSection is 8: the binary is installed in /usr/sbin and its main job,
 // run, is a system daemon.

@@ -67,12 +67,7 @@ func (o *operate) serve(d *daemon.Daemon) {
 		}()
 	}
 	if o.metLn != nil {
-		reg, err := metrics.NewRegistry(d)
-		if err != nil {
-			o.log.Error("metrics: not served", "err", err)
-			return
-		}
-		o.met = metrics.NewServer(reg, o.log)
+		o.met = metrics.NewServer(metrics.NewCollector(d), o.log)
 		o.log.Info("metrics ready", "listen", o.metLn.Addr().String(), "path", metrics.Path)
 		o.served.Add(1)
 		go func() {

@@ -6,12 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
-	"net/http"
 	"net/url"
 
+	"github.com/knockwall/knockwall/internal/httpx"
 	"github.com/knockwall/knockwall/rules"
 )
 
@@ -52,32 +51,38 @@ func (e *APIError) Unwrap() error {
 	switch {
 	case e.InvalidConfig:
 		return rules.ErrInvalid
-	case e.Status == http.StatusForbidden:
+	case e.Status == httpx.StatusForbidden:
 		return ErrForbidden
-	case e.Status == http.StatusNotFound:
+	case e.Status == httpx.StatusNotFound:
 		return ErrNotFound
-	case e.Status == http.StatusBadRequest:
+	case e.Status == httpx.StatusBadRequest:
 		return ErrBadRequest
 	}
 	return nil
 }
 
+// maxAnswer bounds an answer's body: a status or a list of grants of a
+// full grant table is well under it.
+const maxAnswer = 16 << 20
+
 // Client talks to the control socket at a path.
 type Client struct {
 	path string
-	hc   *http.Client
+	hc   *httpx.Client
 }
 
-// NewClient is a client of the socket at path.
+// NewClient is a client of the socket at path. Each request has its own
+// connection; a request's context bounds it.
 func NewClient(path string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	return &Client{path: path, hc: &httpx.Client{
+		Dial: func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
-		DisableKeepAlives: true,
-	}
-	return &Client{path: path, hc: &http.Client{Transport: tr}}
+		// A placeholder: the socket is the address.
+		Host:             "knockwall",
+		MaxResponseBytes: maxAnswer,
+	}}
 }
 
 // Path is the socket's path.
@@ -86,21 +91,21 @@ func (c *Client) Path() string { return c.path }
 // Status asks for the daemon's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status
-	err := c.do(ctx, http.MethodGet, PathStatus, nil, &s)
+	err := c.do(ctx, "GET", PathStatus, nil, &s)
 	return s, err
 }
 
 // Grants lists the live grants.
 func (c *Client) Grants(ctx context.Context) ([]Grant, error) {
 	var g Grants
-	err := c.do(ctx, http.MethodGet, PathGrants, nil, &g)
+	err := c.do(ctx, "GET", PathGrants, nil, &g)
 	return g.Grants, err
 }
 
 // Grant grants a service to a source.
 func (c *Client) Grant(ctx context.Context, req GrantRequest) (Grant, error) {
 	var g Grant
-	err := c.do(ctx, http.MethodPost, PathGrants, req, &g)
+	err := c.do(ctx, "POST", PathGrants, req, &g)
 	return g, err
 }
 
@@ -112,54 +117,38 @@ func (c *Client) Revoke(ctx context.Context, src, service string) (int, error) {
 		q.Set("service", service)
 	}
 	var r Revoked
-	err := c.do(ctx, http.MethodDelete, PathGrants+"?"+q.Encode(), nil, &r)
+	err := c.do(ctx, "DELETE", PathGrants+"?"+q.Encode(), nil, &r)
 	return r.Revoked, err
 }
 
 // Reload asks the daemon to read its configuration again.
 func (c *Client) Reload(ctx context.Context) error {
 	var r Reloaded
-	return c.do(ctx, http.MethodPost, PathReload, nil, &r)
+	return c.do(ctx, "POST", PathReload, nil, &r)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
+	var contentType string
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+		body, contentType = b, "application/json"
 	}
-	// The host is a placeholder: the transport dials the socket.
-	req, err := http.NewRequestWithContext(ctx, method, "http://knockwall"+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return &UnreachableError{Path: c.path, Err: err}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	resp, err := c.hc.Do(ctx, method, path, contentType, body)
 	if err != nil {
 		return &UnreachableError{Path: c.path, Err: err}
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.Status != httpx.StatusOK {
 		var e Error
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b))
+		if json.Unmarshal(resp.Body, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("%d %s: %s", resp.Status, httpx.StatusText(resp.Status), bytes.TrimSpace(resp.Body))
 		}
-		return &APIError{Status: resp.StatusCode, Msg: e.Error, InvalidConfig: e.InvalidConfig}
+		return &APIError{Status: resp.Status, Msg: e.Error, InvalidConfig: e.InvalidConfig}
 	}
-	if err := json.Unmarshal(b, out); err != nil {
+	if err := json.Unmarshal(resp.Body, out); err != nil {
 		return fmt.Errorf("the daemon's answer: %w", err)
 	}
 	return nil

@@ -1,6 +1,9 @@
 // Package control is knockwall's control socket: HTTP and JSON over a unix
 // socket (so `curl --unix-socket` works), served inside the daemon, for the
 // `knockwall status`, `grants`, `grant`, `revoke` and `reload` commands.
+// Server and Client speak HTTP/1.1 through internal/httpx (one request per
+// connection, bounded in size and time), not net/http, which costs
+// megabytes of a router's binary (bench/RESULTS.md).
 //
 //	GET    /v1/status                     Status
 //	GET    /v1/grants                     Grants
@@ -16,13 +19,13 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -30,23 +33,28 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/internal/daemon"
+	"github.com/knockwall/knockwall/internal/httpx"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
 )
 
 // Limits of the server.
 const (
-	// MaxBody bounds a request's body.
+	// MaxBody bounds a request's body; a larger one is answered 413.
 	MaxBody = 64 << 10
 	// MaxGrantFor bounds an operator's grant: a year and a day is longer
 	// than any maintenance window, and far from the tracker's clock limit.
 	MaxGrantFor = 366 * 24 * time.Hour
-	// readHeaderTimeout bounds a client that connects and says nothing.
-	readHeaderTimeout = 5 * time.Second
-	// writeTimeout bounds one request, a reload (a firewall rewrite)
-	// included.
+	// readTimeout bounds the reading of a request, so a client that
+	// connects and says nothing, or trickles, is cut off.
+	readTimeout = 5 * time.Second
+	// writeTimeout bounds one request after it is read, a reload (a
+	// firewall rewrite) included.
 	writeTimeout = time.Minute
-	idleTimeout  = time.Minute
+	// maxConns bounds the connections served at once; more are answered
+	// 503. Operators' commands come one at a time; this is room for
+	// scripts.
+	maxConns = 16
 )
 
 // Log attribute keys.
@@ -83,9 +91,15 @@ type Config struct {
 
 // Server serves the control API.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
-	srv *http.Server
+	cfg    Config
+	routes []route
+	srv    *httpx.Server
+}
+
+// route is one endpoint.
+type route struct {
+	method, path string
+	h            func(ctx context.Context, r *httpx.Request) httpx.Response
 }
 
 // New builds a server.
@@ -96,158 +110,165 @@ func New(cfg Config) *Server {
 	if cfg.UID == 0 {
 		cfg.UID = uint32(os.Geteuid())
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET "+PathStatus, s.status)
-	s.mux.HandleFunc("GET "+PathGrants, s.grants)
-	s.mux.HandleFunc("POST "+PathGrants, s.grant)
-	s.mux.HandleFunc("DELETE "+PathGrants, s.revoke)
-	s.mux.HandleFunc("POST "+PathReload, s.reload)
-	s.srv = &http.Server{
-		Handler:           s,
-		ConnContext:       connContext,
-		ReadHeaderTimeout: readHeaderTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+	s := &Server{cfg: cfg}
+	s.routes = []route{
+		{"GET", PathStatus, s.status},
+		{"GET", PathGrants, s.grants},
+		{"POST", PathGrants, s.grant},
+		{"DELETE", PathGrants, s.revoke},
+		{"POST", PathReload, s.reload},
 	}
+	s.srv = httpx.NewServer(httpx.Config{
+		Handler:      s.serveConn,
+		Limits:       httpx.Limits{MaxBodyBytes: MaxBody},
+		ReadTimeout:  readTimeout,
+		WriteTimeout: writeTimeout,
+		MaxConns:     maxConns,
+		// Every answer but a 200 is an Error, refusals of the HTTP layer
+		// (413, 431, 503, ...) included.
+		ErrorResponse: errorResponse,
+		Log:           cfg.Log,
+	})
 	return s
 }
 
 // Serve answers connections on ln until Shutdown; it then returns nil.
-func (s *Server) Serve(ln net.Listener) error {
-	if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
-}
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 
 // Shutdown stops accepting, waits for requests under way until ctx ends,
 // then closes what is left.
-func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		s.srv.Close()
-	}
-	return err
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+
+// serveConn serves a request with its connection's peer, as the kernel
+// says.
+func (s *Server) serveConn(ctx context.Context, r *httpx.Request) httpx.Response {
+	p, err := peerOf(r.Conn)
+	return s.serve(withPeer(ctx, p, err), r)
 }
 
-// ServeHTTP checks the peer, then routes.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	p, err := peerFrom(r.Context())
+// serve checks the peer in ctx, then routes.
+func (s *Server) serve(ctx context.Context, r *httpx.Request) httpx.Response {
+	p, err := peerFrom(ctx)
 	if err != nil {
 		s.cfg.Log.Warn("control: peer refused: credentials unknown", keyErr, err)
-		writeError(w, http.StatusForbidden, "forbidden: the peer's credentials are unknown")
-		return
+		return errorResponse(httpx.StatusForbidden, "forbidden: the peer's credentials are unknown")
 	}
 	if p.UID != 0 && p.UID != s.cfg.UID {
-		s.cfg.Log.Warn("control: peer refused", keyUID, p.UID, keyPID, p.PID, "path", r.URL.Path)
-		writeError(w, http.StatusForbidden, fmt.Sprintf("forbidden: uid %d may not use the control socket (root or uid %d only)", p.UID, s.cfg.UID))
-		return
+		s.cfg.Log.Warn("control: peer refused", keyUID, p.UID, keyPID, p.PID, "path", r.Path)
+		return errorResponse(httpx.StatusForbidden, fmt.Sprintf("forbidden: uid %d may not use the control socket (root or uid %d only)", p.UID, s.cfg.UID))
 	}
-	s.mux.ServeHTTP(w, r)
+	var allow []string
+	for _, rt := range s.routes {
+		if rt.path != r.Path {
+			continue
+		}
+		// HEAD is GET without the body (the server drops it).
+		if rt.method == r.Method || (rt.method == "GET" && r.Method == "HEAD") {
+			return rt.h(ctx, r)
+		}
+		allow = append(allow, rt.method)
+		if rt.method == "GET" {
+			allow = append(allow, "HEAD")
+		}
+	}
+	if allow == nil {
+		return errorResponse(httpx.StatusNotFound, fmt.Sprintf("no endpoint %s (%s, %s, %s)", r.Path, PathStatus, PathGrants, PathReload))
+	}
+	resp := errorResponse(httpx.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.Path, strings.Join(allow, ", ")))
+	resp.Allow = strings.Join(allow, ", ")
+	return resp
 }
 
-func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+func (s *Server) status(context.Context, *httpx.Request) httpx.Response {
 	d := s.cfg.Daemon
-	writeJSON(w, http.StatusOK, statusOf(d.Stats(), d.Services(), s.cfg.Now()))
+	return jsonResponse(httpx.StatusOK, statusOf(d.Stats(), d.Services(), s.cfg.Now()))
 }
 
-func (s *Server) grants(w http.ResponseWriter, r *http.Request) {
+func (s *Server) grants(context.Context, *httpx.Request) httpx.Response {
 	now := s.cfg.Now()
 	out := Grants{Grants: []Grant{}}
 	for _, g := range s.cfg.Daemon.Grants() {
 		out.Grants = append(out.Grants, grantOf(g, now))
 	}
-	writeJSON(w, http.StatusOK, out)
+	return jsonResponse(httpx.StatusOK, out)
 }
 
-func (s *Server) grant(w http.ResponseWriter, r *http.Request) {
-	p, _ := peerFrom(r.Context())
+func (s *Server) grant(ctx context.Context, r *httpx.Request) httpx.Response {
+	p, _ := peerFrom(ctx)
 	var req GrantRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
-		return
+		return errorResponse(httpx.StatusBadRequest, "bad request body: "+err.Error())
 	}
 	src, err := parseSrc(req.Src)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return errorResponse(httpx.StatusBadRequest, err.Error())
 	}
 	var dur time.Duration
 	if req.For != "" {
 		if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 || dur > MaxGrantFor {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("for: %q is not a positive duration of at most %s (e.g. 10m, 1h)", req.For, MaxGrantFor))
-			return
+			return errorResponse(httpx.StatusBadRequest, fmt.Sprintf("for: %q is not a positive duration of at most %s (e.g. 10m, 1h)", req.For, MaxGrantFor))
 		}
 	}
 	if err := s.knownService(req.Service, false); err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
-		return
+		return errorResponse(httpx.StatusNotFound, err.Error())
 	}
 	log := s.cfg.Log.With(keyAction, "grant", keyUID, p.UID, keyPID, p.PID, keySrc, src.String(), keyService, req.Service, "for", req.For)
-	until, err := s.cfg.Daemon.Grant(r.Context(), src, req.Service, dur, p.who())
+	until, err := s.cfg.Daemon.Grant(ctx, src, req.Service, dur, p.who())
 	if err != nil {
 		log.Info("control", keyErr, err)
-		code := http.StatusInternalServerError
+		code := httpx.StatusInternalServerError
 		if errors.Is(err, tracker.ErrGrantTableFull) {
-			code = http.StatusServiceUnavailable
+			code = httpx.StatusServiceUnavailable
 		}
-		writeError(w, code, err.Error())
-		return
+		return errorResponse(code, err.Error())
 	}
 	log.Info("control", "until", until.UTC().Format(time.RFC3339))
 	now := s.cfg.Now()
 	for _, g := range s.cfg.Daemon.Grants() {
 		if g.Src == src.Unmap() && g.Service == req.Service {
-			writeJSON(w, http.StatusOK, grantOf(g, now))
-			return
+			return jsonResponse(httpx.StatusOK, grantOf(g, now))
 		}
 	}
 	// Lapsed already (a grant shorter than this request took).
-	writeJSON(w, http.StatusOK, Grant{Src: src.Unmap(), Service: req.Service, Expires: until.UTC(), How: tracker.MethodManual.String()})
+	return jsonResponse(httpx.StatusOK, Grant{Src: src.Unmap(), Service: req.Service, Expires: until.UTC(), How: tracker.MethodManual.String()})
 }
 
-func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
-	p, _ := peerFrom(r.Context())
-	q := r.URL.Query()
+func (s *Server) revoke(ctx context.Context, r *httpx.Request) httpx.Response {
+	p, _ := peerFrom(ctx)
+	q := r.Query
 	src, err := parseSrc(q.Get("src"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return errorResponse(httpx.StatusBadRequest, err.Error())
 	}
 	service := q.Get("service")
 	if err := s.knownService(service, true); err != nil {
-		writeError(w, http.StatusNotFound, err.Error())
-		return
+		return errorResponse(httpx.StatusNotFound, err.Error())
 	}
 	log := s.cfg.Log.With(keyAction, "revoke", keyUID, p.UID, keyPID, p.PID, keySrc, src.String(), keyService, service)
-	ended, err := s.cfg.Daemon.Revoke(r.Context(), src, service, p.who())
+	ended, err := s.cfg.Daemon.Revoke(ctx, src, service, p.who())
 	if err != nil {
 		log.Info("control", "grants", len(ended), keyErr, err)
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
+		return errorResponse(httpx.StatusInternalServerError, err.Error())
 	}
 	log.Info("control", "grants", len(ended))
-	writeJSON(w, http.StatusOK, Revoked{Revoked: len(ended)})
+	return jsonResponse(httpx.StatusOK, Revoked{Revoked: len(ended)})
 }
 
-func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
-	p, _ := peerFrom(r.Context())
+func (s *Server) reload(ctx context.Context, _ *httpx.Request) httpx.Response {
+	p, _ := peerFrom(ctx)
 	log := s.cfg.Log.With(keyAction, "reload", keyUID, p.UID, keyPID, p.PID)
-	err := s.cfg.Daemon.Reload(r.Context())
+	err := s.cfg.Daemon.Reload(ctx)
 	if err != nil {
 		log.Info("control", keyErr, err)
 		if errors.Is(err, rules.ErrInvalid) {
-			writeJSON(w, http.StatusUnprocessableEntity, Error{Error: err.Error(), InvalidConfig: true})
-			return
+			return jsonResponse(httpx.StatusUnprocessableEntity, Error{Error: err.Error(), InvalidConfig: true})
 		}
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
+		return errorResponse(httpx.StatusInternalServerError, err.Error())
 	}
 	log.Info("control", "reloaded", true)
-	writeJSON(w, http.StatusOK, Reloaded{Reloaded: true})
+	return jsonResponse(httpx.StatusOK, Reloaded{Reloaded: true})
 }
 
 // knownService checks that name is a service in force ("" passes when
@@ -275,14 +296,15 @@ func parseSrc(s string) (netip.Addr, error) {
 	return a, nil
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
+// jsonResponse is v, indented, as the answer.
+func jsonResponse(code int, v any) httpx.Response {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
+	return httpx.Response{Status: code, ContentType: "application/json", Body: b.Bytes()}
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, Error{Error: msg})
+func errorResponse(code int, msg string) httpx.Response {
+	return jsonResponse(code, Error{Error: msg})
 }

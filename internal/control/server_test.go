@@ -1,13 +1,14 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/internal/daemon"
+	"github.com/knockwall/knockwall/internal/httpx"
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
@@ -88,7 +90,37 @@ func (f *fakeDaemon) Reload(context.Context) error {
 	return f.reloadErr
 }
 
-func newTestServer(d *fakeDaemon, log *bytes.Buffer) *Server {
+// newRequest is a request as the server reads it off a connection.
+func newRequest(t *testing.T, method, target, body string) *httpx.Request {
+	t.Helper()
+	raw := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: knockwall\r\nContent-Length: %d\r\n\r\n%s", method, target, len(body), body)
+	r, err := httpx.ReadRequest(bufio.NewReader(strings.NewReader(raw)), httpx.Limits{MaxBodyBytes: MaxBody})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// lockedBuffer is a log that a server's goroutines write while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newTestServer(d *fakeDaemon, log io.Writer) *Server {
 	return New(Config{Daemon: d, Log: slog.New(slog.NewJSONHandler(log, nil)), Now: func() time.Time { return t0.Add(time.Minute) }, UID: 1000})
 }
 
@@ -164,17 +196,17 @@ func TestHandlers(t *testing.T) {
 				tt.fake = &fakeDaemon{}
 			}
 			s := newTestServer(tt.fake, &log)
-			r := httptest.NewRequest(tt.method, tt.target, strings.NewReader(tt.body))
+			r := newRequest(t, tt.method, tt.target, tt.body)
+			var ctx context.Context
 			if tt.peer != nil {
-				r = r.WithContext(withPeer(r.Context(), *tt.peer, nil))
+				ctx = withPeer(context.Background(), *tt.peer, nil)
 			} else {
-				r = r.WithContext(withPeer(r.Context(), Peer{}, errors.New("no SO_PEERCRED")))
+				ctx = withPeer(context.Background(), Peer{}, errors.New("no SO_PEERCRED"))
 			}
-			w := httptest.NewRecorder()
-			s.ServeHTTP(w, r)
-			body := w.Body.String()
-			if w.Code != tt.wantCode {
-				t.Fatalf("code %d, want %d; body %s", w.Code, tt.wantCode, body)
+			w := s.serve(ctx, r)
+			body := string(w.Body)
+			if w.Status != tt.wantCode {
+				t.Fatalf("code %d, want %d; body %s", w.Status, tt.wantCode, body)
 			}
 			for _, want := range tt.wantBody {
 				if !strings.Contains(body, want) {
@@ -198,7 +230,7 @@ func TestHandlers(t *testing.T) {
 			}
 			if tt.wantCode != 200 {
 				var e Error
-				if err := json.Unmarshal(w.Body.Bytes(), &e); (err != nil || e.Error == "") && w.Code != 405 && w.Code != 404 {
+				if err := json.Unmarshal(w.Body, &e); (err != nil || e.Error == "") && w.Status != 405 && w.Status != 404 {
 					t.Errorf("error answer is not an Error: %s", body)
 				}
 			}
@@ -216,8 +248,7 @@ func TestWhoIsLogged(t *testing.T) {
 		{"DELETE", PathGrants + "?src=10.0.0.1", ""},
 		{"POST", PathReload, ""},
 	} {
-		r := httptest.NewRequest(req.method, req.target, strings.NewReader(req.body))
-		s.ServeHTTP(httptest.NewRecorder(), r.WithContext(withPeer(r.Context(), Peer{UID: 1000, PID: 3}, nil)))
+		s.serve(withPeer(context.Background(), Peer{UID: 1000, PID: 3}, nil), newRequest(t, req.method, req.target, req.body))
 	}
 	var actions []string
 	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {

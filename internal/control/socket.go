@@ -93,13 +93,8 @@ func peerFrom(ctx context.Context) (Peer, error) {
 	return r.p, r.err
 }
 
-// connContext records the peer of each connection, once, for its
-// requests.
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	p, err := peerOf(c)
-	return withPeer(ctx, p, err)
-}
-
+// peerOf is the peer of a unix socket connection; each connection carries
+// one request, so it is asked once per request.
 func peerOf(c net.Conn) (Peer, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {

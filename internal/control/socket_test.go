@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -88,7 +90,7 @@ func TestClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	fake := &fakeDaemon{}
-	var log bytes.Buffer
+	var log lockedBuffer
 	s := newTestServer(fake, &log)
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
@@ -139,5 +141,68 @@ func TestClient(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "none.sock")
 	if _, err := NewClient(missing).Status(ctx); !errors.As(err, &ue) || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("Status of no daemon: %v; want an UnreachableError naming %s", err, missing)
+	}
+}
+
+// TestCurlLike: what `curl --unix-socket` gets, through Go's own HTTP
+// client: the API's answers, and the HTTP layer's refusals as Errors too.
+func TestCurlLike(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(&fakeDaemon{}, io.Discard)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}
+	tests := []struct {
+		method, target string
+		body           io.Reader
+		wantCode       int
+		wantBody       string
+		wantAllow      string
+	}{
+		{"GET", PathStatus, nil, 200, `"version": "1.2.3"`, ""},
+		{"HEAD", PathStatus, nil, 200, "", ""},
+		{"GET", "http://knockwall" + PathGrants, nil, 200, `"grants": []`, ""},
+		{"PUT", PathReload, nil, 405, `"error": "PUT /v1/reload: use POST"`, "POST"},
+		{"POST", PathStatus, nil, 405, `"error"`, "GET, HEAD"},
+		{"GET", "/v2/status", nil, 404, `"error": "no endpoint /v2/status`, ""},
+		{"POST", PathGrants, bytes.NewReader(make([]byte, MaxBody+1)), 413, `"error": "Content Too Large`, ""},
+		{"POST", PathGrants, io.MultiReader(strings.NewReader(`{}`)), 411, `"error": "Length Required`, ""}, // chunked
+	}
+	for _, tt := range tests {
+		req, err := http.NewRequest(tt.method, "http://knockwall"+strings.TrimPrefix(tt.target, "http://knockwall"), tt.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tt.method, tt.target, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.wantCode || !strings.Contains(string(body), tt.wantBody) || resp.Header.Get("Allow") != tt.wantAllow {
+			t.Errorf("%s %s: %s Allow %q\n%s", tt.method, tt.target, resp.Status, resp.Header.Get("Allow"), body)
+		}
+		if tt.method != "HEAD" && resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: Content-Type %q", tt.method, tt.target, resp.Header.Get("Content-Type"))
+		}
 	}
 }

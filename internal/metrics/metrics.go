@@ -1,147 +1,221 @@
 // Package metrics exposes knockwall's counters to Prometheus (opt-in:
-// metrics.listen).
+// metrics.listen), in the text exposition format, version 0.0.4.
 //
-// Nothing is counted here: a custom Collector reads the daemon's Stats at
-// scrape time, so the packet path carries no metrics code beyond the
-// per-queue atomic counters the daemon keeps anyway. Labels are bounded
-// (verdict, reason, event, result, method, queue); no metric is labelled
-// by source address. The collector is registered on a registry of its own,
-// never the global default one.
+// Nothing is counted here: a Collector reads the daemon's Stats at scrape
+// time, so the packet path carries no metrics code beyond the per-queue
+// atomic counters the daemon keeps anyway. Labels are bounded (verdict,
+// reason, event, result, method, queue); no metric is labelled by source
+// address.
+//
+// The format is written here, not by client_golang: a handful of
+// counters and gauges need none of its machinery, and linking it costs
+// ~2.4 MB of a router's binary (it brings google.golang.org/protobuf,
+// whose use of reflect.Value.MethodByName makes the linker keep every
+// exported method of every reachable type), plus net/http for promhttp.
+// The tests read the output back with prometheus/common's expfmt parser,
+// register it on client_golang's pedantic registry and lint it with its
+// promlint, so Prometheus's own code checks what is served.
 package metrics
 
 import (
+	"math"
 	"runtime"
 	"strconv"
-
-	"github.com/prometheus/client_golang/prometheus"
+	"strings"
 
 	"github.com/knockwall/knockwall/internal/daemon"
 	"github.com/knockwall/knockwall/tracker"
 	"github.com/knockwall/knockwall/verdict"
 )
 
+// ContentType is the type of the text exposition format 0.0.4.
+const ContentType = "text/plain; version=0.0.4; charset=utf-8"
+
 const namespace = "knockwall"
+
+// Metric types.
+const (
+	counter = "counter"
+	gauge   = "gauge"
+)
 
 // Source is what the collector reads at scrape time (*daemon.Daemon).
 type Source interface {
 	Stats() daemon.Stats
 }
 
-// Collector turns a Source's Stats into metrics at each scrape.
+// Collector turns a Source's Stats into the exposition format at each
+// scrape.
 type Collector struct {
 	src Source
-
-	verdicts, knocks, grants, tokens                     *prometheus.Desc
-	grantsRefused, grantsActive, grantsExhausted         *prometheus.Desc
-	pending, evicted, rateLimited                        *prometheus.Desc
-	queuePackets, queueOverruns, queueVerdictErrors      *prometheus.Desc
-	kernelQueueDropped, kernelUserDropped, kernelWaiting *prometheus.Desc
-	heals, reloads, buildInfo, startTime, fastPath       *prometheus.Desc
-}
-
-func desc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(namespace+"_"+name, help, labels, nil)
 }
 
 // NewCollector reads src at each scrape.
 func NewCollector(src Source) *Collector {
-	return &Collector{
-		src:                src,
-		verdicts:           desc("verdicts_total", "Packets judged, by verdict and reason.", "verdict", "reason"),
-		knocks:             desc("knocks_total", "Knocks, by what they did to their source's progress.", "event"),
-		grants:             desc("grants_total", "Grants made, by how (sequence, spa, fwknop, manual).", "method"),
-		tokens:             desc("spa_tokens_total", "SPA tokens, by result (ok, or why refused).", "result"),
-		grantsRefused:      desc("grants_refused_total", "Grants refused because the grant table was full of live grants."),
-		grantsActive:       desc("grants_active", "Live (source, service) grants."),
-		grantsExhausted:    desc("grants_exhausted_total", "SYNs refused because their source's one-shot grants had no connection left."),
-		pending:            desc("pending_sources", "Sources with knock progress."),
-		evicted:            desc("pending_evicted_total", "Sources whose knock progress was evicted to make room."),
-		rateLimited:        desc("rate_limited_total", "Knock attempts refused by the per-source rate limit."),
-		queuePackets:       desc("queue_packets_total", "Packets received from the kernel, by NFQUEUE number.", "queue"),
-		queueOverruns:      desc("queue_overruns_total", "Times the kernel reported a full socket buffer (ENOBUFS), by NFQUEUE number.", "queue"),
-		queueVerdictErrors: desc("queue_verdict_errors_total", "Verdicts the kernel refused, by NFQUEUE number.", "queue"),
-		kernelQueueDropped: desc("kernel_queue_dropped_total", "Packets the kernel dropped because a queue was full (queue.max_len)."),
-		kernelUserDropped:  desc("kernel_user_dropped_total", "Packets the kernel dropped because a queue's socket buffer was full."),
-		kernelWaiting:      desc("kernel_queue_waiting", "Packets queued in the kernel awaiting a verdict."),
-		heals:              desc("firewall_heals_total", "Times firewall rules removed by someone else were put back."),
-		reloads:            desc("reloads_total", "Configuration reloads that took effect."),
-		buildInfo:          desc("build_info", "Always 1; the labels say what runs.", "version", "goversion", "backend"),
-		startTime:          desc("start_time_seconds", "When the daemon started, in seconds since the Unix epoch."),
-		fastPath:           desc("fast_path", "1 when grants are mirrored into the kernel's fast path."),
-	}
+	return &Collector{src: src}
 }
 
-// Describe sends every metric's description.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.verdicts, c.knocks, c.grants, c.tokens, c.grantsRefused, c.grantsActive, c.grantsExhausted,
-		c.pending, c.evicted, c.rateLimited, c.queuePackets, c.queueOverruns, c.queueVerdictErrors,
-		c.kernelQueueDropped, c.kernelUserDropped, c.kernelWaiting, c.heals, c.reloads, c.buildInfo, c.startTime, c.fastPath} {
-		ch <- d
-	}
-}
-
-// Collect reads the source once and sends every metric. Every label value
-// that can occur is sent, zero or not, so rates start from the first
-// scrape.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+// AppendText reads the source once and appends every metric to b, in the
+// text exposition format: families sorted by name, each a HELP and a TYPE
+// line and its samples, label names sorted. Every label value that can
+// occur is written, zero or not, so rates start from the first scrape.
+func (c *Collector) AppendText(b []byte) []byte {
 	st := c.src.Stats()
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
 	n := &st.Counts
-	for v := range n.Verdicts {
-		for r, count := range n.Verdicts[v] {
-			counter(c.verdicts, count, verdict.Verdict(v).String(), verdict.Reason(r).String())
-		}
-	}
-	for e, count := range n.Knocks {
-		if tracker.Event(e) != tracker.EventNone {
-			counter(c.knocks, count, tracker.Event(e).String())
-		}
-	}
-	for m, count := range n.Grants {
-		if m != 0 {
-			counter(c.grants, count, tracker.Method(m).String())
-		}
-	}
-	for i, count := range n.Tokens {
-		counter(c.tokens, count, daemon.TokenResults[i])
-	}
 	t := st.Tracker
-	counter(c.grantsRefused, t.RefusedGrants)
-	gauge(c.grantsActive, float64(t.Grants))
-	counter(c.grantsExhausted, t.Exhausted)
-	gauge(c.pending, float64(t.Pending))
-	counter(c.evicted, t.EvictedPending)
-	counter(c.rateLimited, t.Limited)
-	for _, q := range st.Queues {
-		num := strconv.Itoa(int(q.Num))
-		counter(c.queuePackets, q.Packets, num)
-		counter(c.queueOverruns, q.Overruns, num)
-		counter(c.queueVerdictErrors, q.VerdictErrors, num)
-	}
-	counter(c.kernelQueueDropped, st.Kernel.QueueDropped)
-	counter(c.kernelUserDropped, st.Kernel.UserDropped)
-	gauge(c.kernelWaiting, float64(st.Kernel.Waiting))
-	counter(c.heals, st.Heals)
-	counter(c.reloads, st.Reloads)
-	gauge(c.buildInfo, 1, st.Version, runtime.Version(), st.Backend)
-	gauge(c.startTime, float64(st.Started.UnixNano())/1e9)
+	w := writer{b: b}
+
+	w.family("build_info", gauge, "Always 1; the labels say what runs.")
+	w.gauge("build_info", 1, "backend", st.Backend, "goversion", runtime.Version(), "version", st.Version)
+	w.family("fast_path", gauge, "1 when grants are mirrored into the kernel's fast path.")
 	fp := 0.0
 	if st.FastPath {
 		fp = 1
 	}
-	gauge(c.fastPath, fp)
+	w.gauge("fast_path", fp)
+	w.family("firewall_heals_total", counter, "Times firewall rules removed by someone else were put back.")
+	w.counter("firewall_heals_total", st.Heals)
+	w.family("grants_active", gauge, "Live (source, service) grants.")
+	w.gauge("grants_active", float64(t.Grants))
+	w.family("grants_exhausted_total", counter, "SYNs refused because their source's one-shot grants had no connection left.")
+	w.counter("grants_exhausted_total", t.Exhausted)
+	w.family("grants_refused_total", counter, "Grants refused because the grant table was full of live grants.")
+	w.counter("grants_refused_total", t.RefusedGrants)
+	w.family("grants_total", counter, "Grants made, by how (sequence, spa, fwknop, manual).")
+	for m, count := range n.Grants {
+		if m != 0 {
+			w.counter("grants_total", count, "method", tracker.Method(m).String())
+		}
+	}
+	w.family("kernel_queue_dropped_total", counter, "Packets the kernel dropped because a queue was full (queue.max_len).")
+	w.counter("kernel_queue_dropped_total", st.Kernel.QueueDropped)
+	w.family("kernel_queue_waiting", gauge, "Packets queued in the kernel awaiting a verdict.")
+	w.gauge("kernel_queue_waiting", float64(st.Kernel.Waiting))
+	w.family("kernel_user_dropped_total", counter, "Packets the kernel dropped because a queue's socket buffer was full.")
+	w.counter("kernel_user_dropped_total", st.Kernel.UserDropped)
+	w.family("knocks_total", counter, "Knocks, by what they did to their source's progress.")
+	for e, count := range n.Knocks {
+		if tracker.Event(e) != tracker.EventNone {
+			w.counter("knocks_total", count, "event", tracker.Event(e).String())
+		}
+	}
+	w.family("pending_evicted_total", counter, "Sources whose knock progress was evicted to make room.")
+	w.counter("pending_evicted_total", t.EvictedPending)
+	w.family("pending_sources", gauge, "Sources with knock progress.")
+	w.gauge("pending_sources", float64(t.Pending))
+	w.family("queue_overruns_total", counter, "Times the kernel reported a full socket buffer (ENOBUFS), by NFQUEUE number.")
+	for _, q := range st.Queues {
+		w.counter("queue_overruns_total", q.Overruns, "queue", strconv.Itoa(int(q.Num)))
+	}
+	w.family("queue_packets_total", counter, "Packets received from the kernel, by NFQUEUE number.")
+	for _, q := range st.Queues {
+		w.counter("queue_packets_total", q.Packets, "queue", strconv.Itoa(int(q.Num)))
+	}
+	w.family("queue_verdict_errors_total", counter, "Verdicts the kernel refused, by NFQUEUE number.")
+	for _, q := range st.Queues {
+		w.counter("queue_verdict_errors_total", q.VerdictErrors, "queue", strconv.Itoa(int(q.Num)))
+	}
+	w.family("rate_limited_total", counter, "Knock attempts refused by the per-source rate limit.")
+	w.counter("rate_limited_total", t.Limited)
+	w.family("reloads_total", counter, "Configuration reloads that took effect.")
+	w.counter("reloads_total", st.Reloads)
+	w.family("spa_tokens_total", counter, "SPA tokens, by result (ok, or why refused).")
+	for i, count := range n.Tokens {
+		w.counter("spa_tokens_total", count, "result", daemon.TokenResults[i])
+	}
+	w.family("start_time_seconds", gauge, "When the daemon started, in seconds since the Unix epoch.")
+	w.gauge("start_time_seconds", float64(st.Started.UnixNano())/1e9)
+	w.family("verdicts_total", counter, "Packets judged, by verdict and reason.")
+	for v := range n.Verdicts {
+		for r, count := range n.Verdicts[v] {
+			w.counter("verdicts_total", count, "reason", verdict.Reason(r).String(), "verdict", verdict.Verdict(v).String())
+		}
+	}
+	return w.b
 }
 
-// NewRegistry is a registry of its own holding a collector of src.
-func NewRegistry(src Source) (*prometheus.Registry, error) {
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(NewCollector(src)); err != nil {
-		return nil, err
+// writer appends the text exposition format. Names are the package's
+// constants, valid as they are; HELP text and label values are escaped.
+type writer struct{ b []byte }
+
+// family starts a metric family: its HELP and TYPE lines.
+func (w *writer) family(name, typ, help string) {
+	w.b = append(w.b, "# HELP "+namespace+"_"...)
+	w.b = append(w.b, name...)
+	w.b = append(w.b, ' ')
+	w.b = appendEscaped(w.b, help, false)
+	w.b = append(w.b, "\n# TYPE "+namespace+"_"...)
+	w.b = append(w.b, name...)
+	w.b = append(w.b, ' ')
+	w.b = append(w.b, typ...)
+	w.b = append(w.b, '\n')
+}
+
+// counter appends a sample of a counter, exact: a uint64 needs no float.
+func (w *writer) counter(name string, v uint64, labels ...string) {
+	w.name(name, labels)
+	w.b = strconv.AppendUint(w.b, v, 10)
+	w.b = append(w.b, '\n')
+}
+
+// gauge appends a sample of a gauge.
+func (w *writer) gauge(name string, v float64, labels ...string) {
+	w.name(name, labels)
+	w.b = appendFloat(w.b, v)
+	w.b = append(w.b, '\n')
+}
+
+// name appends a sample's name and its labels, given as name, value
+// pairs, then the space before the value.
+func (w *writer) name(name string, labels []string) {
+	w.b = append(w.b, namespace+"_"...)
+	w.b = append(w.b, name...)
+	if len(labels) > 0 {
+		w.b = append(w.b, '{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			if i > 0 {
+				w.b = append(w.b, ',')
+			}
+			w.b = append(w.b, labels[i]...)
+			w.b = append(w.b, `="`...)
+			w.b = appendEscaped(w.b, labels[i+1], true)
+			w.b = append(w.b, '"')
+		}
+		w.b = append(w.b, '}')
 	}
-	return reg, nil
+	w.b = append(w.b, ' ')
+}
+
+// appendEscaped appends s as the format wants it: a backslash as \\ and a
+// line feed as \n, and in a label value (quoted) a double quote as \".
+// Invalid UTF-8 becomes U+FFFD: the format is UTF-8.
+func appendEscaped(b []byte, s string, quoted bool) []byte {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b = append(b, `\\`...)
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '"' && quoted:
+			b = append(b, `\"`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// appendFloat appends v as the format wants it: Go's shortest
+// representation, and NaN, +Inf, -Inf.
+func appendFloat(b []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(b, "NaN"...)
+	case math.IsInf(v, 1):
+		return append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(b, "-Inf"...)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }

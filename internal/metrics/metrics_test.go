@@ -1,18 +1,24 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/knockwall/knockwall/internal/daemon"
 	"github.com/knockwall/knockwall/internal/nfq"
@@ -47,7 +53,7 @@ func sampleStats() daemon.Stats {
 
 // TestCollector: the exposition text of every metric, against a fake.
 func TestCollector(t *testing.T) {
-	c := NewCollector(fakeSource{sampleStats()})
+	c := scraped{t, NewCollector(fakeSource{sampleStats()})}
 	var verdicts strings.Builder
 	for v := range verdict.NumVerdicts {
 		for r := range verdict.NumReasons {
@@ -156,8 +162,8 @@ func metricNames(exposition string) []string {
 
 // TestLint: every metric follows Prometheus's naming conventions.
 func TestLint(t *testing.T) {
-	reg, err := NewRegistry(fakeSource{sampleStats()})
-	if err != nil {
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(scraped{t, NewCollector(fakeSource{sampleStats()})}); err != nil {
 		t.Fatal(err)
 	}
 	mfs, err := reg.Gather()
@@ -170,6 +176,14 @@ func TestLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+	// The text itself, as promlint reads an exposition.
+	problems, err = promlint.New(bytes.NewReader(NewCollector(fakeSource{sampleStats()}).AppendText(nil))).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("text: %s: %s", p.Metric, p.Text)
 	}
 }
 
@@ -187,10 +201,6 @@ func TestIsLoopback(t *testing.T) {
 // TestServer: /metrics over HTTP on a listener of its own; a taken
 // address is refused with a message naming metrics.listen.
 func TestServer(t *testing.T) {
-	reg, err := NewRegistry(fakeSource{sampleStats()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +208,7 @@ func TestServer(t *testing.T) {
 	if _, err := Listen(ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "metrics.listen "+ln.Addr().String()) {
 		t.Errorf("Listen on a taken address: %v", err)
 	}
-	s := NewServer(reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := NewServer(NewCollector(fakeSource{sampleStats()}), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	resp, err := http.Get("http://" + ln.Addr().String() + Path)
@@ -210,6 +220,35 @@ func TestServer(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `knockwall_grants_total{method="spa"} 32`) {
 		t.Errorf("GET %s: %s\n%s", Path, resp.Status, body)
 	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/plain; version=0.0.4; charset=utf-8" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	// A scrape as client_golang's testutil makes one, compared by value.
+	if err := testutil.ScrapeAndCompare("http://"+ln.Addr().String()+Path, strings.NewReader(
+		"# HELP knockwall_reloads_total Configuration reloads that took effect.\n# TYPE knockwall_reloads_total counter\nknockwall_reloads_total 13\n"),
+		"knockwall_reloads_total"); err != nil {
+		t.Error(err)
+	}
+	for _, tt := range []struct {
+		method, path string
+		wantCode     int
+		wantAllow    string
+	}{
+		{"HEAD", Path, 200, ""},
+		{"POST", Path, 405, "GET, HEAD"},
+		{"GET", "/", 404, ""},
+		{"GET", "/metrics/x", 404, ""},
+	} {
+		req, _ := http.NewRequest(tt.method, "http://"+ln.Addr().String()+tt.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.wantCode || resp.Header.Get("Allow") != tt.wantAllow {
+			t.Errorf("%s %s: %s, Allow %q", tt.method, tt.path, resp.Status, resp.Header.Get("Allow"))
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
@@ -217,5 +256,201 @@ func TestServer(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Error(err)
+	}
+}
+
+// TestText: the exposition's layout: families sorted by name, each a
+// HELP and a TYPE line before its samples, label names sorted (as
+// client_golang writes them, and as the end-to-end tests read them),
+// counters as exact integers.
+func TestText(t *testing.T) {
+	st := sampleStats()
+	st.Counts.Verdicts[verdict.Accept][verdict.ReasonGranted] = 1<<64 - 1
+	text := string(NewCollector(fakeSource{st}).AppendText(nil))
+	for _, want := range []string{
+		"\nknockwall_verdicts_total{reason=\"granted\",verdict=\"accept\"} 18446744073709551615\n",
+		"\nknockwall_verdicts_total{reason=\"no-grant\",verdict=\"reject\"} 21\n",
+		"\nknockwall_build_info{backend=\"nftables\",goversion=\"" + runtime.Version() + "\",version=\"1.2.3\"} 1\n",
+		"\nknockwall_start_time_seconds 1.7641512005e+09\n",
+		"\nknockwall_queue_packets_total{queue=\"1\"} 50\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("lacks %q", want)
+		}
+	}
+	if !strings.HasSuffix(text, "\n") {
+		t.Errorf("no line end at the end")
+	}
+	var names []string
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	for i, l := range lines {
+		f := strings.Fields(l)
+		switch {
+		case strings.HasPrefix(l, "# HELP "):
+			names = append(names, f[2])
+			if i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "# TYPE "+f[2]+" ") {
+				t.Errorf("HELP of %s not followed by its TYPE", f[2])
+			}
+		case strings.HasPrefix(l, "# TYPE "):
+		case len(names) == 0 || !strings.HasPrefix(l, names[len(names)-1]):
+			t.Errorf("sample %q outside its family", l)
+		}
+	}
+	if !slices.IsSorted(names) || len(slices.Compact(slices.Clone(names))) != len(names) || len(names) != 21 {
+		t.Errorf("families not sorted and unique, or not 21: %v", names)
+	}
+}
+
+// TestEscaping: HELP text and label values are escaped as the format
+// says, so Prometheus's parser reads back exactly what was meant;
+// invalid UTF-8 is replaced.
+func TestEscaping(t *testing.T) {
+	st := sampleStats()
+	st.Version = "v1 \"quoted\" back\\slash\nline \xff"
+	text := NewCollector(fakeSource{st}).AppendText(nil)
+	if !bytes.Contains(text, []byte(`version="v1 \"quoted\" back\\slash\nline `+"\uFFFD\"")) {
+		t.Errorf("build_info as written:\n%s", text)
+	}
+	mfs, err := parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var version string
+	for _, lp := range mfs["knockwall_build_info"].GetMetric()[0].GetLabel() {
+		if lp.GetName() == "version" {
+			version = lp.GetValue()
+		}
+	}
+	if want := "v1 \"quoted\" back\\slash\nline \uFFFD"; version != want {
+		t.Errorf("version read back %q, want %q", version, want)
+	}
+
+	var w writer
+	help := "a \\ backslash, a\nline feed and \"quotes\""
+	w.family("x_total", counter, help)
+	w.counter("x_total", 1, "l", "\"\\\n")
+	if want := "# HELP knockwall_x_total a \\\\ backslash, a\\nline feed and \"quotes\"\n"; !strings.HasPrefix(string(w.b), want) {
+		t.Errorf("HELP written %q, want %q", w.b, want)
+	}
+	mfs, err = parse(w.b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf := mfs["knockwall_x_total"]
+	if mf.GetHelp() != help || mf.GetMetric()[0].GetLabel()[0].GetValue() != "\"\\\n" {
+		t.Errorf("read back help %q, label %q", mf.GetHelp(), mf.GetMetric()[0].GetLabel()[0].GetValue())
+	}
+}
+
+func TestAppendFloat(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 1: "1", -1: "-1", 0.5: "0.5", 1e21: "1e+21", math.Inf(1): "+Inf", math.Inf(-1): "-Inf", math.NaN(): "NaN"} {
+		if got := string(appendFloat(nil, v)); got != want {
+			t.Errorf("appendFloat(%v) = %s, want %s", v, got, want)
+		}
+	}
+}
+
+// TestScrapeOfDaemon: a scrape of a running daemon over HTTP, read by
+// Prometheus's parser, says what the daemon's own counters say: every
+// verdict, knock, grant and token count, the tracker's sizes, the start.
+func TestScrapeOfDaemon(t *testing.T) {
+	d, h := runningDaemon(t)
+	granted, stranger := netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.0.3")
+	d.Tracker().Grant(granted, d.Set().Services[0].ID, time.Now(), time.Hour, 0, tracker.MethodSequence)
+	pkts := [][]byte{syn4(granted, 22), syn4(stranger, 22), syn4(stranger, 22), syn4(stranger, 7000), syn4(stranger, 8000)}
+	for _, p := range pkts {
+		h(p, 0)
+	}
+
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(NewCollector(d), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-done
+	}()
+	resp, err := http.Get("http://" + ln.Addr().String() + Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	st := d.Stats()
+	mfs, err := parse(body)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, body)
+	}
+
+	// value is the sample of family name with these labels.
+	value := func(name string, labels ...string) float64 {
+		t.Helper()
+	samples:
+		for _, m := range mfs[name].GetMetric() {
+			for i := 0; i < len(labels); i += 2 {
+				if !slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool { return lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] }) {
+					continue samples
+				}
+			}
+			return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+		t.Errorf("no sample %s%v", name, labels)
+		return math.NaN()
+	}
+	var judged float64
+	for v := range verdict.NumVerdicts {
+		for r := range verdict.NumReasons {
+			got := value("knockwall_verdicts_total", "verdict", verdict.Verdict(v).String(), "reason", verdict.Reason(r).String())
+			if want := st.Counts.Verdicts[v][r]; got != float64(want) {
+				t.Errorf("verdicts %s/%s = %v, the daemon says %d", verdict.Verdict(v), verdict.Reason(r), got, want)
+			}
+			judged += got
+		}
+	}
+	if judged != float64(len(pkts)) {
+		t.Errorf("%v verdicts, %d packets", judged, len(pkts))
+	}
+	for e := range tracker.NumEvents {
+		if tracker.Event(e) != tracker.EventNone {
+			if got, want := value("knockwall_knocks_total", "event", tracker.Event(e).String()), st.Counts.Knocks[e]; got != float64(want) {
+				t.Errorf("knocks %s = %v, the daemon says %d", tracker.Event(e), got, want)
+			}
+		}
+	}
+	if st.Counts.Knocks[tracker.EventStep] == 0 {
+		t.Errorf("no knock step counted: the test's packets did not knock")
+	}
+	for m := 1; m < tracker.NumMethods; m++ {
+		if got, want := value("knockwall_grants_total", "method", tracker.Method(m).String()), st.Counts.Grants[m]; got != float64(want) {
+			t.Errorf("grants %s = %v, the daemon says %d", tracker.Method(m), got, want)
+		}
+	}
+	for i, r := range daemon.TokenResults {
+		if got, want := value("knockwall_spa_tokens_total", "result", r), st.Counts.Tokens[i]; got != float64(want) {
+			t.Errorf("tokens %s = %v, the daemon says %d", r, got, want)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		want float64
+	}{
+		{"knockwall_grants_active", float64(st.Tracker.Grants)},
+		{"knockwall_pending_sources", float64(st.Tracker.Pending)},
+		{"knockwall_rate_limited_total", float64(st.Tracker.Limited)},
+		{"knockwall_reloads_total", float64(st.Reloads)},
+		{"knockwall_start_time_seconds", float64(st.Started.UnixNano()) / 1e9},
+		{"knockwall_build_info", 1},
+	} {
+		if got := value(c.name); got != c.want {
+			t.Errorf("%s = %v, the daemon says %v", c.name, got, c.want)
+		}
+	}
+	if st.Tracker.Grants != 1 || st.Tracker.Pending != 1 {
+		t.Errorf("the daemon holds %d grants and %d pending sources; the test meant 1 and 1", st.Tracker.Grants, st.Tracker.Pending)
 	}
 }

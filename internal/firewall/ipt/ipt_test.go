@@ -13,8 +13,6 @@ import (
 	"github.com/knockwall/knockwall/internal/netns"
 )
 
-
-
 func TestRender(t *testing.T) {
 	p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{})
 	tests := []struct {

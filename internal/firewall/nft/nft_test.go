@@ -16,8 +16,6 @@ import (
 	"github.com/knockwall/knockwall/rules"
 )
 
-
-
 // kernel is a backend in a fresh namespace of its own.
 type kernel struct {
 	ns netns.NS

@@ -17,19 +17,20 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// maxRouterBinary is the size budget of the mipsle binary, the target of the
-// smallest routers (8 MB, decimal).
+// maxRouterBinary is the size budget of the 32-bit MIPS binaries, the
+// targets of the smallest routers (8 MB, decimal).
 const maxRouterBinary = 8_000_000
 
 // targets are what `make dist` builds: binary suffix, Debian architecture,
 // and what the ELF header and the build settings must say.
-var targets = []struct {
+type target struct {
 	name     string
 	debArch  string
 	goarch   string
@@ -37,12 +38,30 @@ var targets = []struct {
 	machine  elf.Machine
 	order    binary.ByteOrder
 	maxBytes int64 // 0: no budget
-}{
+}
+
+var targets = []target{
 	{"amd64", "amd64", "amd64", "", elf.EM_X86_64, binary.LittleEndian, 0},
 	{"arm64", "arm64", "arm64", "", elf.EM_AARCH64, binary.LittleEndian, 0},
 	{"armv7", "armhf", "arm", "GOARM=7", elf.EM_ARM, binary.LittleEndian, 0},
-	{"mips", "mips", "mips", "GOMIPS=softfloat", elf.EM_MIPS, binary.BigEndian, 0},
+	{"mips", "mips", "mips", "GOMIPS=softfloat", elf.EM_MIPS, binary.BigEndian, maxRouterBinary},
 	{"mipsle", "mipsel", "mipsle", "GOMIPS=softfloat", elf.EM_MIPS, binary.LittleEndian, maxRouterBinary},
+}
+
+// built is the targets dist/ holds: all of them, or those DIST_TARGETS
+// names (as packaging/dist.sh reads it).
+func built() []target {
+	names := strings.Fields(os.Getenv("DIST_TARGETS"))
+	if len(names) == 0 {
+		return targets
+	}
+	var out []target
+	for _, tt := range targets {
+		if slices.Contains(names, tt.name) {
+			out = append(out, tt)
+		}
+	}
+	return out
 }
 
 const (
@@ -140,7 +159,7 @@ func readFile(t *testing.T, path string) []byte {
 
 func TestBinaries(t *testing.T) {
 	dist := distDir(t)
-	for _, tt := range targets {
+	for _, tt := range built() {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(dist, "knockwall-linux-"+tt.name)
 			st, err := os.Stat(path)
@@ -228,7 +247,7 @@ func TestChecksums(t *testing.T) {
 		}
 		listed[name] = true
 	}
-	for _, tt := range targets {
+	for _, tt := range built() {
 		for _, name := range []string{"knockwall-linux-" + tt.name, filepath.Base(debFor(t, dist, tt.debArch))} {
 			if !listed[name] {
 				t.Errorf("SHA256SUMS does not list %s", name)
@@ -241,7 +260,7 @@ func TestDebInfo(t *testing.T) {
 	dist := distDir(t)
 	need(t, "dpkg-deb")
 	scripts := map[string]string{"postinst": "deb/postinst", "prerm": "deb/prerm", "postrm": "deb/postrm"}
-	for _, tt := range targets {
+	for _, tt := range built() {
 		t.Run(tt.debArch, func(t *testing.T) {
 			deb := debFor(t, dist, tt.debArch)
 			info := run(t, "dpkg-deb", "--info", deb)
@@ -290,7 +309,7 @@ func TestDebContents(t *testing.T) {
 		{"/usr/share/doc/knockwall/changelog.Debian.gz", "-rw-r--r--"},
 		{"/usr/share/lintian/overrides/knockwall", "-rw-r--r--"},
 	}
-	for _, tt := range targets {
+	for _, tt := range built() {
 		t.Run(tt.debArch, func(t *testing.T) {
 			deb := debFor(t, dist, tt.debArch)
 			listing := map[string][2]string{} // path -> perms, owner
@@ -542,7 +561,7 @@ func hostDeb(t *testing.T, dist string) (deb, upgrade string) {
 	t.Helper()
 	need(t, "dpkg-deb", "go")
 	name, debArch := "", ""
-	for _, tt := range targets {
+	for _, tt := range built() {
 		if tt.goarch == runtime.GOARCH {
 			name, debArch = tt.name, tt.debArch
 		}

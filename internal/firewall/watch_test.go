@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/knockwall/knockwall/internal/netns"
+	"github.com/knockwall/knockwall/internal/firewall/fwtest"
 )
 
 // TestWatcher, in a namespace of its own: the generation stays while
@@ -16,20 +16,9 @@ import (
 // iptables-legacy one, and asking it creates no legacy table; Events ticks
 // on an nftables change.
 func TestWatcher(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (network namespaces); CI runs as root")
-	}
+	ns := fwtest.Namespace(t, "kwwatch")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ns, err := netns.New(ctx, "kwwatch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Delete(); err != nil {
-			t.Errorf("delete namespace: %v", err)
-		}
-	})
 	var w *Watcher
 	var events <-chan struct{}
 	if err := ns.Do(func() error {

@@ -3,8 +3,12 @@
 package fwtest
 
 import (
+	"context"
+	"os"
 	"testing"
+	"time"
 
+	"github.com/knockwall/knockwall/internal/netns"
 	"github.com/knockwall/knockwall/rules"
 )
 
@@ -39,4 +43,25 @@ func RouterSet(t testing.TB) *rules.Set {
 		lab.Forward, lab.Hosts, lab.Ports, lab.Sequence = true, []string{"2001:db8:10::/64", "198.51.100.0/24"}, []int{22, 80}, []string{"7400", "7500", "7600"}
 		c.Services["nas"], c.Services["lab"] = nas, lab
 	})
+}
+
+// Namespace is a fresh network namespace named after prefix, deleted when
+// the test ends; it skips the test when not run as root.
+func Namespace(t testing.TB, prefix string) netns.NS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root (network namespaces, the firewall); CI runs as root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ns, err := netns.New(ctx, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Delete(); err != nil {
+			t.Errorf("delete namespace: %v", err)
+		}
+	})
+	return ns
 }

@@ -2,11 +2,9 @@ package ipt
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/internal/firewall/fwtest"
@@ -128,23 +126,10 @@ func nsExec(ns netns.NS, variant string) Exec {
 
 func kernelNS(t *testing.T) netns.NS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (network namespaces, iptables); CI runs as root")
-	}
+	ns := fwtest.Namespace(t, "kwipt")
 	if _, err := exec.LookPath("iptables-legacy-restore"); err != nil {
 		t.Fatalf("iptables-legacy-restore: %v (scripts/deps.sh installs iptables)", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ns, err := netns.New(ctx, "kwipt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Delete(); err != nil {
-			t.Errorf("delete namespace: %v", err)
-		}
-	})
 	return ns
 }
 

@@ -24,20 +24,7 @@ type kernel struct {
 
 func newKernel(t *testing.T) *kernel {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (network namespaces, nftables); CI runs as root")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ns, err := netns.New(ctx, "kwnft")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ns.Delete(); err != nil {
-			t.Errorf("delete namespace: %v", err)
-		}
-	})
+	ns := fwtest.Namespace(t, "kwnft")
 	f, err := os.Open(ns.Path())
 	if err != nil {
 		t.Fatal(err)

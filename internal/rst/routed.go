@@ -3,9 +3,7 @@ package rst
 import (
 	"encoding/binary"
 	"fmt"
-	"os"
 	"slices"
-	"strings"
 
 	"github.com/knockwall/knockwall/internal/inet"
 )
@@ -68,17 +66,4 @@ func Build4(dst, syn []byte, ttl uint8) ([]byte, error) {
 	binary.BigEndian.PutUint16(t[18:], 0)
 	binary.BigEndian.PutUint16(t[16:], inet.Checksum(inet.Sum(inet.Pseudo4([4]byte(out[12:16]), [4]byte(out[16:20]), protoTCP, tcpHeader), t)))
 	return dst[:len(dst)+reset4Len], nil
-}
-
-// defaultTTL reads net.ipv4.ip_default_ttl.
-func defaultTTL() uint8 {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_default_ttl")
-	if err != nil {
-		return ttl4
-	}
-	var v int
-	if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &v); err != nil || v < 1 || v > 255 {
-		return ttl4
-	}
-	return uint8(v)
 }

@@ -182,13 +182,23 @@ func AutoFlowLabels() bool {
 // defaultHopLimit reads net.ipv6.conf.default.hop_limit, which the kernel's
 // own resets carry unless a route says otherwise.
 func defaultHopLimit() uint8 {
-	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/default/hop_limit")
+	return sysctlUint8("/proc/sys/net/ipv6/conf/default/hop_limit", hopLimit)
+}
+
+// defaultTTL reads net.ipv4.ip_default_ttl.
+func defaultTTL() uint8 {
+	return sysctlUint8("/proc/sys/net/ipv4/ip_default_ttl", ttl4)
+}
+
+// sysctlUint8 reads a TTL-like sysctl (1..255), or def when it cannot.
+func sysctlUint8(path string, def uint8) uint8 {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return hopLimit
+		return def
 	}
 	var v int
 	if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &v); err != nil || v < 1 || v > 255 {
-		return hopLimit
+		return def
 	}
 	return uint8(v)
 }

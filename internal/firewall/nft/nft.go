@@ -385,24 +385,16 @@ func newSet(ps *firewall.Set) (*nftables.Set, []nftables.SetElement, error) {
 	switch ps.Kind {
 	case firewall.KindPorts:
 		s.KeyType = nftables.TypeInetService
-	case firewall.KindAddrPort4:
+	case firewall.KindAddrPort4, firewall.KindPrefixPort4:
 		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), true
-	case firewall.KindAddrPort6:
+	case firewall.KindAddrPort6, firewall.KindPrefixPort6:
 		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService), true
-	case firewall.KindAddr4:
+	case firewall.KindAddr4, firewall.KindPrefix4:
 		s.KeyType = nftables.TypeIPAddr
-	case firewall.KindAddr6:
+	case firewall.KindAddr6, firewall.KindPrefix6:
 		s.KeyType = nftables.TypeIP6Addr
 	case firewall.KindNfproto:
 		s.KeyType = nftables.TypeNFProto
-	case firewall.KindPrefixPort4:
-		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), true
-	case firewall.KindPrefixPort6:
-		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService), true
-	case firewall.KindPrefix4:
-		s.KeyType = nftables.TypeIPAddr
-	case firewall.KindPrefix6:
-		s.KeyType = nftables.TypeIP6Addr
 	case firewall.KindIfnames:
 		// A string, kept in host byte order, as nft keeps it: nft
 		// prints the names back only when the set says so.
@@ -422,12 +414,8 @@ func newSet(ps *firewall.Set) (*nftables.Set, []nftables.SetElement, error) {
 	switch ps.Kind {
 	case firewall.KindPorts:
 		for _, r := range ps.Ports {
-			if !s.Interval {
-				elems = append(elems, nftables.SetElement{Key: port(r.Lo)})
-				continue
-			}
 			elems = append(elems, nftables.SetElement{Key: port(r.Lo)})
-			if r.Hi < 65535 {
+			if s.Interval && r.Hi < 65535 {
 				elems = append(elems, nftables.SetElement{Key: port(r.Hi + 1), IntervalEnd: true})
 			}
 		}

@@ -63,16 +63,12 @@ func setDecl(s *firewall.Set) (string, error) {
 		typ = "ipv4_addr . inet_service"
 	case firewall.KindAddrPort6, firewall.KindPrefixPort6:
 		typ = "ipv6_addr . inet_service"
-	case firewall.KindAddr4:
+	case firewall.KindAddr4, firewall.KindPrefix4:
 		typ = "ipv4_addr"
-	case firewall.KindAddr6:
+	case firewall.KindAddr6, firewall.KindPrefix6:
 		typ = "ipv6_addr"
 	case firewall.KindNfproto:
 		typ = "nf_proto"
-	case firewall.KindPrefix4:
-		typ = "ipv4_addr"
-	case firewall.KindPrefix6:
-		typ = "ipv6_addr"
 	case firewall.KindIfnames:
 		typ = "ifname"
 	default:

@@ -676,8 +676,8 @@ func TestConcurrent(t *testing.T) {
 
 // TestGrantTableHoldsMaxGrants checks the documented bound: a tracker made
 // with MaxGrants N holds N live grants of distinct sources before it refuses
-// one, however the sources spread over the shards (a regression test: the
-// bound used to be split per shard, so an unlucky spread refused early).
+// one, however the sources spread over the shards: a bound split per shard
+// would refuse early on an unlucky spread.
 func TestGrantTableHoldsMaxGrants(t *testing.T) {
 	tests := []struct {
 		name                  string

@@ -272,7 +272,7 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 			s.rotating = append(s.rotating, i)
 		}
 		if len(svc.Hosts) > 0 {
-			// Ports of routed hosts: judged by destination (CoverDst),
+			// Ports of routed hosts: judged by destination (RoutedCover),
 			// never on this host's own addresses.
 			s.routed = append(s.routed, i)
 		} else {
@@ -621,7 +621,7 @@ func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error)
 	if len(r.Range) != 2 || r.Range[0] < 1 || r.Range[1] > 65535 || r.Range[0] >= r.Range[1] {
 		return nil, keyErr(base+".range", "must be [low, high] with 1 <= low < high <= 65535, got %v", r.Range)
 	}
-	if err := checkrotateSpace(base, r.Length, r.Range[1]-r.Range[0]+1); err != nil {
+	if err := checkRotateSpace(base, r.Length, r.Range[1]-r.Range[0]+1); err != nil {
 		return nil, err
 	}
 	path := r.KeyFile
@@ -670,7 +670,7 @@ func rotateBits(length, span int) float64 {
 
 // checkRotateSpace refuses a rotating sequence of length over span ports
 // whose space is below 2^MinRotateBits, saying what would be enough.
-func checkrotateSpace(base string, length, span int) error {
+func checkRotateSpace(base string, length, span int) error {
 	if rotateSpace(length, span) >= 1<<MinRotateBits {
 		return nil
 	}
@@ -842,7 +842,7 @@ func (s *Set) ProtectedPorts() []uint16 {
 // ForwardPorts lists the TCP ports port forwards send on (forward services
 // without hosts), sorted, as the client uses them (before DNAT).
 func (s *Set) ForwardPorts() []uint16 {
-	return s.portsWhere(func(svc *Service) bool { return svc.Forward && len(svc.Hosts) == 0 })
+	return s.portsWhere(func(svc *Service) bool { return svc.Forward })
 }
 
 func (s *Set) portsWhere(keep func(*Service) bool) []uint16 {
@@ -921,26 +921,22 @@ func (s *Set) RouterMode() bool {
 	return false
 }
 
-// CoverDst returns the services protecting TCP port p at destination dst,
-// and whether dst is a routed host of some service (its packets are then
-// judged only as such: no knock, no token port). It does not allocate.
-func (s *Set) CoverDst(dst netip.Addr, p uint16) (mask uint64, routed bool) {
+// RoutedCover returns the services whose routed hosts include dst and
+// which protect TCP port p there. It does not allocate.
+func (s *Set) RoutedCover(dst netip.Addr, p uint16) (mask uint64) {
 	for _, i := range s.routed {
 		svc := &s.Services[i]
+		if !slices.Contains(svc.Ports, p) {
+			continue
+		}
 		for _, h := range svc.Hosts {
 			if h.Contains(dst) {
-				routed = true
-				if slices.Contains(svc.Ports, p) {
-					mask |= 1 << uint(i)
-				}
+				mask |= 1 << uint(i)
 				break
 			}
 		}
 	}
-	if routed {
-		return mask, true
-	}
-	return s.Cover(p), false
+	return mask
 }
 
 // IDs appends to dst the ids of the services in mask.

@@ -328,8 +328,6 @@ func TestCompileInvalid(t *testing.T) {
 	}
 }
 
-// TestCompileDoesNotKeepInput checks that the Set owns its tables: changing
-// the Config afterwards changes nothing.
 // TestCompileRotateSpace: a rotating service whose possible sequences
 // number fewer than 2^32 is refused, counted as spa.RotatingSequence draws
 // them: span choices for the first port and span-1 for each next (any port
@@ -379,6 +377,8 @@ func TestCompileRotateSpace(t *testing.T) {
 	}
 }
 
+// TestCompileDoesNotKeepInput checks that the Set owns its tables: changing
+// the Config afterwards changes nothing.
 func TestCompileDoesNotKeepInput(t *testing.T) {
 	c := validConfig()
 	set := compile(t, c)

@@ -221,7 +221,7 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			d.Verdict, d.Reason = Accept, ReasonNotKnock
 			return d
 		}
-		mask, _ = set.CoverDst(p.Dst, p.DstPort)
+		mask = set.RoutedCover(p.Dst, p.DstPort)
 		key = 0
 	} else if p.IPProto == protoUDP {
 		if i, ok := set.SPAService(p.DstPort); ok {

@@ -317,7 +317,7 @@ type Options struct {
 	FastPath bool
 }
 
-// StepTimeoutMax bounds how long a source stays in a progress set after
+// stepTimeoutMax bounds how long a source stays in a progress set after
 // its last knock: the longest step_timeout of any service.
 func stepTimeoutMax(s *rules.Set) time.Duration {
 	var d time.Duration

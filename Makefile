@@ -38,7 +38,7 @@ demo: deps build
 	./$(BIN) demo
 
 # Everything: formatting, vet, unit and end-to-end tests (race detector on),
-# and a short run of every fuzz target. Run as root; CI runs exactly this.
+# a short run of every fuzz target, and the package tests (package-test). Run as root; CI runs exactly this.
 test: deps fmt-check vet vet32 unit fuzz package-test
 
 fmt-check:

@@ -285,7 +285,7 @@ func TestBenchThroughput(t *testing.T) {
 		{"bare consumer, own loop", []string{"-direct", "-rcvbuf", knockwallRcvbuf}},
 		// What the queue's settings do, on the bare loop: knockwall's
 		// copy range, a whole packet; the system's socket buffer, 256 KiB,
-		// and 4 MiB (knockwall's setting before it was measured).
+		// and 4 MiB.
 		{"bare consumer, own loop, copy 256", []string{"-direct", "-rcvbuf", knockwallRcvbuf, "-copy", "256"}},
 		{"bare consumer, own loop, copy 65535", []string{"-direct", "-rcvbuf", knockwallRcvbuf, "-copy", "65535"}},
 		{"bare consumer, own loop, default rcvbuf", []string{"-direct", "-rcvbuf", "0"}},
@@ -362,8 +362,8 @@ func TestBenchStart(t *testing.T) {
 	for _, b := range []backend{nftFast, nftInline, iptBack} {
 		subjects = append(subjects, subject{b.name, bin, func(t *testing.T) string { return benchConfig(t, 1, b) }})
 	}
-	// KNOCKWALL_BENCH_OLD names a knockwall built before the typed plan,
-	// which ran iptables and ip6tables once per rule; it reads no firewall
+	// KNOCKWALL_BENCH_OLD names a knockwall that runs iptables and
+	// ip6tables once per rule (e.g. commit 45a8f76); it reads no firewall
 	// backend keys.
 	if old := os.Getenv("KNOCKWALL_BENCH_OLD"); old != "" {
 		subjects = append(subjects, subject{"one exec per rule (KNOCKWALL_BENCH_OLD)", old, func(t *testing.T) string {

@@ -39,7 +39,10 @@ import (
 // C is then a lower bound. No test asserts a rate: what they assert is
 // behaviour under the flood (legitimate knocks succeed, protected ports stay
 // closed, grants survive). Rates are measured by `make bench-e2e` and
-// written down in bench/RESULTS.md.
+// written down in bench/RESULTS.md. Two fixed numbers are not loads to
+// scale: TestFloodKnockRateLimit's single source knocks at 2000/s, far
+// below any capacity, and measureCapacityOn floors C at 1000/s so that a
+// stalled measurement still makes a flood.
 
 // Flood timing and shape.
 const (
@@ -1007,9 +1010,9 @@ func (fe *floodEnv) grantOutcome(from int, src netip.Addr) (granted bool, err er
 // it holds max_grants live grants (README: "When the grant table
 // (tracker.max_grants) is full of live grants, new grants are refused").
 // max_grants sources knock in turn and must all be granted; one more is
-// refused. A regression test: the tracker once capped each of its 16
-// shards at max_grants/16, and with max_grants 16 (one grant a shard) two
-// of 16 sources almost always share a shard.
+// refused. A cap per shard (max_grants/16 for each of the tracker's 16
+// shards) would refuse early: with max_grants 16, two of 16 sources almost
+// always share a shard.
 func TestFloodGrantTableCapacity(t *testing.T) { eachBackendSerial(t, testFloodGrantTableCapacity) }
 
 func testFloodGrantTableCapacity(t *testing.T, b backend) {

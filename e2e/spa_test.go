@@ -27,10 +27,10 @@ import (
 	"github.com/knockwall/knockwall/spa"
 )
 
-// Single-packet authorization and rotating sequences (issue #3), end to end:
+// Single-packet authorization and rotating sequences, end to end:
 // keys made by `knockwall keygen`, tokens sent by `knockwall knock` or built
-// here with package spa, judged by the daemon through real iptables and
-// NFQUEUE in a fresh namespace pair per test.
+// here with package spa, judged by the daemon on each path (eachPath)
+// through real rules and NFQUEUE in a fresh namespace pair per test.
 
 // The SPA service's settings.
 const (

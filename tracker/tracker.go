@@ -155,8 +155,7 @@ type shard struct {
 	// order: a map, whose keys hold no pointer, so the collector does not
 	// scan it, and which reuses the room of lapsed grants: it allocates
 	// when it grows, and now and then when it rehashes away the tombstones
-	// of deletions (verdict.TestNewGrantsAllocs: 0–4 per 2048 new
-	// grants). Each shard could hold every grant; the tracker-wide count
+	// of deletions (verdict.TestNewGrantsAllocs bounds it). Each shard could hold every grant; the tracker-wide count
 	// enforces MaxGrants.
 	grants map[grantKey]grant
 	// lapsed holds grants purged to make room, until Expire reports them.

@@ -1,5 +1,5 @@
 // Command knockwall is a port-knocking firewall that decides inline: static
-// iptables rules divert inbound TCP SYNs (and UDP knock ports) to NFQUEUE, and
+// nftables or iptables rules divert inbound TCP SYNs (and UDP knock ports) to NFQUEUE, and
 // knockwall accepts, drops or rejects each one, opening protected ports only
 // to sources that knocked.
 package main
@@ -27,7 +27,8 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// No reload on SIGHUP yet; a HUP must not kill the daemon and its grants.
+	// A HUP must never kill the daemon and its grants: ignored here, and
+	// `run` reloads on it (signal.Notify there undoes the Ignore).
 	signal.Ignore(syscall.SIGHUP)
 	code := execute(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
 	stop()

@@ -13,8 +13,8 @@ import (
 // an internet server) and a LAN side (a host behind the router), each on
 // its own veth pair with the router. The LAN prefixes are routed from the
 // WAN side through the router (fd00:89::/64 like a delegated IPv6 prefix,
-// 10.89.0.0/24 like a routed IPv4 subnet); the router also masquerades LAN
-// traffic leaving by its WAN side, as a home router does.
+// 10.89.0.0/24 like a routed IPv4 subnet). NAT is the caller's to add
+// (e2e/router_test.go adds a DNAT port forward and masquerading).
 const (
 	RouterWAN4  = "10.88.0.1"
 	WANClient4  = "10.88.0.2"

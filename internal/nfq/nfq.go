@@ -107,8 +107,8 @@ const (
 	logEvery = time.Second
 	// maxBatch bounds a batch verdict.
 	maxBatch = 64
-	// recvBuf holds one packet message: with a copy range of two KiB
-	// bytes a message is well under 1 KiB.
+	// recvBuf holds one packet message: with the daemon's copy range of
+	// 2 KiB a message is about 2 KiB, well under recvBuf.
 	recvBuf = 16 << 10
 	// wakeEvery is how often a receive loop with nothing to read looks
 	// whether it should stop (the socket's receive timeout).

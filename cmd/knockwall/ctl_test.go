@@ -19,6 +19,10 @@ import (
 	"github.com/knockwall/knockwall/tracker"
 )
 
+// ctlNow is the control server's clock in these tests, and the daemon's:
+// expiries and uptimes print the same however slow the host.
+var ctlNow = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+
 // ctlDaemon is a daemon as the control socket sees it.
 type ctlDaemon struct {
 	mu        sync.Mutex
@@ -27,7 +31,7 @@ type ctlDaemon struct {
 }
 
 func (d *ctlDaemon) Stats() daemon.Stats {
-	return daemon.Stats{Version: "9.9", Started: time.Now().Add(-90 * time.Minute), Backend: "nftables", FastPath: true,
+	return daemon.Stats{Version: "9.9", Started: ctlNow.Add(-90 * time.Minute), Backend: "nftables", FastPath: true,
 		Queues: []daemon.QueueStats{{Num: 3, Packets: 1234, Overruns: 5}}, Heals: 2, Reloads: 1}
 }
 
@@ -43,15 +47,17 @@ func (d *ctlDaemon) Grants() []daemon.GrantEntry {
 	return append([]daemon.GrantEntry(nil), d.grants...)
 }
 
-func (d *ctlDaemon) Grant(_ context.Context, src netip.Addr, service string, dur time.Duration, _ string) (time.Time, error) {
+func (d *ctlDaemon) ServiceNames() []string { return []string{"ssh"} }
+
+func (d *ctlDaemon) Grant(_ context.Context, src netip.Addr, service string, dur time.Duration, _ string) (daemon.GrantEntry, error) {
 	if dur == 0 {
 		dur = 30 * time.Second
 	}
-	until := time.Now().Add(dur)
+	g := daemon.GrantEntry{Src: src, Service: service, Expires: ctlNow.Add(dur), How: tracker.MethodManual}
 	d.mu.Lock()
-	d.grants = append(d.grants, daemon.GrantEntry{Src: src, Service: service, Expires: until, How: tracker.MethodManual})
+	d.grants = append(d.grants, g)
 	d.mu.Unlock()
-	return until, nil
+	return g, nil
 }
 
 func (d *ctlDaemon) Revoke(_ context.Context, src netip.Addr, _ string, _ string) ([]tracker.GrantInfo, error) {
@@ -84,7 +90,7 @@ func serveCtl(t *testing.T, d control.Daemon) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := control.New(control.Config{Daemon: d, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s := control.New(control.Config{Daemon: d, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return ctlNow }})
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -162,7 +168,7 @@ func TestControlCommands(t *testing.T) {
 
 // TestGrantsJSON: grants --json is the control API's list.
 func TestGrantsJSON(t *testing.T) {
-	d := &ctlDaemon{grants: []daemon.GrantEntry{{Src: netip.MustParseAddr("fd00:77::2"), Service: "ssh", Expires: time.Now().Add(time.Minute),
+	d := &ctlDaemon{grants: []daemon.GrantEntry{{Src: netip.MustParseAddr("fd00:77::2"), Service: "ssh", Expires: ctlNow.Add(time.Minute),
 		How: tracker.MethodSPA, Limited: true, Left: 1}}}
 	sock := serveCtl(t, d)
 	code, out, errOut := runCLI(t, nil, "grants", "--json", "--socket", sock)

@@ -72,8 +72,9 @@ const (
 type Daemon interface {
 	Stats() daemon.Stats
 	Services() []daemon.ServiceStatus
+	ServiceNames() []string
 	Grants() []daemon.GrantEntry
-	Grant(ctx context.Context, src netip.Addr, service string, dur time.Duration, who string) (time.Time, error)
+	Grant(ctx context.Context, src netip.Addr, service string, dur time.Duration, who string) (daemon.GrantEntry, error)
 	Revoke(ctx context.Context, src netip.Addr, service string, who string) ([]tracker.GrantInfo, error)
 	Reload(ctx context.Context) error
 }
@@ -215,7 +216,7 @@ func (s *Server) grant(ctx context.Context, r *httpx.Request) httpx.Response {
 		return errorResponse(httpx.StatusNotFound, err.Error())
 	}
 	log := s.cfg.Log.With(keyAction, "grant", keyUID, p.UID, keyPID, p.PID, keySrc, src.String(), keyService, req.Service, "for", req.For)
-	until, err := s.cfg.Daemon.Grant(ctx, src, req.Service, dur, p.who())
+	g, err := s.cfg.Daemon.Grant(ctx, src, req.Service, dur, p.who())
 	if err != nil {
 		log.Info("control", keyErr, err)
 		code := httpx.StatusInternalServerError
@@ -224,15 +225,8 @@ func (s *Server) grant(ctx context.Context, r *httpx.Request) httpx.Response {
 		}
 		return errorResponse(code, err.Error())
 	}
-	log.Info("control", "until", until.UTC().Format(time.RFC3339))
-	now := s.cfg.Now()
-	for _, g := range s.cfg.Daemon.Grants() {
-		if g.Src == src.Unmap() && g.Service == req.Service {
-			return jsonResponse(httpx.StatusOK, grantOf(g, now))
-		}
-	}
-	// Lapsed already (a grant shorter than this request took).
-	return jsonResponse(httpx.StatusOK, Grant{Src: src.Unmap(), Service: req.Service, Expires: until.UTC(), How: tracker.MethodManual.String()})
+	log.Info("control", "until", g.Expires.UTC().Format(time.RFC3339))
+	return jsonResponse(httpx.StatusOK, grantOf(g, s.cfg.Now()))
 }
 
 func (s *Server) revoke(ctx context.Context, r *httpx.Request) httpx.Response {
@@ -277,12 +271,9 @@ func (s *Server) knownService(name string, emptyOK bool) error {
 	if name == "" && emptyOK {
 		return nil
 	}
-	var names []string
-	for _, svc := range s.cfg.Daemon.Services() {
-		if svc.Name == name {
-			return nil
-		}
-		names = append(names, svc.Name)
+	names := s.cfg.Daemon.ServiceNames()
+	if slices.Contains(names, name) {
+		return nil
 	}
 	slices.Sort(names)
 	return fmt.Errorf("no service %q (services: %s)", name, strings.Join(names, ", "))

@@ -64,18 +64,21 @@ func (f *fakeDaemon) Grants() []daemon.GrantEntry {
 	return append([]daemon.GrantEntry(nil), f.grants...)
 }
 
-func (f *fakeDaemon) Grant(_ context.Context, src netip.Addr, service string, dur time.Duration, who string) (time.Time, error) {
+func (f *fakeDaemon) ServiceNames() []string { return []string{"ssh", "web"} }
+
+func (f *fakeDaemon) Grant(_ context.Context, src netip.Addr, service string, dur time.Duration, who string) (daemon.GrantEntry, error) {
 	f.record("grant %s %s %s %s", src, service, dur, who)
 	if f.grantErr != nil {
-		return time.Time{}, f.grantErr
+		return daemon.GrantEntry{}, f.grantErr
 	}
 	if dur == 0 {
 		dur = 30 * time.Second
 	}
+	g := daemon.GrantEntry{Src: src, Service: service, Expires: t0.Add(dur), How: tracker.MethodManual}
 	f.mu.Lock()
-	f.grants = append(f.grants, daemon.GrantEntry{Src: src, Service: service, Expires: t0.Add(dur), How: tracker.MethodManual})
+	f.grants = append(f.grants, g)
 	f.mu.Unlock()
-	return t0.Add(dur), nil
+	return g, nil
 }
 
 func (f *fakeDaemon) Revoke(_ context.Context, src netip.Addr, service string, who string) ([]tracker.GrantInfo, error) {

@@ -611,11 +611,11 @@ func (d *Daemon) Revoke(ctx context.Context, src netip.Addr, service string, who
 
 // Grant grants service to src until now+dur, as an operator asks: at once
 // in the tracker and in the kernel's fast path.
-func (d *Daemon) Grant(ctx context.Context, src netip.Addr, service string, dur time.Duration, who string) (time.Time, error) {
+func (d *Daemon) Grant(ctx context.Context, src netip.Addr, service string, dur time.Duration, who string) (GrantEntry, error) {
 	set := d.eng.Rules()
 	i, ok := set.ServiceByName([]byte(service))
 	if !ok {
-		return time.Time{}, fmt.Errorf("no service %q", service)
+		return GrantEntry{}, fmt.Errorf("no service %q", service)
 	}
 	svc := &set.Services[i]
 	if dur <= 0 {
@@ -626,16 +626,17 @@ func (d *Daemon) Grant(ctx context.Context, src netip.Addr, service string, dur 
 	until := now.Add(dur)
 	g := tracker.GrantInfo{Src: src, ID: svc.ID, Expires: until, How: tracker.MethodManual, Limited: svc.Connections > 0, Left: svc.Connections}
 	if !d.tr.Put(g, now) {
-		return time.Time{}, tracker.ErrGrantTableFull
+		return GrantEntry{}, tracker.ErrGrantTableFull
 	}
+	e := GrantEntry{Src: src, Service: svc.Name, Expires: until, How: g.How, Limited: g.Limited, Left: g.Left}
 	if d.grants != nil {
 		if err := d.grants.replaceNow(ctx); err != nil {
-			return until, fmt.Errorf("granted in knockwall, but the kernel's fast path could not be updated: %w", err)
+			return e, fmt.Errorf("granted in knockwall, but the kernel's fast path could not be updated: %w", err)
 		}
 	}
 	d.manual.Add(1)
 	d.log.Info("grant", keySrc, src.String(), keyService, svc.Name, "by", "manual", "for", dur.String(), "operator", who)
-	return until, nil
+	return e, nil
 }
 
 // GrantEntry is one live grant as an operator sees it.
@@ -659,6 +660,17 @@ func (d *Daemon) Grants() []GrantEntry {
 			e.Service = set.Services[i].Name
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// ServiceNames lists the names of the services in force, in configuration
+// order. Unlike Services it does not walk the tracker.
+func (d *Daemon) ServiceNames() []string {
+	set := d.eng.Rules()
+	out := make([]string, len(set.Services))
+	for i := range set.Services {
+		out[i] = set.Services[i].Name
 	}
 	return out
 }

@@ -654,6 +654,7 @@ func (t *Tracker) Granted(src netip.Addr, ids []uint64, srcPort uint16, now time
 	ts := t.since(now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	exhausted := false // a live one-shot grant with no connection left
 	for _, id := range ids {
 		key := keyOf(src, id)
 		g, ok := s.grants[key]
@@ -671,12 +672,10 @@ func (t *Tracker) Granted(src netip.Addr, ids []uint64, srcPort uint16, now time
 			s.grants[key] = g
 			return true
 		}
+		exhausted = true
 	}
-	for _, id := range ids {
-		if g, ok := s.grants[keyOf(src, id)]; ok && g.exp > ts && g.limited {
-			t.exhausted.Add(1)
-			break
-		}
+	if exhausted {
+		t.exhausted.Add(1)
 	}
 	return false
 }

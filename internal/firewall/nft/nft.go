@@ -381,34 +381,9 @@ func baseChain(pc *firewall.Chain) *nftables.Chain {
 
 // newSet builds the kernel set for ps and its elements.
 func newSet(ps *firewall.Set) (*nftables.Set, []nftables.SetElement, error) {
-	s := &nftables.Set{Table: Table, Name: ps.Name}
-	switch ps.Kind {
-	case firewall.KindPorts:
-		s.KeyType = nftables.TypeInetService
-	case firewall.KindAddrPort4, firewall.KindPrefixPort4:
-		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), true
-	case firewall.KindAddrPort6, firewall.KindPrefixPort6:
-		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService), true
-	case firewall.KindAddr4, firewall.KindPrefix4:
-		s.KeyType = nftables.TypeIPAddr
-	case firewall.KindAddr6, firewall.KindPrefix6:
-		s.KeyType = nftables.TypeIP6Addr
-	case firewall.KindNfproto:
-		s.KeyType = nftables.TypeNFProto
-	case firewall.KindIfnames:
-		// A string, kept in host byte order, as nft keeps it: nft
-		// prints the names back only when the set says so.
-		s.KeyType, s.KeyByteOrder = nftables.TypeIFName, binaryutil.NativeEndian
-	default:
-		return nil, nil, fmt.Errorf("set %s: kind %d: %w", ps.Name, ps.Kind, firewall.ErrUnsupported)
-	}
-	s.Interval = ps.Interval()
-	if ps.Dynamic {
-		s.HasTimeout = true
-		s.Size = ps.Size
-		// Sets the data plane writes (progress, degraded) need the
-		// dynamic flag; grant sets are written by the daemon only.
-		s.Dynamic = ps.Kind == firewall.KindAddr4 || ps.Kind == firewall.KindAddr6 || ps.Kind == firewall.KindNfproto
+	s, err := setHeader(ps)
+	if err != nil {
+		return nil, nil, err
 	}
 	var elems []nftables.SetElement
 	switch ps.Kind {
@@ -440,6 +415,41 @@ func newSet(ps *firewall.Set) (*nftables.Set, []nftables.SetElement, error) {
 		}
 	}
 	return s, elems, nil
+}
+
+// setHeader builds the kernel set for ps without its elements: its name,
+// key type and flags. The nft script (render.go) declares it from this too.
+func setHeader(ps *firewall.Set) (*nftables.Set, error) {
+	s := &nftables.Set{Table: Table, Name: ps.Name}
+	switch ps.Kind {
+	case firewall.KindPorts:
+		s.KeyType = nftables.TypeInetService
+	case firewall.KindAddrPort4, firewall.KindPrefixPort4:
+		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService), true
+	case firewall.KindAddrPort6, firewall.KindPrefixPort6:
+		s.KeyType, s.Concatenation = nftables.MustConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService), true
+	case firewall.KindAddr4, firewall.KindPrefix4:
+		s.KeyType = nftables.TypeIPAddr
+	case firewall.KindAddr6, firewall.KindPrefix6:
+		s.KeyType = nftables.TypeIP6Addr
+	case firewall.KindNfproto:
+		s.KeyType = nftables.TypeNFProto
+	case firewall.KindIfnames:
+		// A string, kept in host byte order, as nft keeps it: nft
+		// prints the names back only when the set says so.
+		s.KeyType, s.KeyByteOrder = nftables.TypeIFName, binaryutil.NativeEndian
+	default:
+		return nil, fmt.Errorf("set %s: kind %d: %w", ps.Name, ps.Kind, firewall.ErrUnsupported)
+	}
+	s.Interval = ps.Interval()
+	if ps.Dynamic {
+		s.HasTimeout = true
+		s.Size = ps.Size
+		// Sets the data plane writes (progress, degraded) need the
+		// dynamic flag; grant sets are written by the daemon only.
+		s.Dynamic = ps.Kind == firewall.KindAddr4 || ps.Kind == firewall.KindAddr6 || ps.Kind == firewall.KindNfproto
+	}
+	return s, nil
 }
 
 // sameSet reports whether a set in the kernel has the type and flags of

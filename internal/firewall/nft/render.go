@@ -54,42 +54,28 @@ func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
 	return nil
 }
 
+// setDecl declares s as newSet makes it (setHeader).
 func setDecl(s *firewall.Set) (string, error) {
-	var typ string
-	switch s.Kind {
-	case firewall.KindPorts:
-		typ = "inet_service"
-	case firewall.KindAddrPort4, firewall.KindPrefixPort4:
-		typ = "ipv4_addr . inet_service"
-	case firewall.KindAddrPort6, firewall.KindPrefixPort6:
-		typ = "ipv6_addr . inet_service"
-	case firewall.KindAddr4, firewall.KindPrefix4:
-		typ = "ipv4_addr"
-	case firewall.KindAddr6, firewall.KindPrefix6:
-		typ = "ipv6_addr"
-	case firewall.KindNfproto:
-		typ = "nf_proto"
-	case firewall.KindIfnames:
-		typ = "ifname"
-	default:
-		return "", fmt.Errorf("set %s: kind %d: %w", s.Name, s.Kind, firewall.ErrUnsupported)
+	ns, err := setHeader(s)
+	if err != nil {
+		return "", err
 	}
-	parts := []string{"type " + typ + ";"}
+	parts := []string{"type " + ns.KeyType.Name + ";"}
 	var flags []string
-	if s.Interval() {
+	if ns.Interval {
 		flags = append(flags, "interval")
 	}
-	if s.Dynamic {
-		if s.Kind == firewall.KindAddr4 || s.Kind == firewall.KindAddr6 || s.Kind == firewall.KindNfproto {
-			flags = append(flags, "dynamic")
-		}
+	if ns.Dynamic {
+		flags = append(flags, "dynamic")
+	}
+	if ns.HasTimeout {
 		flags = append(flags, "timeout")
 	}
 	if len(flags) > 0 {
 		parts = append(parts, "flags "+strings.Join(flags, ",")+";")
 	}
-	if s.Dynamic && s.Size > 0 {
-		parts = append(parts, fmt.Sprintf("size %d;", s.Size))
+	if ns.Size > 0 {
+		parts = append(parts, fmt.Sprintf("size %d;", ns.Size))
 	}
 	return strings.Join(parts, " "), nil
 }

@@ -129,9 +129,6 @@ func (b *Backend) probe() error {
 	return nil
 }
 
-// CompatQueue reports whether the backend queues through nft_compat.
-func (b *Backend) CompatQueue() bool { return b.compatQueue }
-
 // Name implements firewall.Backend.
 func (*Backend) Name() string { return "nftables" }
 
@@ -291,8 +288,8 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 		if !ok {
 			ch = c.AddChain(baseChain(pc))
 		}
-		for ri, r := range b.chainRules(pc, sets) {
-			ex, err := b.exprs(p, pc, r, sets)
+		for ri, r := range chainRules(pc) {
+			ex, err := b.exprs(r, sets)
 			if err != nil {
 				return fmt.Errorf("nftables: chain %s rule %d: %w", pc.Name, ri, err)
 			}
@@ -330,7 +327,7 @@ var entryNames = [...]string{"", "lo", "ifaces", "scope4", "scope6"}
 
 // chainRules lists the rules of c as installed: the entry rules (loopback,
 // interfaces, destination scope) first.
-func (b *Backend) chainRules(c *firewall.Chain, _ map[string]*nftables.Set) []taggedRule {
+func chainRules(c *firewall.Chain) []taggedRule {
 	var out []taggedRule
 	add := func(e entry) {
 		out = append(out, taggedRule{entry: e, tag: firewall.Owner + " " + c.Name + " " + entryNames[e]})
@@ -498,7 +495,7 @@ const (
 )
 
 // exprs renders one rule.
-func (b *Backend) exprs(p *firewall.Plan, c *firewall.Chain, tr taggedRule, sets map[string]*nftables.Set) ([]expr.Any, error) {
+func (b *Backend) exprs(tr taggedRule, sets map[string]*nftables.Set) ([]expr.Any, error) {
 	if tr.r == nil {
 		return entryExprs(tr.entry, sets)
 	}
@@ -832,7 +829,7 @@ func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
 			return nil, err
 		}
 		var want []string
-		for _, tr := range b.chainRules(pc, nil) {
+		for _, tr := range chainRules(pc) {
 			want = append(want, tr.tag)
 		}
 		if !slices.Equal(got, want) {
@@ -996,35 +993,6 @@ func (b *Backend) ReplaceGrants(_ context.Context, all []firewall.GrantElem) err
 		b.conn.FlushSet(s4)
 		b.conn.FlushSet(s6)
 	})
-}
-
-// GrantElems lists the elements of the grant sets, for tests and status.
-func (b *Backend) GrantElems() ([]firewall.GrantElem, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []firewall.GrantElem
-	for _, name := range []string{firewall.SetGrants4, firewall.SetGrants6} {
-		s, ok := b.sets[name]
-		if !ok {
-			continue
-		}
-		els, err := b.conn.GetSetElements(s)
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range els {
-			n := 4
-			if name == firewall.SetGrants6 {
-				n = 16
-			}
-			if len(e.Key) < n+2 {
-				continue
-			}
-			a, _ := netip.AddrFromSlice(e.Key[:n])
-			out = append(out, firewall.GrantElem{Src: a, Port: binary.BigEndian.Uint16(e.Key[n:]), Timeout: e.Expires})
-		}
-	}
-	return out, nil
 }
 
 var (

@@ -35,7 +35,7 @@ func newKernel(t *testing.T) *kernel {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	t.Logf("kernel queue expression: compat %v", b.CompatQueue())
+	t.Logf("kernel queue expression: compat %v", b.compatQueue)
 	return &kernel{ns: ns, b: b}
 }
 
@@ -214,7 +214,7 @@ func TestKernelGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustCheck(t, k.b, p2, "after the reload")
-	els, err := k.b.GrantElems()
+	els, err := k.b.grantElems()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,13 +235,13 @@ func TestKernelGrants(t *testing.T) {
 	if err := k.b.Apply(ctx, &fresh); err != nil {
 		t.Fatal(err)
 	}
-	if els, _ := k.b.GrantElems(); len(els) != 0 {
+	if els, _ := k.b.grantElems(); len(els) != 0 {
 		t.Errorf("after an Apply with FreshGrants the grant sets hold %v", els)
 	}
 	if err := k.b.ReplaceGrants(ctx, []firewall.GrantElem{{Src: a6, Port: 22, Timeout: time.Second}}); err != nil {
 		t.Fatal(err)
 	}
-	if els, _ := k.b.GrantElems(); len(els) != 1 || els[0].Src != a6 {
+	if els, _ := k.b.grantElems(); len(els) != 1 || els[0].Src != a6 {
 		t.Errorf("after ReplaceGrants: %v, want only fd00::7 . 22", els)
 	}
 }
@@ -267,7 +267,7 @@ func TestKernelManyGrants(t *testing.T) {
 	}
 	count := func(when string, want int) {
 		t.Helper()
-		els, err := k.b.GrantElems()
+		els, err := k.b.grantElems()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,7 +324,7 @@ func TestKernelRenderedScript(t *testing.T) {
 			}
 			want := applied.listing(t)
 			text := script.String()
-			if applied.b.CompatQueue() {
+			if applied.b.compatQueue {
 				n := len(queueStmt.FindAllString(text, -1))
 				if m := len(queueStmt.FindAllString(want, -1)); n == 0 || n != m {
 					t.Errorf("the script has %d queue statements, the table %d", n, m)

@@ -43,8 +43,8 @@ func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
 		c := &p.Chains[ci]
 		fmt.Fprintf(w, "add chain %s %s { type filter hook %s priority %d; policy accept; }\n", t, c.Name, c.Hook, c.Priority)
 		fmt.Fprintf(w, "flush chain %s %s\n", t, c.Name)
-		for _, tr := range b.chainRules(c, nil) {
-			text, err := ruleText(p, c, tr)
+		for _, tr := range chainRules(c) {
+			text, err := ruleText(p, tr)
 			if err != nil {
 				return fmt.Errorf("chain %s: %w", c.Name, err)
 			}
@@ -99,7 +99,7 @@ func setElems(s *firewall.Set) string {
 
 // ruleText is one rule in nft's language, its parts in the order exprs
 // emits them.
-func ruleText(p *firewall.Plan, c *firewall.Chain, tr taggedRule) (string, error) {
+func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 	switch tr.entry {
 	case entryLo:
 		return `iifname "lo" accept`, nil

@@ -14,7 +14,6 @@ import (
 
 	"github.com/knockwall/knockwall/fwknop"
 	"github.com/knockwall/knockwall/internal/config"
-	"github.com/knockwall/knockwall/internal/daemon"
 	"github.com/knockwall/knockwall/internal/knockdconf"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
@@ -170,7 +169,7 @@ func writeEffective(w io.Writer, s *rules.Set) {
 				r.Length, r.Period, r.Lo, r.Hi, svc.StepTimeout))
 		}
 		fmt.Fprintf(w, " %s; everyone else gets %s.\n", strings.Join(ways, "; or "), svc.Closed)
-		for _, warn := range daemon.Weaknesses(svc) {
+		for _, warn := range weaknesses(svc) {
 			fmt.Fprintf(w, "  # WARNING: %s\n", warn)
 		}
 		fmt.Fprintf(w, "  %s:\n    ports: [%s]\n", svc.Name, ports)
@@ -239,7 +238,7 @@ func warnings(set *rules.Set, rep config.Report) []string {
 		out = append(out, "tracker.knock_rate is 0: knock attempts are not rate limited, so plain sequences can be guessed as fast as packets can be sent")
 	}
 	for _, svc := range set.Services {
-		out = append(out, daemon.Weaknesses(svc)...)
+		out = append(out, weaknesses(svc)...)
 	}
 	out = append(out, operateWarnings(set)...)
 	if rep.Path != "" && rep.Mode&0o044 != 0 {
@@ -263,4 +262,16 @@ func logOverrides(log *slog.Logger, rep config.Report, set *rules.Set) {
 	for _, w := range warnings(set, rep) {
 		log.Warn(w)
 	}
+}
+
+// weaknesses names what makes a service easy to open by guessing.
+func weaknesses(svc rules.Service) []string {
+	var out []string
+	if n := len(svc.Sequence); n > 0 && n < 3 {
+		out = append(out, fmt.Sprintf("%s's sequence has %d knock(s); a port scan can stumble on it. Use 3 or more, or spa.", svc.Name, n))
+	}
+	if r := svc.Rotate; r != nil && r.Length < 3 {
+		out = append(out, fmt.Sprintf("%s's rotating sequence has length %d; guessing it is cheap. Use 3 or more.", svc.Name, r.Length))
+	}
+	return out
 }

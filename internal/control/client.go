@@ -85,9 +85,6 @@ func NewClient(path string) *Client {
 	}}
 }
 
-// Path is the socket's path.
-func (c *Client) Path() string { return c.path }
-
 // Status asks for the daemon's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var s Status

@@ -698,15 +698,3 @@ func (d *Daemon) Services() []ServiceStatus {
 	}
 	return out
 }
-
-// Weaknesses names what makes a service easy to open by guessing.
-func Weaknesses(svc rules.Service) []string {
-	var out []string
-	if n := len(svc.Sequence); n > 0 && n < 3 {
-		out = append(out, fmt.Sprintf("%s's sequence has %d knock(s); a port scan can stumble on it. Use 3 or more, or spa.", svc.Name, n))
-	}
-	if r := svc.Rotate; r != nil && r.Length < 3 {
-		out = append(out, fmt.Sprintf("%s's rotating sequence has length %d; guessing it is cheap. Use 3 or more.", svc.Name, r.Length))
-	}
-	return out
-}

@@ -67,42 +67,32 @@ func (c *Collector) AppendText(b []byte) []byte {
 
 	w.family("build_info", gauge, "Always 1; the labels say what runs.")
 	w.gauge("build_info", 1, "backend", st.Backend, "goversion", runtime.Version(), "version", st.Version)
-	w.family("fast_path", gauge, "1 when grants are mirrored into the kernel's fast path.")
 	fp := 0.0
 	if st.FastPath {
 		fp = 1
 	}
-	w.gauge("fast_path", fp)
-	w.family("firewall_heals_total", counter, "Times firewall rules removed by someone else were put back.")
-	w.counter("firewall_heals_total", st.Heals)
-	w.family("grants_active", gauge, "Live (source, service) grants.")
-	w.gauge("grants_active", float64(t.Grants))
-	w.family("grants_exhausted_total", counter, "SYNs refused because their source's one-shot grants had no connection left.")
-	w.counter("grants_exhausted_total", t.Exhausted)
-	w.family("grants_refused_total", counter, "Grants refused because the grant table was full of live grants.")
-	w.counter("grants_refused_total", t.RefusedGrants)
+	w.oneGauge("fast_path", "1 when grants are mirrored into the kernel's fast path.", fp)
+	w.oneCounter("firewall_heals_total", "Times firewall rules removed by someone else were put back.", st.Heals)
+	w.oneGauge("grants_active", "Live (source, service) grants.", float64(t.Grants))
+	w.oneCounter("grants_exhausted_total", "SYNs refused because their source's one-shot grants had no connection left.", t.Exhausted)
+	w.oneCounter("grants_refused_total", "Grants refused because the grant table was full of live grants.", t.RefusedGrants)
 	w.family("grants_total", counter, "Grants made, by how (sequence, spa, fwknop, manual).")
 	for m, count := range n.Grants {
 		if m != 0 {
 			w.counter("grants_total", count, "method", tracker.Method(m).String())
 		}
 	}
-	w.family("kernel_queue_dropped_total", counter, "Packets the kernel dropped because a queue was full (queue.max_len).")
-	w.counter("kernel_queue_dropped_total", st.Kernel.QueueDropped)
-	w.family("kernel_queue_waiting", gauge, "Packets queued in the kernel awaiting a verdict.")
-	w.gauge("kernel_queue_waiting", float64(st.Kernel.Waiting))
-	w.family("kernel_user_dropped_total", counter, "Packets the kernel dropped because a queue's socket buffer was full.")
-	w.counter("kernel_user_dropped_total", st.Kernel.UserDropped)
+	w.oneCounter("kernel_queue_dropped_total", "Packets the kernel dropped because a queue was full (queue.max_len).", st.Kernel.QueueDropped)
+	w.oneGauge("kernel_queue_waiting", "Packets queued in the kernel awaiting a verdict.", float64(st.Kernel.Waiting))
+	w.oneCounter("kernel_user_dropped_total", "Packets the kernel dropped because a queue's socket buffer was full.", st.Kernel.UserDropped)
 	w.family("knocks_total", counter, "Knocks, by what they did to their source's progress.")
 	for e, count := range n.Knocks {
 		if tracker.Event(e) != tracker.EventNone {
 			w.counter("knocks_total", count, "event", tracker.Event(e).String())
 		}
 	}
-	w.family("pending_evicted_total", counter, "Sources whose knock progress was evicted to make room.")
-	w.counter("pending_evicted_total", t.EvictedPending)
-	w.family("pending_sources", gauge, "Sources with knock progress.")
-	w.gauge("pending_sources", float64(t.Pending))
+	w.oneCounter("pending_evicted_total", "Sources whose knock progress was evicted to make room.", t.EvictedPending)
+	w.oneGauge("pending_sources", "Sources with knock progress.", float64(t.Pending))
 	w.family("queue_overruns_total", counter, "Times the kernel reported a full socket buffer (ENOBUFS), by NFQUEUE number.")
 	for _, q := range st.Queues {
 		w.counter("queue_overruns_total", q.Overruns, "queue", strconv.Itoa(int(q.Num)))
@@ -115,16 +105,13 @@ func (c *Collector) AppendText(b []byte) []byte {
 	for _, q := range st.Queues {
 		w.counter("queue_verdict_errors_total", q.VerdictErrors, "queue", strconv.Itoa(int(q.Num)))
 	}
-	w.family("rate_limited_total", counter, "Knock attempts refused by the per-source rate limit.")
-	w.counter("rate_limited_total", t.Limited)
-	w.family("reloads_total", counter, "Configuration reloads that took effect.")
-	w.counter("reloads_total", st.Reloads)
+	w.oneCounter("rate_limited_total", "Knock attempts refused by the per-source rate limit.", t.Limited)
+	w.oneCounter("reloads_total", "Configuration reloads that took effect.", st.Reloads)
 	w.family("spa_tokens_total", counter, "SPA tokens, by result (ok, or why refused).")
 	for i, count := range n.Tokens {
 		w.counter("spa_tokens_total", count, "result", daemon.TokenResults[i])
 	}
-	w.family("start_time_seconds", gauge, "When the daemon started, in seconds since the Unix epoch.")
-	w.gauge("start_time_seconds", float64(st.Started.UnixNano())/1e9)
+	w.oneGauge("start_time_seconds", "When the daemon started, in seconds since the Unix epoch.", float64(st.Started.UnixNano())/1e9)
 	w.family("verdicts_total", counter, "Packets judged, by verdict and reason.")
 	for v := range n.Verdicts {
 		for r, count := range n.Verdicts[v] {
@@ -167,6 +154,18 @@ func (w *writer) gauge(name string, v float64, labels ...string) {
 
 // name appends a sample's name and its labels, given as name, value
 // pairs, then the space before the value.
+// oneCounter writes a family of one unlabelled counter.
+func (w *writer) oneCounter(name, help string, v uint64) {
+	w.family(name, counter, help)
+	w.counter(name, v)
+}
+
+// oneGauge writes a family of one unlabelled gauge.
+func (w *writer) oneGauge(name, help string, v float64) {
+	w.family(name, gauge, help)
+	w.gauge(name, v)
+}
+
 func (w *writer) name(name string, labels []string) {
 	w.b = append(w.b, namespace+"_"...)
 	w.b = append(w.b, name...)

@@ -235,25 +235,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// shortens the time in which protected ports answer nobody.
 	routedHosts := len(set.RoutedPrefixes()) > 0
 	d.refreshLocal(set)
-	for i := range set.Queue.Count {
-		var rs, routed Resetter
-		if d.cfg.NewResetter != nil {
-			r, err := d.cfg.NewResetter()
-			if err != nil {
-				d.log.Warn("cannot send resets myself; rejects are left to a REJECT rule by mark (IPv6 ones will carry flow label 0, unlike the kernel's)", "err", err)
-			} else {
-				rs = r
-				resetters = append(resetters, r)
-			}
+	// openResetter opens one with open, or warns and leaves the resets to
+	// the kernel.
+	openResetter := func(open func() (Resetter, error), warn string) Resetter {
+		if open == nil {
+			return nil
 		}
-		if routedHosts && d.cfg.NewRoutedResetter != nil {
-			r, err := d.cfg.NewRoutedResetter()
-			if err != nil {
-				d.log.Warn("cannot send routed hosts' resets myself; they will come one hop higher than the hosts' own", "err", err)
-			} else {
-				routed = r
-				resetters = append(resetters, r)
-			}
+		r, err := open()
+		if err != nil {
+			d.log.Warn(warn, "err", err)
+			return nil
+		}
+		resetters = append(resetters, r)
+		return r
+	}
+	for i := range set.Queue.Count {
+		rs := openResetter(d.cfg.NewResetter, "cannot send resets myself; rejects are left to a REJECT rule by mark (IPv6 ones will carry flow label 0, unlike the kernel's)")
+		var routed Resetter
+		if routedHosts {
+			routed = openResetter(d.cfg.NewRoutedResetter, "cannot send routed hosts' resets myself; they will come one hop higher than the hosts' own")
 		}
 		q, err := d.cfg.OpenQueue(qctx, uint16(set.Queue.Num+i), d.newHandler(rs, routed))
 		if err != nil {

@@ -34,12 +34,10 @@ func Build4(dst, syn []byte, ttl uint8) ([]byte, error) {
 		return nil, ErrNotSYN4
 	}
 	tcp := syn[ihl:]
-	doff := int(tcp[12]>>4) * 4
-	plen := total - ihl
-	if tcp[13]&0x17 != 0x02 || doff < tcpHeader || plen < doff {
+	dataLen, ok := synData(tcp, total-ihl)
+	if !ok {
 		return nil, ErrNotSYN4
 	}
-	dataLen := uint32(plen - doff)
 
 	dst = slices.Grow(dst, reset4Len)
 	out := dst[len(dst) : len(dst)+reset4Len]
@@ -54,16 +52,6 @@ func Build4(dst, syn []byte, ttl uint8) ([]byte, error) {
 	copy(out[12:16], syn[16:20]) // source: the SYN's destination
 	copy(out[16:20], syn[12:16])
 	binary.BigEndian.PutUint16(out[10:], inet.Checksum(inet.Sum(0, out[:ipv4Header])))
-	t := out[ipv4Header:]
-	copy(t[0:2], tcp[2:4])
-	copy(t[2:4], tcp[0:2])
-	binary.BigEndian.PutUint32(t[4:], 0)
-	binary.BigEndian.PutUint32(t[8:], binary.BigEndian.Uint32(tcp[4:8])+1+dataLen)
-	t[12] = 5 << 4
-	t[13] = 0x14 // RST|ACK
-	binary.BigEndian.PutUint16(t[14:], 0)
-	binary.BigEndian.PutUint16(t[16:], 0)
-	binary.BigEndian.PutUint16(t[18:], 0)
-	binary.BigEndian.PutUint16(t[16:], inet.Checksum(inet.Sum(inet.Pseudo4([4]byte(out[12:16]), [4]byte(out[16:20]), protoTCP, tcpHeader), t)))
+	fillRST(out[ipv4Header:], tcp, dataLen, inet.Pseudo4([4]byte(out[12:16]), [4]byte(out[16:20]), protoTCP, tcpHeader))
 	return dst[:len(dst)+reset4Len], nil
 }

@@ -135,14 +135,10 @@ func Build(dst, syn []byte, label uint32, hop uint8) ([]byte, error) {
 		return nil, ErrNotSYN
 	}
 	tcp := syn[off:]
-	doff := int(tcp[12]>>4) * 4
-	plen := int(binary.BigEndian.Uint16(syn[4:6])) - (off - ipv6Header) // the TCP segment's length
-	// The copy NFQUEUE hands over may stop short of the payload; the
-	// header fields read here are whole, and plen says how long it was.
-	if tcp[13]&0x17 != 0x02 || doff < tcpHeader || plen < doff {
+	dataLen, ok := synData(tcp, int(binary.BigEndian.Uint16(syn[4:6]))-(off-ipv6Header))
+	if !ok {
 		return nil, ErrNotSYN
 	}
-	dataLen := uint32(plen - doff)
 
 	dst = slices.Grow(dst, resetLen)
 	out := dst[len(dst) : len(dst)+resetLen]
@@ -153,7 +149,28 @@ func Build(dst, syn []byte, label uint32, hop uint8) ([]byte, error) {
 	out[7] = hop
 	copy(out[8:24], syn[24:40]) // source: the SYN's destination
 	copy(out[24:40], syn[8:24]) // destination: the SYN's source
-	r := out[ipv6Header:]
+	fillRST(out[ipv6Header:], tcp, dataLen, inet.Pseudo6([16]byte(out[8:24]), [16]byte(out[24:40]), protoTCP, tcpHeader))
+	return dst[:len(dst)+resetLen], nil
+}
+
+// synData checks that tcp is a SYN's header (SYN alone of SYN, RST, FIN
+// and ACK; a data offset that fits the segment) in a segment plen bytes
+// long, and returns the length of its payload. The copy NFQUEUE hands
+// over may stop short of the payload: the header fields read here are
+// whole, and plen says how long the segment was.
+func synData(tcp []byte, plen int) (dataLen uint32, ok bool) {
+	doff := int(tcp[12]>>4) * 4
+	if tcp[13]&0x17 != 0x02 || doff < tcpHeader || plen < doff {
+		return 0, false
+	}
+	return uint32(plen - doff), true
+}
+
+// fillRST writes into r the TCP header of the reset for the SYN whose
+// header is tcp: ports swapped, seq 0, ack = the SYN's seq + 1 +
+// dataLen, RST|ACK, window 0, no options, and the checksum over pseudo
+// (the reply's pseudo-header sum).
+func fillRST(r, tcp []byte, dataLen uint32, pseudo uint64) {
 	copy(r[0:2], tcp[2:4]) // source port: the SYN's destination port
 	copy(r[2:4], tcp[0:2])
 	binary.BigEndian.PutUint32(r[4:], 0)
@@ -163,8 +180,7 @@ func Build(dst, syn []byte, label uint32, hop uint8) ([]byte, error) {
 	binary.BigEndian.PutUint16(r[14:], 0)
 	binary.BigEndian.PutUint16(r[16:], 0)
 	binary.BigEndian.PutUint16(r[18:], 0)
-	binary.BigEndian.PutUint16(r[16:], inet.Checksum(inet.Sum(inet.Pseudo6([16]byte(out[8:24]), [16]byte(out[24:40]), protoTCP, len(r)), r)))
-	return dst[:len(dst)+resetLen], nil
+	binary.BigEndian.PutUint16(r[16:], inet.Checksum(inet.Sum(pseudo, r[:tcpHeader])))
 }
 
 // AutoFlowLabels reads net.ipv6.auto_flowlabels of the calling thread's

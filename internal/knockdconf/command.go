@@ -159,18 +159,31 @@ func iptables(t []string, a *analysis) {
 	case bad != nil:
 		a.unknown++
 		a.warn("%q: %v", line, bad)
+	default:
+		switch {
+		case proto == "" && len(ports) > 0:
+			a.warn("%q names no protocol (-p tcp); taken as TCP", line)
+			proto = "tcp"
+		case proto == "6":
+			proto = "tcp"
+		}
+		a.accept(line, proto, ip, ports)
+	}
+}
+
+// accept takes an accept rule of a start command for proto's ports, to
+// the knocking source alone (fromKnocker) or to every source.
+func (a *analysis) accept(line, proto string, fromKnocker bool, ports []int) {
+	switch {
 	case len(ports) == 0:
 		a.unknown++
 		a.warn("%q accepts every port, not one service's; not translated", line)
-	case proto != "" && proto != "tcp" && proto != "6":
+	case proto != "tcp":
 		a.opens++
 		a.warn("%q opens %s ports %s: knockwall protects TCP ports only; not translated", line, proto, intList(ports))
 	default:
 		a.opens++
-		if proto == "" {
-			a.warn("%q names no protocol (-p tcp); taken as TCP", line)
-		}
-		if !ip {
+		if !fromKnocker {
 			a.warn("%q opens to every source, not only the knocker; knockwall grants the knocking source only", line)
 		}
 		for _, p := range ports {
@@ -234,25 +247,12 @@ func nft(t []string, a *analysis) {
 			return
 		}
 	}
-	switch {
-	case !accept:
+	if !accept {
 		a.unknown++
 		a.warn("%q does not accept; not translated", line)
-	case len(ports) == 0:
-		a.unknown++
-		a.warn("%q accepts every port, not one service's; not translated", line)
-	case proto != "tcp":
-		a.opens++
-		a.warn("%q opens %s ports %s: knockwall protects TCP ports only; not translated", line, proto, intList(ports))
-	default:
-		a.opens++
-		if !ip {
-			a.warn("%q opens to every source, not only the knocker; knockwall grants the knocking source only", line)
-		}
-		for _, p := range ports {
-			a.addPort(p)
-		}
+		return
 	}
+	a.accept(line, proto, ip, ports)
 }
 
 // helper reads knockd's knock_helper_ipt.sh options: -a|-i add, -x delete,

@@ -69,9 +69,9 @@ type service struct {
 	ports       []int
 	sequence    []string
 	knocks      []rules.Knock
-	stepTimeout int // seconds
-	openFor     int // seconds; 0: knockwall's default
-	comments    []string
+	stepTimeout int    // seconds
+	openFor     int    // seconds; 0: knockwall's default
+	openForWhy  string // where open_for comes from, a comment beside it
 }
 
 // Convert reads a knockd.conf from r and returns the equivalent knockwall
@@ -306,13 +306,13 @@ func translate(s *section, n *notesList) *service {
 		if sa := analyse(cmd.value); sa.closes == 0 || sa.unknown > 0 {
 			n.add("%s line %d: stop_command %q is not recognisably the delete of what start_command adds; assumed to close it after cmd_timeout", where, cmd.line, cmd.value)
 		}
-		svc.comments = append(svc.comments, "open_for: knockd's cmd_timeout, after which its stop_command ran")
+		svc.openForWhy = "knockd's cmd_timeout, after which its stop_command ran"
 	} else {
 		if hasCT {
 			n.add("%s line %d: cmd_timeout without stop_command does nothing in knockd; ignored", where, ct.line)
 		}
 		n.add("%s line %d: knockd left the port open until something closed it (a close sequence, a reboot); knockwall closes it after open_for, here its default %s", where, s.line, shortDuration(rules.DefaultOpenFor))
-		svc.comments = append(svc.comments, "open_for: knockwall's default; knockd never closed by itself")
+		svc.openForWhy = "knockwall's default; knockd never closed by itself"
 	}
 	directiveNotes(s, n)
 	return svc
@@ -469,8 +469,8 @@ func render(svcs []*service, notes []string) []byte {
 			openFor = s.openFor
 		}
 		fmt.Fprintf(&b, "    open_for: %ds", openFor)
-		for _, c := range s.comments {
-			b.WriteString(" # " + strings.TrimPrefix(c, "open_for: "))
+		if s.openForWhy != "" {
+			b.WriteString(" # " + s.openForWhy)
 		}
 		b.WriteString("\n    closed: reject\n")
 	}

@@ -128,13 +128,5 @@ func decodeKey(s string) ([]byte, error) {
 // others can read is no secret. Note that `fwknop -K FILE` writes with the
 // process umask; chmod 600 what it wrote.
 func ReadKeyFile(path string) (*Key, error) {
-	content, err := keyfile.Read(path, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParseKey(content)
-	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
-	}
-	return k, nil
+	return keyfile.Load(path, maxKeyFile, ParseKey)
 }

@@ -83,18 +83,11 @@ func ParseKey(content []byte) (*Key, error) {
 	return NewKey(secret)
 }
 
-// ReadKeyFile reads and parses a key file, refusing one that group or others
-// may read or write: a key others can read is no secret.
+// ReadKeyFile reads and parses a key file, refusing what keyfile.Read
+// refuses (a symlink, anything but a regular file, a file group or others
+// may access, one another user owns): a key others can read is no secret.
 func ReadKeyFile(path string) (*Key, error) {
-	content, err := keyfile.Read(path, maxKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParseKey(content)
-	if err != nil {
-		return nil, fmt.Errorf("key file %s: %w", path, err)
-	}
-	return k, nil
+	return keyfile.Load(path, maxKeyFile, ParseKey)
 }
 
 // WriteNewKeyFile writes a fresh random key of MinKeySize bytes to path with

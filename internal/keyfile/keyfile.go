@@ -16,6 +16,21 @@ import (
 // that another user owns.
 var ErrPerm = errors.New("key file is accessible by group or others")
 
+// Load reads the key file at path as Read does and parses it with parse;
+// a parse error names the file.
+func Load[K any](path string, max int64, parse func([]byte) (K, error)) (K, error) {
+	content, err := Read(path, max)
+	if err != nil {
+		var zero K
+		return zero, err
+	}
+	k, err := parse(content)
+	if err != nil {
+		return k, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
 // Read returns the first max bytes of the key file at path, or why it
 // refuses the file.
 func Read(path string, max int64) ([]byte, error) {

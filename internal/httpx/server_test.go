@@ -58,20 +58,36 @@ func serve(t *testing.T, cfg Config, network string) (*Server, string) {
 // back until the server closes.
 func raw(t *testing.T, network, addr string, b string) string {
 	t.Helper()
+	r := rawErr(network, addr, b)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.out
+}
+
+// rawResult is what rawErr got back.
+type rawResult struct {
+	out string
+	err error
+}
+
+// rawErr is raw for a goroutine other than the test's, which must not
+// call t.Fatal: it returns the error.
+func rawErr(network, addr string, b string) rawResult {
 	c, err := net.Dial(network, addr)
 	if err != nil {
-		t.Fatal(err)
+		return rawResult{err: err}
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, b); err != nil {
-		t.Fatal(err)
+		return rawResult{err: err}
 	}
 	out, err := io.ReadAll(c)
 	if err != nil {
-		t.Fatalf("read: %v (after %q)", err, out)
+		return rawResult{out: string(out), err: fmt.Errorf("read: %v (after %q)", err, out)}
 	}
-	return string(out)
+	return rawResult{out: string(out)}
 }
 
 // TestNetHTTPClient: Go's own client (keep-alives on, as Prometheus's is)
@@ -381,8 +397,8 @@ func TestShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idle.Close()
-	answer := make(chan string, 1)
-	go func() { answer <- raw(t, "tcp", addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n") }()
+	answer := make(chan rawResult, 1)
+	go func() { answer <- rawErr("tcp", addr, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n") }()
 	<-entered
 
 	shut := make(chan error, 1)
@@ -404,8 +420,10 @@ func TestShutdown(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
-	if out := <-answer; !strings.HasPrefix(out, "HTTP/1.1 200 OK\r\n") {
-		t.Errorf("the request under way got %q", out)
+	if a := <-answer; a.err != nil {
+		t.Errorf("the request under way: %v", a.err)
+	} else if !strings.HasPrefix(a.out, "HTTP/1.1 200 OK\r\n") {
+		t.Errorf("the request under way got %q", a.out)
 	}
 	if err := <-served; err != nil {
 		t.Errorf("Serve: %v", err)
@@ -426,8 +444,8 @@ func TestShutdownGivesUp(t *testing.T) {
 		close(cancelled)
 		return echo(ctx, r)
 	}}, "tcp")
-	answer := make(chan string, 1)
-	go func() { answer <- raw(t, "tcp", addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }()
+	answer := make(chan rawResult, 1)
+	go func() { answer <- rawErr("tcp", addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }()
 	<-entered
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -439,8 +457,10 @@ func TestShutdownGivesUp(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the handler's context was not cancelled")
 	}
-	if out := <-answer; out != "" {
-		t.Errorf("the abandoned request got %q; want the connection closed", out)
+	if a := <-answer; a.err != nil {
+		t.Errorf("the abandoned request: %v", a.err)
+	} else if a.out != "" {
+		t.Errorf("the abandoned request got %q; want the connection closed", a.out)
 	}
 }
 

@@ -100,10 +100,7 @@ func TestControlStatus(t *testing.T) { eachPath(t, testControlStatus) }
 
 func testControlStatus(t *testing.T, b backend) {
 	e := newEnv(t, envOptions{backend: b, operate: true})
-	e.knock(t, e.pair.Server4, defaultSequence...)
-	if _, err := e.d.waitLog("grant", map[string]string{"src": e.pair.Client4.String(), "service": "ssh"}, logTimeout); err != nil {
-		t.Fatal(err)
-	}
+	e.knockGranted(t)
 	out := e.ctlOK(t, "status", "-c", e.cfgPath)
 	t.Logf("knockwall status:\n%s", out)
 	fast := "off"
@@ -351,10 +348,7 @@ func testMetrics(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	e.expectClosed(t, reject, e.pair.Client4, e.server4(protectedPort))
-	e.knock(t, e.pair.Server4, defaultSequence...)
-	if _, err := e.d.waitLog("grant", map[string]string{"src": e.pair.Client4.String(), "service": "ssh"}, logTimeout); err != nil {
-		t.Fatal(err)
-	}
+	e.knockGranted(t)
 	m := e.scrape(t)
 	fastPath := 0.0
 	if b.fastPath {
@@ -407,10 +401,7 @@ func testState(t *testing.T, b backend) {
 	const openFor = 8 * time.Second
 	e := newEnv(t, envOptions{backend: b, operate: true, svc: service{openFor: openFor}})
 	src := e.pair.Client4
-	e.knock(t, e.pair.Server4, defaultSequence...)
-	if _, err := e.d.waitLog("grant", map[string]string{"src": src.String(), "service": "ssh"}, logTimeout); err != nil {
-		t.Fatal(err)
-	}
+	e.knockGranted(t)
 	gs := e.grants(t)
 	if len(gs) != 1 {
 		t.Fatalf("grants %+v", gs)
@@ -493,8 +484,7 @@ func testStateRefused(t *testing.T, b backend) {
 			}
 			t.Logf("refused: %s", l.str("err"))
 			e.expectClosed(t, reject, e.pair.Client4, e.server4(protectedPort))
-			e.knock(t, e.pair.Server4, defaultSequence...)
-			e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
+			e.knockOpen(t).Close()
 		})
 	}
 }

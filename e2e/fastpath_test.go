@@ -6,7 +6,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -116,14 +115,6 @@ func TestFastPathExpiry(t *testing.T) {
 	held.Close()
 }
 
-// knockOpen knocks from the client and returns an open connection to the
-// protected port.
-func (e *env) knockOpen(t *testing.T) net.Conn {
-	t.Helper()
-	e.knock(t, e.pair.Server4, defaultSequence...)
-	return e.expectOpen(t, e.pair.Client4, e.server4(protectedPort))
-}
-
 // fw4 is a stand-in for OpenWrt's fw4: a table inet fw4 whose input chain
 // drops what it does not accept, and accepts the protected port (and the
 // unprotected one) for everybody: knockwall alone keeps the protected port
@@ -162,8 +153,7 @@ func TestFw4Coexistence(t *testing.T) {
 			}
 			e.expectClosed(t, reject, stranger, e.server4(protectedPort))
 			e.expectClosed(t, reject, e.pair.Client6, e.server6(protectedPort))
-			e.knock(t, e.pair.Server4, defaultSequence...)
-			e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
+			e.knockOpen(t).Close()
 			e.expectOpen(t, stranger, e.server4(openPort)).Close()
 			time.Sleep(2 * WatchEvery)
 			if e.d.hasFrom(mark, "firewall rules were changed by someone else; putting them back", nil) {
@@ -194,8 +184,7 @@ func TestNoIptablesNeeded(t *testing.T) {
 	empty := t.TempDir()
 	e.d = startDaemonAt(t, e.pair.Server, e.bin, e.cfgPath, "debug", "PATH="+empty)
 	e.expectClosed(t, reject, e.pair.Client4, e.server4(protectedPort))
-	e.knock(t, e.pair.Server4, defaultSequence...)
-	e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
+	e.knockOpen(t).Close()
 	if _, err := e.d.stop(); err != nil {
 		t.Fatal(err)
 	}

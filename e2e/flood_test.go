@@ -34,7 +34,7 @@ import (
 
 // The flood tests scale their floods to C, the SYN verdicts per second the
 // daemon sustains, measured at the start of each test in the same run
-// (measureCapacity): a fixed number would be wrong for a faster or a busier
+// (measureCapacityOn): a fixed number would be wrong for a faster or a busier
 // machine, and on some hosts the sender, not the daemon, sets the pace, so
 // C is then a lower bound. No test asserts a rate: what they assert is
 // behaviour under the flood (legitimate knocks succeed, protected ports stay
@@ -479,13 +479,6 @@ func vmRSS(t *testing.T, pid int) int64 {
 	return 0
 }
 
-// lineCount is the number of lines logged so far, for find.
-func (d *daemon) lineCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.lines)
-}
-
 // overrunTimes are the times of the daemon's "kernel queue overrun" lines,
 // per queue.
 func (d *daemon) overrunTimes(t *testing.T) map[string][]time.Time {
@@ -578,7 +571,7 @@ func TestFloodPendingChurn(t *testing.T) { eachBackendSerial(t, testFloodPending
 func testFloodPendingChurn(t *testing.T, b backend) {
 	const duration = 2 * time.Second
 	fe := newFloodEnv(t, floodConfig{backend: b, maxPending: 64})
-	rate := int(fe.measureCapacity(t) / 2)
+	rate := int(fe.measureCapacityOn(t) / 2)
 	holder := fe.pair.Client4
 	if err := fe.knockFrom(holder, fe.pair.Server4, defaultSequence...); err != nil {
 		t.Fatal(err)
@@ -623,18 +616,11 @@ func testFloodPendingChurn(t *testing.T, b backend) {
 	}
 }
 
-// measureCapacity floods ports the daemon judges (judgedPorts) as fast as
-// loadgen can for about a second and returns the packets per second the
-// daemon verdicted: what its queue took, less what the kernel dropped
-// before the daemon saw it (a REJECT's reset is not counted by TCP's
-// OutRsts, so the queue's own counters are the measure).
-func (fe *floodEnv) measureCapacity(t *testing.T) float64 {
-	t.Helper()
-	return fe.measureCapacityOn(t)
-}
-
-// measureCapacityOn is measureCapacity with a flood to ports (none: the
-// judged ports).
+// measureCapacityOn floods ports (none: the ports the daemon judges,
+// judgedPorts) as fast as loadgen can for about a second and returns the
+// packets per second the daemon verdicted: what its queue took, less what
+// the kernel dropped before the daemon saw it (a REJECT's reset is not
+// counted by TCP's OutRsts, so the queue's own counters are the measure).
 func (fe *floodEnv) measureCapacityOn(t *testing.T, ports ...uint16) float64 {
 	t.Helper()
 	if len(ports) == 0 {
@@ -699,7 +685,7 @@ func testFloodOverload(t *testing.T, b backend) {
 			rssBefore := vmRSS(t, fe.pid)
 			start := time.Now()
 
-			capacity := fe.measureCapacity(t)
+			capacity := fe.measureCapacityOn(t)
 			before := fe.queueCounters(t)
 			var floods []loadgen.Config
 			for seed := range uint64(overloadSenders) {
@@ -903,7 +889,7 @@ func testFloodKnockRateLimit(t *testing.T, b backend) {
 
 	// Right after, the hammering source's bucket is empty: its correct
 	// sequence, three knocks within a millisecond, cannot all pass.
-	mark := fe.d.lineCount()
+	mark := fe.d.mark()
 	if err := fe.knockFrom(hammer, fe.pair.Server4, defaultSequence...); err != nil {
 		t.Fatal(err)
 	}
@@ -1024,7 +1010,7 @@ func testFloodGrantTableCapacity(t *testing.T, b backend) {
 		refusals int      // refusals logged
 	)
 	for i, src := range srcs {
-		from := fe.d.lineCount()
+		from := fe.d.mark()
 		if err := fe.knockFrom(src, fe.pair.Server4, defaultSequence...); err != nil {
 			t.Fatal(err)
 		}

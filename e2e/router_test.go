@@ -20,14 +20,12 @@ import (
 
 // Ports of the router tests.
 const (
-	fwdPort      = 22222 // on the router's WAN address, forwarded to the LAN host's 22
-	fwdOpenPort  = 28080 // forwarded to the LAN host's 8080, unprotected
-	lanSSH       = 22    // the LAN host's SSH: behind fwdPort, and lab6's routed port
-	lanWeb       = 80    // lab4's routed port on the LAN host
-	lanOpen      = 8080  // unprotected on the LAN host
-	labSPAPort   = 62202
-	nasSequence  = "7100 7200 7300"
-	lab4Sequence = "7400 7500 7600"
+	fwdPort     = 22222 // on the router's WAN address, forwarded to the LAN host's 22
+	fwdOpenPort = 28080 // forwarded to the LAN host's 8080, unprotected
+	lanSSH      = 22    // the LAN host's SSH: behind fwdPort, and lab6's routed port
+	lanWeb      = 80    // lab4's routed port on the LAN host
+	lanOpen     = 8080  // unprotected on the LAN host
+	labSPAPort  = 62202
 )
 
 // routerEnv is an env whose pair is the router's WAN side (the client is

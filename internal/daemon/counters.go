@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"github.com/knockwall/knockwall/fwknop"
@@ -16,17 +17,48 @@ var TokenResults = [...]string{"ok", "format", "version", "unknown-key", "bad-ma
 	"digest", "message-type", "allow-ip", "port", "other"}
 
 // tokenErrs maps each refusal, compared by identity (spa and fwknop return
-// their sentinels unwrapped), to its index in TokenResults.
+// their sentinels unwrapped), to its name in TokenResults; init finds the
+// index the counters use.
 var tokenErrs = [...]struct {
-	err error
-	idx int
+	err  error
+	name string
+	idx  int
 }{
-	{spa.ErrFormat, 1}, {spa.ErrVersion, 2}, {spa.ErrUnknownKey, 3}, {spa.ErrBadMAC, 4}, {spa.ErrStale, 5},
-	{spa.ErrFuture, 6}, {spa.ErrReplay, 7}, {spa.ErrReplayFull, 8}, {spa.ErrWrongSource, 9}, {spa.ErrUnbound, 10},
-	{spa.ErrBeforeStart, 11}, {spa.ErrService, 12}, {tracker.ErrGrantTableFull, 13},
-	{fwknop.ErrMalformed, 1}, {fwknop.ErrNoHMAC, 14}, {fwknop.ErrBadHMAC, 4}, {fwknop.ErrDecrypt, 15},
-	{fwknop.ErrDigest, 16}, {fwknop.ErrMessageType, 17}, {fwknop.ErrStale, 5}, {fwknop.ErrFuture, 6},
-	{fwknop.ErrAllowIP, 18}, {fwknop.ErrPort, 19}, {fwknop.ErrReplay, 7}, {fwknop.ErrReplayFull, 8},
+	{err: spa.ErrFormat, name: "format"},
+	{err: spa.ErrVersion, name: "version"},
+	{err: spa.ErrUnknownKey, name: "unknown-key"},
+	{err: spa.ErrBadMAC, name: "bad-mac"},
+	{err: spa.ErrStale, name: "stale"},
+	{err: spa.ErrFuture, name: "future"},
+	{err: spa.ErrReplay, name: "replay"},
+	{err: spa.ErrReplayFull, name: "replay-full"},
+	{err: spa.ErrWrongSource, name: "wrong-source"},
+	{err: spa.ErrUnbound, name: "unbound"},
+	{err: spa.ErrBeforeStart, name: "before-start"},
+	{err: spa.ErrService, name: "service"},
+	{err: tracker.ErrGrantTableFull, name: "grant-table-full"},
+	{err: fwknop.ErrMalformed, name: "format"},
+	{err: fwknop.ErrNoHMAC, name: "no-hmac"},
+	{err: fwknop.ErrBadHMAC, name: "bad-mac"},
+	{err: fwknop.ErrDecrypt, name: "decrypt"},
+	{err: fwknop.ErrDigest, name: "digest"},
+	{err: fwknop.ErrMessageType, name: "message-type"},
+	{err: fwknop.ErrStale, name: "stale"},
+	{err: fwknop.ErrFuture, name: "future"},
+	{err: fwknop.ErrAllowIP, name: "allow-ip"},
+	{err: fwknop.ErrPort, name: "port"},
+	{err: fwknop.ErrReplay, name: "replay"},
+	{err: fwknop.ErrReplayFull, name: "replay-full"},
+}
+
+func init() {
+	for i := range tokenErrs {
+		j := slices.Index(TokenResults[:], tokenErrs[i].name)
+		if j < 0 {
+			panic("daemon: token result " + tokenErrs[i].name + " is not in TokenResults")
+		}
+		tokenErrs[i].idx = j
+	}
 }
 
 func tokenResult(err error) int {

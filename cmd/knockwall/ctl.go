@@ -106,7 +106,7 @@ func newStatusCmd(env environment) *cobra.Command {
 }
 
 func writeStatus(w io.Writer, st control.Status) {
-	up := (time.Duration(st.UptimeSeconds * float64(time.Second))).Round(time.Second)
+	up := seconds(st.UptimeSeconds)
 	fmt.Fprintf(w, "knockwall %s, up %s (since %s)\n", st.Version, up, st.Started.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fw := "not managed (firewall.manage: false)"
@@ -255,9 +255,9 @@ func newReloadCmd(env environment) *cobra.Command {
 }
 
 func parseSrcArg(s string) (netip.Addr, error) {
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, usageError{fmt.Errorf("%q is not an IPv4 or IPv6 address", s)}
+	a, err := control.ParseSrc(s)
+	if err != nil {
+		return a, usageError{err}
 	}
 	return a, nil
 }

@@ -279,10 +279,20 @@ func (s *Server) knownService(name string, emptyOK bool) error {
 	return fmt.Errorf("no service %q (services: %s)", name, strings.Join(names, ", "))
 }
 
-func parseSrc(s string) (netip.Addr, error) {
+// ParseSrc parses a source address as the API takes it: IPv4 or IPv6,
+// no zone.
+func ParseSrc(s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		return netip.Addr{}, fmt.Errorf("src: %q is not an IPv4 or IPv6 address", s)
+		return netip.Addr{}, fmt.Errorf("%q is not an IPv4 or IPv6 address", s)
+	}
+	return a, nil
+}
+
+func parseSrc(s string) (netip.Addr, error) {
+	a, err := ParseSrc(s)
+	if err != nil {
+		return a, fmt.Errorf("src: %w", err)
 	}
 	return a, nil
 }

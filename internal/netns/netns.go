@@ -152,6 +152,19 @@ type Pair struct {
 	Server6, Client6, Client2v6 netip.Addr // Client2v6 is valid only with SecondClient
 }
 
+// newID is prefix (DefaultPrefix when empty) and 6 random hex digits: the
+// name of one test run's namespaces and links.
+func newID(prefix string) (string, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("netns: random id: %w", err)
+	}
+	return prefix + hex.EncodeToString(b[:]), nil
+}
+
 // NewPair creates the namespaces and the link between them, addresses
 // assigned and every link up. On error nothing is left behind. The caller
 // must Close the Pair.
@@ -159,15 +172,10 @@ func NewPair(ctx context.Context, cfg Config) (*Pair, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	prefix := cfg.Prefix
-	if prefix == "" {
-		prefix = DefaultPrefix
+	id, err := newID(cfg.Prefix)
+	if err != nil {
+		return nil, err
 	}
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, fmt.Errorf("netns: random id: %w", err)
-	}
-	id := prefix + hex.EncodeToString(b[:])
 	p := &Pair{
 		ID:       id,
 		Server:   NS(id + "-srv"),
@@ -184,7 +192,7 @@ func NewPair(ctx context.Context, cfg Config) (*Pair, error) {
 		p.Client2v6 = netip.MustParseAddr(Client2Addr6)
 	}
 	if len(p.ServerIf) > maxIfName {
-		return nil, fmt.Errorf("netns: prefix %q too long for interface names", prefix)
+		return nil, fmt.Errorf("netns: prefix %q too long for interface names", cfg.Prefix)
 	}
 	if err := p.setup(ctx, cfg); err != nil {
 		return nil, errors.Join(err, p.Close())

@@ -2,8 +2,6 @@ package netns
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -63,14 +61,10 @@ func NewRouter(ctx context.Context, prefix string) (*Router, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	if prefix == "" {
-		prefix = DefaultPrefix
+	id, err := newID(prefix)
+	if err != nil {
+		return nil, err
 	}
-	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, fmt.Errorf("netns: random id: %w", err)
-	}
-	id := prefix + hex.EncodeToString(b[:])
 	r := &Router{ID: id, WAN: NS(id + "-wan"), Rtr: NS(id + "-rtr"), LAN: NS(id + "-lan"),
 		WANIf: id + "-w", RtrWANIf: id + "-rw", RtrLANIf: id + "-rl", LANIf: id + "-l",
 		RouterWAN4: netip.MustParseAddr(RouterWAN4), RouterWAN6: netip.MustParseAddr(RouterWAN6),
@@ -134,8 +128,8 @@ func (r *Router) setup(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, kv := range [][]string{{"net.ipv4.ip_forward=1"}, {"net.ipv6.conf.all.forwarding=1"}} {
-		if _, err := r.Rtr.Run(ctx, "sysctl", "-qw", kv[0]); err != nil {
+	for _, kv := range []string{"net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"} {
+		if _, err := r.Rtr.Run(ctx, "sysctl", "-qw", kv); err != nil {
 			return err
 		}
 	}

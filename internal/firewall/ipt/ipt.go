@@ -245,33 +245,24 @@ func ruleSpecs(p *firewall.Plan, r *firewall.Rule, fam family) ([]string, error)
 		if s == nil {
 			return nil, fmt.Errorf("no set %q", r.DstPortSet)
 		}
-		var vs [][]string
-		for _, v := range variants {
-			for _, hp := range s.HostPorts {
-				if hp.Prefix.Addr().Is4() != (fam.f == firewall.FamilyIPv4) {
-					continue
-				}
-				vs = append(vs, append(slices.Clone(v), "-d", hp.Prefix.String(), "--dport", strconv.Itoa(int(hp.Port))))
+		var alts [][]string
+		for _, hp := range s.HostPorts {
+			if hp.Prefix.Addr().Is4() == (fam.f == firewall.FamilyIPv4) {
+				alts = append(alts, []string{"-d", hp.Prefix.String(), "--dport", strconv.Itoa(int(hp.Port))})
 			}
 		}
-		variants = vs
+		variants = cross(variants, alts)
 	}
 	if r.CtDNAT {
 		s := p.Set(r.CtOrigDPortSet)
 		if s == nil {
 			return nil, fmt.Errorf("no set %q", r.CtOrigDPortSet)
 		}
-		var vs [][]string
-		for _, v := range variants {
-			for _, pr := range s.Ports {
-				port := strconv.Itoa(int(pr.Lo))
-				if pr.Hi != pr.Lo {
-					port += ":" + strconv.Itoa(int(pr.Hi))
-				}
-				vs = append(vs, append(slices.Clone(v), "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", port))
-			}
+		var alts [][]string
+		for _, pr := range s.Ports {
+			alts = append(alts, []string{"-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", portText(pr)})
 		}
-		variants = vs
+		variants = cross(variants, alts)
 	}
 	var tail []string
 	if r.DstLocal {
@@ -345,20 +336,32 @@ func chunk(ports []firewall.PortRange) [][]firewall.PortRange {
 
 func portMatch(ports []firewall.PortRange) []string {
 	if len(ports) == 1 {
-		r := ports[0]
-		if r.Lo == r.Hi {
-			return []string{"--dport", strconv.Itoa(int(r.Lo))}
-		}
-		return []string{"--dport", fmt.Sprintf("%d:%d", r.Lo, r.Hi)}
+		return []string{"--dport", portText(ports[0])}
 	}
 	strs := make([]string, len(ports))
 	for i, r := range ports {
-		strs[i] = strconv.Itoa(int(r.Lo))
-		if r.Hi != r.Lo {
-			strs[i] += ":" + strconv.Itoa(int(r.Hi))
-		}
+		strs[i] = portText(r)
 	}
 	return []string{"-m", "multiport", "--dports", strings.Join(strs, ",")}
+}
+
+// portText is a port range as iptables writes it: "22" or "1000:2000".
+func portText(r firewall.PortRange) string {
+	if r.Lo == r.Hi {
+		return strconv.Itoa(int(r.Lo))
+	}
+	return strconv.Itoa(int(r.Lo)) + ":" + strconv.Itoa(int(r.Hi))
+}
+
+// cross is every variant followed by every alternative: one rule each.
+func cross(variants, alts [][]string) [][]string {
+	var out [][]string
+	for _, v := range variants {
+		for _, a := range alts {
+			out = append(out, append(slices.Clone(v), a...))
+		}
+	}
+	return out
 }
 
 func quote(s string) string { return `"` + s + `"` }

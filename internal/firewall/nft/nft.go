@@ -971,25 +971,19 @@ func (b *Backend) ReplaceGrants(_ context.Context, all []firewall.GrantElem) err
 	if !ok4 || !ok6 {
 		return errNoGrantSets
 	}
-	ops := make([]elemOp, 0, len(all))
+	// IPv4 first, then IPv6: runs of one set make fewer messages.
+	var ops4, ops6 []elemOp
 	for _, g := range all {
-		s := s4
+		op := elemOp{el: nftables.SetElement{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}}
 		if g.Src.Is6() {
-			s = s6
+			op.set = s6
+			ops6 = append(ops6, op)
+		} else {
+			op.set = s4
+			ops4 = append(ops4, op)
 		}
-		ops = append(ops, elemOp{set: s, el: nftables.SetElement{Key: addrPort(g.Src, g.Port), Timeout: g.Timeout}})
 	}
-	// Runs of one set make fewer messages.
-	slices.SortStableFunc(ops, func(a, b elemOp) int {
-		if a.set == b.set {
-			return 0
-		}
-		if a.set == s4 {
-			return -1
-		}
-		return 1
-	})
-	return b.writeElems(ops, func() {
+	return b.writeElems(append(ops4, ops6...), func() {
 		b.conn.FlushSet(s4)
 		b.conn.FlushSet(s6)
 	})

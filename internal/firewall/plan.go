@@ -378,6 +378,17 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 		p.Sets = append(p.Sets, Set{Name: SetIfaces, Kind: KindIfnames, Ifnames: ifaces})
 	}
 	router := s.RouterMode()
+	// A router's forwarded ports: port forwards (before DNAT, on this
+	// host's addresses) and routed hosts' ports, by family.
+	var fwd forwarded
+	if router {
+		fwd.ports = s.ForwardPorts()
+		var hps []HostPort
+		for _, rp := range s.RoutedPorts() {
+			hps = append(hps, HostPort(rp))
+		}
+		fwd.hosts4, fwd.hosts6 = splitFamily(hps, func(hp HostPort) netip.Addr { return hp.Prefix.Addr() })
+	}
 
 	// Divert: clear knockwall's bits, then (fast path) answer what the
 	// kernel can, then queue. On a router it runs before routing and DNAT
@@ -386,14 +397,7 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 	if router {
 		divert.Hook = HookPrerouting
 		divert.Scope = &Scope{Prefixes: s.RoutedPrefixes()}
-		var v4, v6 []netip.Prefix
-		for _, pfx := range divert.Scope.Prefixes {
-			if pfx.Addr().Is4() {
-				v4 = append(v4, pfx)
-			} else {
-				v6 = append(v6, pfx)
-			}
-		}
+		v4, v6 := splitFamily(divert.Scope.Prefixes, netip.Prefix.Addr)
 		p.Sets = append(p.Sets, Set{Name: SetRouted4, Kind: KindPrefix4, Prefixes: v4}, Set{Name: SetRouted6, Kind: KindPrefix6, Prefixes: v6})
 	}
 	divert.Rules = append(divert.Rules, Rule{Role: RoleMarkClear, Proto: rules.ProtoTCP, SYN: true, ClearMark: m.Mask})
@@ -406,7 +410,7 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 			divert.Rules = append(divert.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoUDP, DPortSet: SetKnockUDP, Verdict: queue})
 		}
 	} else {
-		p.addFastPath(s, &divert, queue, len(knockTCP) > 0, len(knockUDP) > 0)
+		p.addFastPath(s, &divert, queue, len(knockTCP) > 0, len(knockUDP) > 0, router, fwd)
 	}
 
 	reject := Chain{Name: ChainReject, Hook: HookInput, Priority: PrioReject}
@@ -431,25 +435,17 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 		// knockwall did not accept is dropped, after the host's own
 		// filter rules; rejects are answered before them.
 		gf := Chain{Name: ChainGuardFwd, Hook: HookForward, Priority: PrioGuard, SYNOnly: true, Ifaces: ifaces}
-		if fwd := s.ForwardPorts(); len(fwd) > 0 {
-			p.Sets = append(p.Sets, Set{Name: SetFwdPorts, Kind: KindPorts, Ports: ranges(fwd)})
+		if len(fwd.ports) > 0 {
+			p.Sets = append(p.Sets, Set{Name: SetFwdPorts, Kind: KindPorts, Ports: ranges(fwd.ports)})
 			gf.Rules = append(gf.Rules, Rule{Role: RoleGuard, Proto: rules.ProtoTCP, SYN: true, CtDNAT: true, CtOrigDPortSet: SetFwdPorts,
 				Mark: notAccepted, Verdict: Verdict{Kind: VerdictDrop}})
-		}
-		var hp4, hp6 []HostPort
-		for _, rp := range s.RoutedPorts() {
-			if rp.Prefix.Addr().Is4() {
-				hp4 = append(hp4, HostPort{rp.Prefix, rp.Port})
-			} else {
-				hp6 = append(hp6, HostPort{rp.Prefix, rp.Port})
-			}
 		}
 		for _, h := range []struct {
 			f    Family
 			name string
 			kind SetKind
 			hp   []HostPort
-		}{{FamilyIPv4, SetHosts4, KindPrefixPort4, hp4}, {FamilyIPv6, SetHosts6, KindPrefixPort6, hp6}} {
+		}{{FamilyIPv4, SetHosts4, KindPrefixPort4, fwd.hosts4}, {FamilyIPv6, SetHosts6, KindPrefixPort6, fwd.hosts6}} {
 			if len(h.hp) == 0 {
 				continue
 			}
@@ -470,7 +466,7 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 // source in a progress set and go to user space; SYNs from sources with
 // progress and SYNs to protected ports go to user space; every other SYN
 // stays in the kernel.
-func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udpKnocks bool) {
+func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udpKnocks, router bool, fwd forwarded) {
 	m := p.Marks
 	size := uint32(max(s.Tracker.MaxPending, 1024))
 	// Grant sets hold what the daemon writes, bounded by max_grants
@@ -519,7 +515,7 @@ func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udp
 		// grant element says nothing of the destination, so it answers
 		// only SYNs to this host's own addresses (its services and port
 		// forwards, the only grants mirrored).
-		c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Family: g.f, Proto: rules.ProtoTCP, SYN: true, DstLocal: s.RouterMode(), SrcDPortSet: g.set,
+		c.Rules = append(c.Rules, Rule{Role: RoleFastPath, Family: g.f, Proto: rules.ProtoTCP, SYN: true, DstLocal: router, SrcDPortSet: g.set,
 			ClearMark: m.Mask, OrMark: m.Accept, Verdict: Verdict{Kind: VerdictAccept}})
 	}
 	// Sources with progress have every SYN judged, so a wrong port resets
@@ -532,23 +528,35 @@ func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udp
 		Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, NfprotoSet: SetDegraded, Verdict: queue},
 	)
 	c.Rules = append(c.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected, Verdict: queue})
-	// A router's forwarded ports: port forwards (before DNAT, on this
-	// host's addresses) and routed hosts' ports.
-	if len(s.ForwardPorts()) > 0 {
+	// A router's forwarded ports.
+	if len(fwd.ports) > 0 {
 		c.Rules = append(c.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetFwdPorts, Verdict: queue})
 	}
-	for _, h := range []struct {
-		f    Family
-		name string
-		v4   bool
-	}{{FamilyIPv4, SetHosts4, true}, {FamilyIPv6, SetHosts6, false}} {
-		for _, rp := range s.RoutedPorts() {
-			if rp.Prefix.Addr().Is4() == h.v4 {
-				c.Rules = append(c.Rules, Rule{Role: RoleDivert, Family: h.f, Proto: rules.ProtoTCP, SYN: true, DstPortSet: h.name, Verdict: queue})
-				break
-			}
+	if len(fwd.hosts4) > 0 {
+		c.Rules = append(c.Rules, Rule{Role: RoleDivert, Family: FamilyIPv4, Proto: rules.ProtoTCP, SYN: true, DstPortSet: SetHosts4, Verdict: queue})
+	}
+	if len(fwd.hosts6) > 0 {
+		c.Rules = append(c.Rules, Rule{Role: RoleDivert, Family: FamilyIPv6, Proto: rules.ProtoTCP, SYN: true, DstPortSet: SetHosts6, Verdict: queue})
+	}
+}
+
+// forwarded are a router's forwarded ports: port forwards' ports, as the
+// client uses them, and routed hosts' ports by family.
+type forwarded struct {
+	ports          []uint16
+	hosts4, hosts6 []HostPort
+}
+
+// splitFamily splits xs into IPv4 and IPv6 by the address addr gives.
+func splitFamily[T any](xs []T, addr func(T) netip.Addr) (v4, v6 []T) {
+	for _, x := range xs {
+		if addr(x).Is4() {
+			v4 = append(v4, x)
+		} else {
+			v6 = append(v6, x)
 		}
 	}
+	return v4, v6
 }
 
 // Stopped is the plan as it stays after a clean stop with the guard kept:

@@ -40,10 +40,11 @@ func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
 	d.counters = append(d.counters, c)
 	d.mu.Unlock()
 	return func(pkt []byte, mark uint32) nfq.Answer {
-		dec := eng.Decide(pkt, now())
+		t := now()
+		dec := eng.Decide(pkt, t)
 		c.count(&dec)
 		if dec.GrantRefused {
-			if refused.Allow() {
+			if refused.Allow(t) {
 				log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, dec.Src.String(), keyService, dec.Service)
 			}
 		} else if dec.Knock.Event != tracker.EventNone {

@@ -13,8 +13,8 @@ type Limiter struct {
 	last  atomic.Int64 // unix nanos of the last event let through
 }
 
-// Allow reports whether an event may be logged now.
-func (l *Limiter) Allow() bool {
-	now, last := time.Now().UnixNano(), l.last.Load()
-	return now-last >= int64(l.Every) && l.last.CompareAndSwap(last, now)
+// Allow reports whether an event at now may be logged.
+func (l *Limiter) Allow(now time.Time) bool {
+	t, last := now.UnixNano(), l.last.Load()
+	return t-last >= int64(l.Every) && l.last.CompareAndSwap(last, t)
 }

@@ -17,7 +17,7 @@ func TestAllow(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 100 {
-				if l.Allow() {
+				if l.Allow(time.Now()) {
 					allowed.Add(1)
 				}
 			}
@@ -28,9 +28,9 @@ func TestAllow(t *testing.T) {
 		t.Fatalf("%d events allowed within Every, want 1", n)
 	}
 	l = Limiter{Every: time.Nanosecond}
-	l.Allow()
+	l.Allow(time.Now())
 	time.Sleep(time.Millisecond)
-	if !l.Allow() {
+	if !l.Allow(time.Now()) {
 		t.Fatal("an event after Every was refused")
 	}
 }

@@ -374,7 +374,7 @@ func (q *Queue) safeHandle(h Handler, pkt []byte, mark uint32) (v Answer) {
 
 // rateLimited logs at most one per-packet line per logEvery.
 func (q *Queue) rateLimited(level slog.Level, msg string, args ...any) {
-	if q.logRate.Allow() {
+	if q.logRate.Allow(time.Now()) {
 		q.log.Log(context.Background(), level, msg, args...)
 	}
 }

@@ -23,8 +23,6 @@ import (
 type configFlags struct {
 	path    string
 	example bool
-	// report is what the last load found: overrides, the file's mode.
-	report config.Report
 }
 
 func (f *configFlags) register(cmd *cobra.Command) {
@@ -32,19 +30,19 @@ func (f *configFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.example, "example", false, "use the embedded example config instead of a file")
 }
 
-// load reads, overrides and compiles the configuration.
-func (f *configFlags) load(env environment) (rules.Config, *rules.Set, error) {
+// load reads, overrides and compiles the configuration, and reports what
+// the loading found (overrides, the file's mode).
+func (f *configFlags) load(env environment) (*rules.Set, config.Report, error) {
 	src := config.Source{Example: f.example, Path: config.Resolve(f.path, env.get)}
 	c, rep, err := config.LoadReport(src, env)
-	f.report = rep
 	if err != nil {
-		return rules.Config{}, nil, err
+		return nil, rep, err
 	}
 	set, err := rules.Compile(c, rules.WithKeyReader(spa.ReadKeyFile), rules.WithFwknopKeyReader(fwknop.ReadKeyFile))
 	if err != nil {
-		return rules.Config{}, nil, err
+		return nil, rep, err
 	}
-	return c, set, nil
+	return set, rep, nil
 }
 
 func newConfigCmd(env environment) *cobra.Command {
@@ -55,11 +53,11 @@ func newConfigCmd(env environment) *cobra.Command {
 		Short: "Validate the configuration and print it as knockwall will use it (after environment overrides)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, set, err := f.load(env)
+			set, rep, err := f.load(env)
 			if err != nil {
 				return err
 			}
-			for _, w := range warnings(set, f.report) {
+			for _, w := range warnings(set, rep) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "knockwall: warning: %s\n", w)
 			}
 			writeEffective(cmd.OutOrStdout(), set)

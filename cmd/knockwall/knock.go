@@ -107,7 +107,7 @@ func (o *knockOpts) run(cmd *cobra.Command, env environment, args []string) erro
 		return o.sendToken(cmd, addr, k, o.spaPort, o.port)
 	}
 
-	_, set, err := o.cfg.load(env)
+	set, _, err := o.cfg.load(env)
 	if err != nil {
 		return err
 	}

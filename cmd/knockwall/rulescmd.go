@@ -31,7 +31,7 @@ absent) and adds nothing twice. The backend defaults to firewall.backend
 (auto: nftables when the kernel has it). ` + "`knockwall rules remove`" + ` removes them.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, set, err := f.load(env)
+			set, _, err := f.load(env)
 			if err != nil {
 				return err
 			}

@@ -54,13 +54,13 @@ protected ports stay closed until the next start (firewall.keep_guard);
 a guard already in place stays.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, set, err := f.load(env)
+			set, rep, err := f.load(env)
 			if err != nil {
 				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), set.Log)
-			logOverrides(log, f.report, set)
-			return run(cmd.Context(), set, func() (*rules.Set, error) { _, s, err := f.load(env); return s, err }, log)
+			logOverrides(log, rep, set)
+			return run(cmd.Context(), set, func() (*rules.Set, error) { s, _, err := f.load(env); return s, err }, log)
 		},
 	}
 	f.register(cmd)

@@ -3,6 +3,7 @@ package fwknop
 import (
 	"bytes"
 	"errors"
+	"github.com/knockwall/knockwall/internal/race"
 	"testing"
 )
 
@@ -49,7 +50,7 @@ func pathKey(tb testing.TB, name string) *Key {
 }
 
 func TestVerifyAllocs(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled {
 		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops objects)")
 	}
 	for _, p := range verifyPaths {

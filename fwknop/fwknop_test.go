@@ -15,6 +15,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/knockwall/knockwall/internal/race"
 )
 
 var errByName = map[string]error{
@@ -179,7 +180,7 @@ func TestTamper(t *testing.T) {
 			if !errors.Is(err, ErrBadHMAC) && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNoHMAC) {
 				t.Fatalf("byte %d bit %d flipped: err = %v", i, bit, err)
 			}
-			if raceEnabled || i%16 != 0 {
+			if race.Enabled || i%16 != 0 {
 				continue
 			}
 			if a := testing.AllocsPerRun(5, func() { k.Verify(b, &r) }); a != 0 {

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"github.com/knockwall/knockwall/internal/race"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -184,7 +185,7 @@ func TestBuildRejectsBadService(t *testing.T) {
 }
 
 func TestVerifyNoAllocs(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled {
 		t.Skip("allocation counts are meaningless under the race detector (sync.Pool drops objects)")
 	}
 	k := testKey(t, 5)

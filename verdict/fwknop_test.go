@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/fwknop"
+	"github.com/knockwall/knockwall/internal/race"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/tracker"
@@ -184,7 +185,7 @@ func TestFwknopClientTimeout(t *testing.T) {
 
 // TestFwknopRefusalAllocs: refusing an fwknop packet allocates nothing.
 func TestFwknopRefusalAllocs(t *testing.T) {
-	if raceEnabled {
+	if race.Enabled {
 		t.Skip("skipping: the race detector makes sync.Pool drop objects, so allocation counts mean nothing")
 	}
 	vs := fwVectors(t)

@@ -1,5 +1,0 @@
-//go:build !race
-
-package fwknop
-
-const raceEnabled = false

@@ -1,7 +1,0 @@
-//go:build race
-
-package fwknop
-
-// raceEnabled: the race detector makes sync.Pool drop objects on purpose, so
-// allocation counts are meaningless under it.
-const raceEnabled = true

@@ -1,5 +1,0 @@
-//go:build !race
-
-package spa
-
-const raceEnabled = false

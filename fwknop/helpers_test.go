@@ -1,13 +1,13 @@
 package fwknop
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"github.com/knockwall/knockwall/fwknop/fwknoptest"
 	"os"
 	"strconv"
 	"strings"
@@ -25,48 +25,16 @@ type vector struct {
 
 func loadVectors(t testing.TB) []vector {
 	t.Helper()
-	f, err := os.Open("testdata/vectors.txt")
+	loaded, err := fwknoptest.Load("testdata/vectors.txt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var vs []vector
-	var v vector
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		if line == "" {
-			if v.name != "" {
-				vs = append(vs, v)
-			}
-			v = vector{}
-			continue
-		}
-		k, val, _ := strings.Cut(line, ": ")
-		switch k {
-		case "name":
-			v.name = val
-		case "expect":
-			v.expect = val
-		case "cmd":
-			v.cmd = val
-		case "made":
-			v.made, err = strconv.ParseInt(val, 10, 64)
-			if err != nil {
-				t.Fatalf("%s: made: %v", v.name, err)
-			}
-		case "packet":
-			v.packet = []byte(val)
-		}
+	if len(loaded) < 5 {
+		t.Fatalf("only %d vectors in testdata/vectors.txt", len(loaded))
 	}
-	if v.name != "" {
-		vs = append(vs, v)
-	}
-	if len(vs) < 5 {
-		t.Fatalf("only %d vectors in testdata/vectors.txt", len(vs))
+	vs := make([]vector, len(loaded))
+	for i, v := range loaded {
+		vs[i] = vector{name: v.Name, expect: v.Expect, cmd: v.Cmd, made: v.Made, packet: v.Packet}
 	}
 	return vs
 }

@@ -1,16 +1,14 @@
 package verdict_test
 
 import (
-	"bufio"
 	"errors"
 	"net/netip"
 	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/knockwall/knockwall/fwknop"
+	"github.com/knockwall/knockwall/fwknop/fwknoptest"
 	"github.com/knockwall/knockwall/internal/race"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
@@ -26,31 +24,13 @@ type fwVector struct {
 
 func fwVectors(tb testing.TB) map[string]fwVector {
 	tb.Helper()
-	f, err := os.Open("../fwknop/testdata/vectors.txt")
+	vs, err := fwknoptest.Load("../fwknop/testdata/vectors.txt")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer f.Close()
 	out := map[string]fwVector{}
-	var name string
-	var v fwVector
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, val, ok := strings.Cut(sc.Text(), ": ")
-		switch {
-		case !ok:
-		case k == "name":
-			name = val
-		case k == "made":
-			n, err := strconv.ParseInt(val, 10, 64)
-			if err != nil {
-				tb.Fatal(err)
-			}
-			v.made = time.Unix(n, 0)
-		case k == "packet":
-			v.packet = []byte(val)
-			out[name] = v
-		}
+	for _, v := range vs {
+		out[v.Name] = fwVector{made: time.Unix(v.Made, 0), packet: v.Packet}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package tracker
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"time"
@@ -31,27 +32,18 @@ func (t *Tracker) at(ts int64) time.Time { return t.epoch.Add(time.Duration(ts))
 func (t *Tracker) Grants(now time.Time) []GrantInfo {
 	ts := t.since(now)
 	var out []GrantInfo
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
+	t.eachShard(func(s *shard) {
 		for k, g := range s.grants {
 			if g.exp > ts {
 				out = append(out, t.info(k, g))
 			}
 		}
-		s.mu.Unlock()
-	}
+	})
 	slices.SortFunc(out, func(a, b GrantInfo) int {
 		if c := a.Src.Compare(b.Src); c != 0 {
 			return c
 		}
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
+		return cmp.Compare(a.ID, b.ID)
 	})
 	return out
 }
@@ -115,15 +107,12 @@ func (t *Tracker) Revoke(src netip.Addr, id uint64) []GrantInfo {
 func (t *Tracker) PendingBy(seqs Sequences) map[uint64]int {
 	out := map[uint64]int{}
 	gen := seqs.Gen()
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
+	t.eachShard(func(s *shard) {
 		s.pending.each(func(p *progress) {
 			if p.gen == gen {
 				out[seqs.GrantFor(int(p.svc))]++
 			}
 		})
-		s.mu.Unlock()
-	}
+	})
 	return out
 }

@@ -691,15 +691,23 @@ type Expired struct {
 func (t *Tracker) Expire(now time.Time) []Expired {
 	ts := t.since(now)
 	var out []Expired
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
+	t.eachShard(func(s *shard) {
 		t.purgeLocked(s, ts)
 		out = append(out, s.lapsed...)
 		s.lapsed = s.lapsed[:0]
+	})
+	return out
+}
+
+// eachShard calls fn with each shard in turn, locked: for walks off the
+// packet path (status, the janitor).
+func (t *Tracker) eachShard(fn func(*shard)) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		fn(s)
 		s.mu.Unlock()
 	}
-	return out
 }
 
 // purgeLocked moves s's lapsed grants to s.lapsed, for Expire to report.
@@ -727,11 +735,6 @@ type Stats struct {
 func (t *Tracker) Stats() Stats {
 	st := Stats{Grants: int(t.grants.Load()), EvictedPending: t.evictedPending.Load(), RefusedGrants: t.refusedGrants.Load(),
 		Limited: t.limited.Load(), Exhausted: t.exhausted.Load()}
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		st.Pending += s.pending.Len()
-		s.mu.Unlock()
-	}
+	t.eachShard(func(s *shard) { st.Pending += s.pending.Len() })
 	return st
 }

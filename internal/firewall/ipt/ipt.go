@@ -128,6 +128,23 @@ type jump struct {
 	tag     string
 }
 
+// key is the jump as iptables-save prints it back (once normalized).
+func (j jump) key() string { return "-A " + j.builtin + " " + j.spec }
+
+// add is the command line that installs the jump: -I at 1 or -A.
+func (j jump) add() string {
+	if j.insert {
+		return "-I " + j.builtin + " 1 " + j.spec
+	}
+	return j.key()
+}
+
+// is reports whether a saved line is this jump: its chain and its tag
+// (iptables-save prints the rest in its own words).
+func (j jump) is(line string) bool {
+	return commentOf(line) == j.tag && strings.HasPrefix(line, "-A "+j.builtin+" ")
+}
+
 func render(p *firewall.Plan, fam family) (*rendered, error) {
 	if p.FastPath {
 		return nil, fmt.Errorf("the kernel fast path: %w", firewall.ErrUnsupported)
@@ -476,7 +493,7 @@ func applyInput(want *rendered, cur *current, addJumps bool) string {
 		for _, c := range chains {
 			wanted[c.name] = true
 			for _, j := range c.jumps {
-				wantJump["-A "+j.builtin+" "+j.spec] = j
+				wantJump[j.key()] = j
 			}
 		}
 		if len(chains) == 0 && len(cur.chains[table]) == 0 && len(cur.jumps[table]) == 0 {
@@ -503,16 +520,12 @@ func applyInput(want *rendered, cur *current, addJumps bool) string {
 		}
 		for _, c := range chains {
 			for _, j := range c.jumps {
-				key := "-A " + j.builtin + " " + j.spec
+				key := j.key()
 				if seen[key] || !addJumps {
 					continue
 				}
 				seen[key] = true
-				if j.insert {
-					fmt.Fprintf(&b, "-I %s 1 %s\n", j.builtin, j.spec)
-				} else {
-					fmt.Fprintf(&b, "-A %s %s\n", j.builtin, j.spec)
-				}
+				fmt.Fprintf(&b, "%s\n", j.add())
 			}
 		}
 		// Chains knockwall no longer wants: empty, then delete.
@@ -538,9 +551,8 @@ func applyInput(want *rendered, cur *current, addJumps bool) string {
 // comment tag (iptables-save prints rules back in its own words), or
 // returns the line itself.
 func normalizeJump(line string, want map[string]jump) string {
-	tag := commentOf(line)
 	for key, j := range want {
-		if j.tag == tag && strings.HasPrefix(line, "-A "+j.builtin+" ") {
+		if j.is(line) {
 			return key
 		}
 	}
@@ -599,7 +611,7 @@ func diff(bin string, want *rendered, cur *current) []string {
 			for _, j := range c.jumps {
 				n := 0
 				for _, line := range cur.jumps[table] {
-					if commentOf(line) == j.tag && strings.HasPrefix(line, "-A "+j.builtin+" ") {
+					if j.is(line) {
 						n++
 					}
 				}
@@ -635,12 +647,8 @@ func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
 		for _, table := range tableOrder {
 			for _, c := range want.chains[table] {
 				for _, j := range c.jumps {
-					add := fmt.Sprintf("-A %s %s", j.builtin, j.spec)
-					if j.insert {
-						add = fmt.Sprintf("-I %s 1 %s", j.builtin, j.spec)
-					}
 					fmt.Fprintf(w, "%s -w -t %s -C %s %s 2>/dev/null || %s -w -t %s %s\n",
-						fam.bin, table, j.builtin, shell(j.spec), fam.bin, table, shell(add))
+						fam.bin, table, j.builtin, shell(j.spec), fam.bin, table, shell(j.add()))
 				}
 			}
 		}

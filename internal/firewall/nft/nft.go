@@ -449,6 +449,25 @@ func setHeader(ps *firewall.Set) (*nftables.Set, error) {
 	return s, nil
 }
 
+// findSet is the set named name.
+func findSet(sets map[string]*nftables.Set, name string) (*nftables.Set, error) {
+	s, ok := sets[name]
+	if !ok {
+		return nil, fmt.Errorf("no set %q", name)
+	}
+	return s, nil
+}
+
+// lookupExpr matches register reg against the set named name (or, with
+// invert, its absence).
+func lookupExpr(sets map[string]*nftables.Set, name string, reg uint32, invert bool) (expr.Any, error) {
+	s, err := findSet(sets, name)
+	if err != nil {
+		return nil, err
+	}
+	return &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert}, nil
+}
+
 // sameSet reports whether a set in the kernel has the type and flags of
 // the wanted one, so that it can be kept. A size is not compared: a
 // dynamic set keeps its elements and the size it was made with until the
@@ -501,19 +520,13 @@ func (b *Backend) exprs(tr taggedRule, sets map[string]*nftables.Set) ([]expr.An
 	}
 	r := tr.r
 	var e []expr.Any
-	set := func(name string) (*nftables.Set, error) {
-		s, ok := sets[name]
-		if !ok {
-			return nil, fmt.Errorf("no set %q", name)
-		}
-		return s, nil
-	}
+	set := func(name string) (*nftables.Set, error) { return findSet(sets, name) }
 	lookup := func(name string, reg uint32, invert bool) error {
-		s, err := set(name)
+		l, err := lookupExpr(sets, name, reg, invert)
 		if err != nil {
 			return err
 		}
-		e = append(e, &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert})
+		e = append(e, l)
 		return nil
 	}
 	fam := r.Family
@@ -714,13 +727,6 @@ func ifname(s string) []byte { return append([]byte(s), 0) }
 // entryExprs renders a chain's entry rule.
 func entryExprs(en entry, sets map[string]*nftables.Set) ([]expr.Any, error) {
 	accept := &expr.Verdict{Kind: expr.VerdictAccept}
-	lookup := func(name string, reg uint32, invert bool) (expr.Any, error) {
-		s, ok := sets[name]
-		if !ok {
-			return nil, fmt.Errorf("no set %q", name)
-		}
-		return &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID, Invert: invert}, nil
-	}
 	switch en {
 	case entryLo:
 		return []expr.Any{
@@ -729,7 +735,7 @@ func entryExprs(en entry, sets map[string]*nftables.Set) ([]expr.Any, error) {
 			accept,
 		}, nil
 	case entryIfaces:
-		l, err := lookup(firewall.SetIfaces, reg1, true)
+		l, err := lookupExpr(sets, firewall.SetIfaces, reg1, true)
 		if err != nil {
 			return nil, err
 		}
@@ -740,7 +746,7 @@ func entryExprs(en entry, sets map[string]*nftables.Set) ([]expr.Any, error) {
 		if v6 {
 			fam, set = firewall.FamilyIPv6, firewall.SetRouted6
 		}
-		l, err := lookup(set, reg1, true)
+		l, err := lookupExpr(sets, set, reg1, true)
 		if err != nil {
 			return nil, err
 		}

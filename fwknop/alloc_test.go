@@ -3,8 +3,9 @@ package fwknop
 import (
 	"bytes"
 	"errors"
-	"github.com/knockwall/knockwall/internal/race"
 	"testing"
+
+	"github.com/knockwall/knockwall/internal/race"
 )
 
 // verifyPath is one path through Verify: a packet and the error it must

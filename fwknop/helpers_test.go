@@ -7,12 +7,13 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"github.com/knockwall/knockwall/fwknop/fwknoptest"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/knockwall/knockwall/fwknop/fwknoptest"
 )
 
 // vector is one packet made by the real fwknop client (testdata/vectors.txt,

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
-	"github.com/knockwall/knockwall/internal/race"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/knockwall/knockwall/internal/race"
 )
 
 func testKey(t testing.TB, fill byte) *Key {

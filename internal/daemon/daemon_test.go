@@ -781,3 +781,32 @@ func TestRestoreGrant(t *testing.T) {
 		})
 	}
 }
+
+// TestGrantEntry: what Grant returns (the control socket's answer) is the
+// grant the tracker then holds: an IPv4-mapped source unmapped, the
+// service's connection limit, the expiry asked for.
+func TestGrantEntry(t *testing.T) {
+	set := testSet(t, func(c *rules.Config) {
+		ssh := c.Services["ssh"]
+		ssh.Connections = 2
+		c.Services["ssh"] = ssh
+	})
+	h := start(t, harnessOptions{set: set})
+	got, err := h.d.Grant(context.Background(), netip.MustParseAddr("::ffff:10.0.0.7"), "ssh", 5*time.Minute, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := GrantEntry{Src: netip.MustParseAddr("10.0.0.7"), Service: "ssh", Expires: h.clock.Now().Add(5 * time.Minute),
+		How: tracker.MethodManual, Limited: true, Left: 2}
+	same := func(a, b GrantEntry) bool { // times by Equal: the instant, not its encoding
+		eq := a.Expires.Equal(b.Expires)
+		a.Expires, b.Expires = time.Time{}, time.Time{}
+		return eq && a == b
+	}
+	if !same(got, want) {
+		t.Errorf("Grant returned %+v, want %+v", got, want)
+	}
+	if gs := h.d.Grants(); len(gs) != 1 || !same(gs[0], got) {
+		t.Errorf("Grants() = %+v, want [%+v]", gs, got)
+	}
+}

@@ -152,8 +152,6 @@ func (w *writer) gauge(name string, v float64, labels ...string) {
 	w.b = append(w.b, '\n')
 }
 
-// name appends a sample's name and its labels, given as name, value
-// pairs, then the space before the value.
 // oneCounter writes a family of one unlabelled counter.
 func (w *writer) oneCounter(name, help string, v uint64) {
 	w.family(name, counter, help)
@@ -166,6 +164,8 @@ func (w *writer) oneGauge(name, help string, v float64) {
 	w.gauge(name, v)
 }
 
+// name appends a sample's name and its labels, given as name, value
+// pairs, then the space before the value.
 func (w *writer) name(name string, labels []string) {
 	w.b = append(w.b, namespace+"_"...)
 	w.b = append(w.b, name...)

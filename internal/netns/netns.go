@@ -153,16 +153,16 @@ type Pair struct {
 }
 
 // newID is prefix (DefaultPrefix when empty) and 6 random hex digits: the
-// name of one test run's namespaces and links.
-func newID(prefix string) (string, error) {
+// name of one test run's namespaces and links. It returns the prefix used.
+func newID(prefix string) (id, used string, err error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
 	var b [3]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("netns: random id: %w", err)
+		return "", prefix, fmt.Errorf("netns: random id: %w", err)
 	}
-	return prefix + hex.EncodeToString(b[:]), nil
+	return prefix + hex.EncodeToString(b[:]), prefix, nil
 }
 
 // NewPair creates the namespaces and the link between them, addresses
@@ -172,7 +172,7 @@ func NewPair(ctx context.Context, cfg Config) (*Pair, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	id, err := newID(cfg.Prefix)
+	id, prefix, err := newID(cfg.Prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func NewPair(ctx context.Context, cfg Config) (*Pair, error) {
 		p.Client2v6 = netip.MustParseAddr(Client2Addr6)
 	}
 	if len(p.ServerIf) > maxIfName {
-		return nil, fmt.Errorf("netns: prefix %q too long for interface names", cfg.Prefix)
+		return nil, fmt.Errorf("netns: prefix %q too long for interface names", prefix)
 	}
 	if err := p.setup(ctx, cfg); err != nil {
 		return nil, errors.Join(err, p.Close())

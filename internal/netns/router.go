@@ -61,7 +61,7 @@ func NewRouter(ctx context.Context, prefix string) (*Router, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	id, err := newID(prefix)
+	id, prefix, err := newID(prefix)
 	if err != nil {
 		return nil, err
 	}

@@ -84,26 +84,9 @@ func TestListen(t *testing.T) {
 // a refused reload unwraps to rules.ErrInvalid, and a missing daemon is an
 // UnreachableError naming the socket.
 func TestClient(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ctl.sock")
-	ln, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	fake := &fakeDaemon{}
 	var log lockedBuffer
-	s := newTestServer(fake, &log)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	path := serveSocket(t, newTestServer(fake, &log))
 	ctx := context.Background()
 	c := NewClient(path)
 
@@ -147,24 +130,7 @@ func TestClient(t *testing.T) {
 // TestCurlLike: what `curl --unix-socket` gets, through Go's own HTTP
 // client: the API's answers, and the HTTP layer's refusals as Errors too.
 func TestCurlLike(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ctl.sock")
-	ln, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newTestServer(&fakeDaemon{}, io.Discard)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	path := serveSocket(t, newTestServer(&fakeDaemon{}, io.Discard))
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -205,4 +171,29 @@ func TestCurlLike(t *testing.T) {
 			t.Errorf("%s %s: Content-Type %q", tt.method, tt.target, resp.Header.Get("Content-Type"))
 		}
 	}
+}
+
+// serveSocket serves s on a fresh socket until the test ends, then shuts
+// it down (Shutdown and Serve must both end without error), and returns
+// the socket's path.
+func serveSocket(t *testing.T, s *Server) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return path
 }

@@ -1002,7 +1002,7 @@ func (fe *floodEnv) grantOutcome(from int, src netip.Addr) (granted bool, err er
 }
 
 // TestFloodGrantTableCapacity: the grant table refuses a new grant only when
-// it holds max_grants live grants (README: "When the grant table
+// it holds max_grants live grants (SECURITY.md: "When the grant table
 // (tracker.max_grants) is full of live grants, new grants are refused").
 // max_grants sources knock in turn and must all be granted; one more is
 // refused. A cap per shard (max_grants/16 for each of the tracker's 16

@@ -1,8 +1,9 @@
 //go:build genman
 
-// The man-page generator (cobra/doc, go-md2man, blackfriday) is ~0.3 MB
-// of a router's binary that only the packaging runs, on the build host:
-// packaging/dist.sh builds a binary with -tags genman for it.
+// The man-page generator (cobra/doc, go-md2man, blackfriday) is linked
+// only into a binary built with -tags genman: only the packaging runs it,
+// on the build host (packaging/dist.sh), and the daemon's binary, which
+// routers store in little flash, carries none of it (docs/decisions.md).
 
 package main
 

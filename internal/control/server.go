@@ -2,8 +2,8 @@
 // socket (so `curl --unix-socket` works), served inside the daemon, for the
 // `knockwall status`, `grants`, `grant`, `revoke` and `reload` commands.
 // Server and Client speak HTTP/1.1 through internal/httpx (one request per
-// connection, bounded in size and time), not net/http, which costs
-// megabytes of a router's binary (bench/RESULTS.md).
+// connection, bounded in size and time), so that the daemon links no
+// net/http (docs/decisions.md says why).
 //
 //	GET    /v1/status                     Status
 //	GET    /v1/grants                     Grants

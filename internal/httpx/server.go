@@ -1,7 +1,7 @@
 // Package httpx is a small HTTP/1.1 server and client for knockwall's
-// control socket and metrics endpoint, so that the daemon's binary needs
-// no net/http: with crypto/tls and x509 behind it, that is megabytes of a
-// router build, whose target is 8 MB (bench/RESULTS.md).
+// control socket and metrics endpoint, so that the daemon's binary links
+// no net/http, nor the crypto/tls and x509 behind it (docs/decisions.md
+// says why).
 //
 // Every connection carries one request and one answer, then closes
 // ("Connection: close"); any HTTP/1.1 client copes, curl and Prometheus

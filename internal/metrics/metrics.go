@@ -8,10 +8,10 @@
 // address.
 //
 // The format is written here, not by client_golang: a handful of
-// counters and gauges need none of its machinery, and linking it costs
-// ~2.4 MB of a router's binary (it brings google.golang.org/protobuf,
-// whose use of reflect.Value.MethodByName makes the linker keep every
-// exported method of every reachable type), plus net/http for promhttp.
+// counters and gauges need none of its machinery, and linking it would
+// bring google.golang.org/protobuf (whose use of reflect.Value.MethodByName
+// makes the linker keep every exported method of every reachable type) and
+// net/http for promhttp into a router's binary (docs/decisions.md).
 // The tests read the output back with prometheus/common's expfmt parser,
 // register it on client_golang's pedantic registry and lint it with its
 // promlint, so Prometheus's own code checks what is served.

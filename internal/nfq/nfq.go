@@ -9,8 +9,8 @@
 // kernel wakes that thread directly, not Go's netpoller, and nothing on the
 // way from packet to verdict allocates. go-nfqueue receives through a
 // non-blocking socket (a netpoller wake per idle packet), peeks every
-// message to size its buffer and allocates per packet and per verdict; the
-// end-to-end figures in bench/RESULTS.md compare the two.
+// message to size its buffer and allocates per packet and per verdict
+// (docs/decisions.md has the measurement).
 package nfq
 
 import (

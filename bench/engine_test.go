@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/tracker"
@@ -83,13 +84,15 @@ func engineCases(set *rules.Set, k *spa.Key) []engineCase {
 	}{{"v4", server4, granted4, other4}, {"v6", server6, granted6, other6}} {
 		srv, ok, other := fam.srv, fam.ok, fam.other
 		cs = append(cs,
-			engineCase{name: fam.name + "/unprotected", pkt: func(time.Time) []byte { return tcpSYN(other, srv, 80, nil) }, want: verdict.ReasonUnprotected},
-			engineCase{name: fam.name + "/granted", pkt: func(time.Time) []byte { return tcpSYN(ok, srv, 22, nil) }, want: verdict.ReasonGranted},
-			engineCase{name: fam.name + "/no-grant-reject", pkt: func(time.Time) []byte { return tcpSYN(other, srv, 22, nil) }, want: verdict.ReasonNoGrant},
-			engineCase{name: fam.name + "/no-grant-drop", pkt: func(time.Time) []byte { return tcpSYN(other, srv, 443, nil) }, want: verdict.ReasonNoGrant},
-			engineCase{name: fam.name + "/knock", pkt: func(time.Time) []byte { return tcpSYN(other, srv, 7000, nil) }, want: verdict.ReasonKnock},
-			engineCase{name: fam.name + "/malformed", pkt: func(time.Time) []byte { return tcpSYN(other, srv, 22, nil)[:30] }, want: verdict.ReasonMalformed},
-			engineCase{name: fam.name + "/bad-token", pkt: func(time.Time) []byte { return udp(other, srv, 62201, bytes.Repeat([]byte{'K'}, 80)) }, want: verdict.ReasonBadToken},
+			engineCase{name: fam.name + "/unprotected", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 80)) }, want: verdict.ReasonUnprotected},
+			engineCase{name: fam.name + "/granted", pkt: func(time.Time) []byte { return pkttest.SYN(ok, netip.AddrPortFrom(srv, 22)) }, want: verdict.ReasonGranted},
+			engineCase{name: fam.name + "/no-grant-reject", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 22)) }, want: verdict.ReasonNoGrant},
+			engineCase{name: fam.name + "/no-grant-drop", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 443)) }, want: verdict.ReasonNoGrant},
+			engineCase{name: fam.name + "/knock", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 7000)) }, want: verdict.ReasonKnock},
+			engineCase{name: fam.name + "/malformed", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 22))[:30] }, want: verdict.ReasonMalformed},
+			engineCase{name: fam.name + "/bad-token", pkt: func(time.Time) []byte {
+				return pkttest.Datagram(other, netip.AddrPortFrom(srv, 62201), bytes.Repeat([]byte{'K'}, 80))
+			}, want: verdict.ReasonBadToken},
 		)
 	}
 	return cs
@@ -128,7 +131,7 @@ func BenchmarkDecideSequence(b *testing.B) {
 	pkts := make([][4][]byte, n)
 	for i := range pkts {
 		src := netip.AddrFrom4([4]byte{10, 78, byte(i >> 8), byte(i)})
-		pkts[i] = [4][]byte{tcpSYN(src, server4, 7000, nil), tcpSYN(src, server4, 8000, nil), udp(src, server4, 9000, nil), tcpSYN(src, server4, 22, nil)}
+		pkts[i] = [4][]byte{pkttest.SYN(src, netip.AddrPortFrom(server4, 7000)), pkttest.SYN(src, netip.AddrPortFrom(server4, 8000)), pkttest.Datagram(src, netip.AddrPortFrom(server4, 9000), nil), pkttest.SYN(src, netip.AddrPortFrom(server4, 22))}
 	}
 	i := 0
 	b.ReportAllocs()
@@ -151,7 +154,7 @@ func BenchmarkNewSourceFlood(b *testing.B) {
 	const n = 1 << 16
 	pkts := make([][]byte, n)
 	for i := range pkts {
-		pkts[i] = tcpSYN(netip.AddrFrom4([4]byte{10, 79, byte(i >> 8), byte(i)}), server4, 7000, nil)
+		pkts[i] = pkttest.SYN(netip.AddrFrom4([4]byte{10, 79, byte(i >> 8), byte(i)}), netip.AddrPortFrom(server4, 7000))
 	}
 	i := 0
 	b.ReportAllocs()
@@ -176,7 +179,7 @@ func BenchmarkSPA(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		pkts[i] = udp(netip.AddrFrom4([4]byte{10, 80, byte(i >> 8), byte(i)}), server4, 62201, tok)
+		pkts[i] = pkttest.Datagram(netip.AddrFrom4([4]byte{10, 80, byte(i >> 8), byte(i)}), netip.AddrPortFrom(server4, 62201), tok)
 	}
 	i := 0
 	b.ReportAllocs()
@@ -212,11 +215,11 @@ func BenchmarkDecideParallel(b *testing.B) {
 					for s := range set.Services {
 						e.Tracker().Grant(src, set.Services[s].ID, now, time.Hour, 0, tracker.MethodSequence)
 					}
-					pkts[i] = tcpSYN(src, server4, 22, nil)
+					pkts[i] = pkttest.SYN(src, netip.AddrPortFrom(server4, 22))
 				case "unprotected":
-					pkts[i] = tcpSYN(src, server4, 80, nil)
+					pkts[i] = pkttest.SYN(src, netip.AddrPortFrom(server4, 80))
 				case "knock":
-					pkts[i] = tcpSYN(src, server4, 7000, nil)
+					pkts[i] = pkttest.SYN(src, netip.AddrPortFrom(server4, 7000))
 				}
 			}
 			var worker atomic.Int64
@@ -249,7 +252,7 @@ func TestEngineCasesReasons(t *testing.T) {
 // shared write. It tells what a second core can give on this machine at all,
 // so BenchmarkDecideParallel's -cpu 1,2 ratios can be read against it.
 func BenchmarkParallelControl(b *testing.B) {
-	pkt := tcpSYN(other4, server4, 80, nil)
+	pkt := pkttest.SYN(other4, netip.AddrPortFrom(server4, 80))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		var p verdict.Parsed

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwall/knockwall/internal/netns"
+	"github.com/knockwall/knockwall/internal/pkttest"
 )
 
 // rstFields is everything in a reply RST that could tell a rejected port
@@ -177,11 +178,7 @@ const ahLen = 24
 // returns what comes back within captureTimeout.
 func ahSYNAnswer(p *netns.Pair, src netip.Addr, dst netip.AddrPort, seq uint32) (ahAnswer, error) {
 	sport := 40000 + uint16(seq%20000)
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dst.Port()), Seq: seq, SYN: true, Window: 64240}
-	seg, err := l4Segment(src, dst.Addr(), tcp, nil)
-	if err != nil {
-		return ahAnswer{}, err
-	}
+	seg := pkttest.TCPSegment(src, dst.Addr(), pkttest.TCP{SrcPort: sport, DstPort: dst.Port(), Seq: seq, Flags: pkttest.FlagSYN, Window: 64240}, nil)
 	ah := make([]byte, ahLen, ahLen+len(seg))
 	ah[0] = unix.IPPROTO_TCP
 	ah[1] = ahLen/4 - 2                            // AH counts 4-byte units beyond the first 8
@@ -366,36 +363,6 @@ func replyFrom(pkt gopacket.Packet, from netip.Addr) bool {
 	return false
 }
 
-// checksummed is a transport layer whose checksum covers a pseudo-header:
-// *layers.TCP and *layers.UDP.
-type checksummed interface {
-	gopacket.SerializableLayer
-	SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
-}
-
-// l4Segment serializes l4 (a TCP or UDP header) followed by payload, with
-// the checksum for src -> dst: exactly the IP payload of the packet.
-func l4Segment(src, dst netip.Addr, l4 checksummed, payload []byte) ([]byte, error) {
-	proto := layers.IPProtocolTCP
-	if _, ok := l4.(*layers.UDP); ok {
-		proto = layers.IPProtocolUDP
-	}
-	var err error
-	if dst.Is4() {
-		err = l4.SetNetworkLayerForChecksum(&layers.IPv4{SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), Protocol: proto})
-	} else {
-		err = l4.SetNetworkLayerForChecksum(&layers.IPv6{SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), NextHeader: proto})
-	}
-	if err != nil {
-		return nil, err
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true, FixLengths: true}, l4, gopacket.Payload(payload)); err != nil {
-		return nil, fmt.Errorf("build %v segment: %w", proto, err)
-	}
-	return buf.Bytes(), nil
-}
-
 // sendRaw writes seg, a whole TCP or UDP segment, through a raw socket of
 // protocol proto (unix.IPPROTO_TCP or IPPROTO_UDP) in the calling thread's
 // namespace: the kernel adds the IP header, so seg is sent as the IP
@@ -434,11 +401,7 @@ func sendRaw(src, dst netip.Addr, proto int, seg []byte) error {
 // through a raw IPPROTO_TCP socket: the kernel adds the IP header, we
 // supply the TCP header and checksum.
 func sendSYN(src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32, payload []byte) error {
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dst.Port()), Seq: seq, SYN: true, Window: 64240}
-	seg, err := l4Segment(src, dst.Addr(), tcp, payload)
-	if err != nil {
-		return fmt.Errorf("build syn: %w", err)
-	}
+	seg := pkttest.TCPSegment(src, dst.Addr(), pkttest.TCP{SrcPort: sport, DstPort: dst.Port(), Seq: seq, Flags: pkttest.FlagSYN, Window: 64240}, payload)
 	if err := sendRaw(src, dst.Addr(), unix.IPPROTO_TCP, seg); err != nil {
 		return fmt.Errorf("send syn: %w", err)
 	}

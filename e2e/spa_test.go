@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwall/knockwall/internal/netns"
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/spa"
 )
 
@@ -247,11 +248,8 @@ func testSPAReplay(t *testing.T, b backend) {
 
 	// Unbound, so that from the second source the nonce is what refuses it.
 	tok := newToken(t, e.key, netip.Addr{})
-	u := &layers.UDP{SrcPort: layers.UDPPort(41000 + randUint32(t)%1000), DstPort: spaPort}
-	seg, err := l4Segment(first, e.pair.Server4, u, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := pkttest.UDP{SrcPort: uint16(41000 + randUint32(t)%1000), DstPort: spaPort}
+	seg := pkttest.UDPSegment(first, e.pair.Server4, u, tok)
 	sent := bytes.Clone(seg) // what a sniffer on the path recorded
 	send := func(from netip.Addr, seg []byte) {
 		t.Helper()
@@ -285,10 +283,7 @@ func testSPAReplay(t *testing.T, b backend) {
 	t.Run("other source", func(t *testing.T) {
 		// The same UDP header and token; only the checksum follows the
 		// new source address.
-		seg2, err := l4Segment(second, e.pair.Server4, &layers.UDP{SrcPort: u.SrcPort, DstPort: u.DstPort}, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
+		seg2 := pkttest.UDPSegment(second, e.pair.Server4, u, tok)
 		if !bytes.Equal(seg2[8:], sent[8:]) || !bytes.Equal(seg2[:6], sent[:6]) {
 			t.Fatalf("the datagram from %v differs beyond its checksum:\n%x\n%x", second, seg2, sent)
 		}
@@ -313,11 +308,8 @@ func testSPAReplayAfterRestart(t *testing.T, b backend) {
 	src, remote := e.pair.Client4, e.server4(protectedPort)
 
 	tok := newToken(t, e.key, netip.Addr{})
-	u := &layers.UDP{SrcPort: layers.UDPPort(41000 + randUint32(t)%1000), DstPort: spaPort}
-	seg, err := l4Segment(src, e.pair.Server4, u, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := pkttest.UDP{SrcPort: uint16(41000 + randUint32(t)%1000), DstPort: spaPort}
+	seg := pkttest.UDPSegment(src, e.pair.Server4, u, tok)
 	send := func() {
 		t.Helper()
 		if err := e.pair.Client.Do(func() error { return sendRaw(src, e.pair.Server4, unix.IPPROTO_UDP, seg) }); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/verdict"
 )
 
@@ -33,7 +34,8 @@ var (
 // gopacketLayer is short for a serializable gopacket layer.
 type gopacketLayer = gopacket.SerializableLayer
 
-// spec describes a packet to serialize with gopacket.
+// spec describes a packet for internal/pkttest to build: IPv4 id 0x1234,
+// TTL or hop limit 64, TCP sequence number 1000 and window 64240.
 type spec struct {
 	src, dst     netip.Addr
 	sport, dport uint16
@@ -55,94 +57,18 @@ func serialize(tb testing.TB, ls ...gopacket.SerializableLayer) []byte {
 	return append([]byte(nil), buf.Bytes()...)
 }
 
-// extProto is the protocol number of an IPv6 extension header layer.
-func extProto(tb testing.TB, l gopacket.SerializableLayer) layers.IPProtocol {
-	switch l.(type) {
-	case *layers.IPv6HopByHop:
-		return layers.IPProtocolIPv6HopByHop
-	case *layers.IPv6Destination:
-		return layers.IPProtocolIPv6Destination
-	case *layers.IPv6Fragment:
-		return layers.IPProtocolIPv6Fragment
-	case *layers.IPv6Routing:
-		return layers.IPProtocolIPv6Routing
-	}
-	tb.Fatalf("not an extension header: %T", l)
-	return 0
-}
-
-func setNext(l gopacket.SerializableLayer, next layers.IPProtocol) {
-	switch h := l.(type) {
-	case *layers.IPv6HopByHop:
-		h.NextHeader = next
-	case *layers.IPv6Destination:
-		h.NextHeader = next
-	case *layers.IPv6Fragment:
-		h.NextHeader = next
-	case *layers.IPv6Routing:
-		h.NextHeader = next
-	}
-}
-
-// build serializes the IP header (with s.ext for IPv6), then transport.
-func (s spec) build(tb testing.TB, proto layers.IPProtocol, transport gopacket.SerializableLayer) []byte {
-	tb.Helper()
-	var ip gopacket.SerializableLayer
-	var network gopacket.NetworkLayer
-	if s.src.Is4() {
-		v4 := &layers.IPv4{
-			Version: 4, IHL: 5, TTL: 64, Protocol: proto, Id: 0x1234,
-			Flags: s.ipFlags, FragOffset: s.fragOff, Options: s.ipOpts,
-			SrcIP: s.src.AsSlice(), DstIP: s.dst.AsSlice(),
-		}
-		ip, network = v4, v4
-	} else {
-		v6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: s.src.AsSlice(), DstIP: s.dst.AsSlice()}
-		if len(s.ext) > 0 {
-			v6.NextHeader = extProto(tb, s.ext[0])
-			for i, e := range s.ext {
-				next := proto
-				if i+1 < len(s.ext) {
-					next = extProto(tb, s.ext[i+1])
-				}
-				setNext(e, next)
-			}
-		}
-		ip, network = v6, v6
-	}
-	ls := []gopacket.SerializableLayer{ip}
-	ls = append(ls, s.ext...)
-	if transport != nil {
-		switch tr := transport.(type) {
-		case *layers.TCP:
-			if err := tr.SetNetworkLayerForChecksum(network); err != nil {
-				tb.Fatal(err)
-			}
-		case *layers.UDP:
-			if err := tr.SetNetworkLayerForChecksum(network); err != nil {
-				tb.Fatal(err)
-			}
-		}
-		ls = append(ls, transport)
-	}
-	ls = append(ls, gopacket.Payload(s.payload))
-	return serialize(tb, ls...)
+func (s spec) ip() pkttest.IP {
+	return pkttest.IP{Src: s.src, Dst: s.dst, ID: 0x1234, Flags: s.ipFlags, FragOffset: s.fragOff, Options: s.ipOpts, Ext: s.ext}
 }
 
 func (s spec) tcp(tb testing.TB) []byte {
 	tb.Helper()
-	return s.build(tb, layers.IPProtocolTCP, &layers.TCP{
-		SrcPort: layers.TCPPort(s.sport), DstPort: layers.TCPPort(s.dport), Seq: 1000, Window: 64240,
-		FIN: s.flags&verdict.TCPFin != 0, SYN: s.flags&verdict.TCPSyn != 0, RST: s.flags&verdict.TCPRst != 0,
-		PSH: s.flags&tcpPsh != 0, ACK: s.flags&verdict.TCPAck != 0, URG: s.flags&tcpUrg != 0,
-		ECE: s.flags&tcpEce != 0, CWR: s.flags&tcpCwr != 0,
-		Options: s.tcpOpts,
-	})
+	return s.ip().TCP(pkttest.TCP{SrcPort: s.sport, DstPort: s.dport, Seq: 1000, Window: 64240, Flags: s.flags, Options: s.tcpOpts}, s.payload)
 }
 
 func (s spec) udp(tb testing.TB) []byte {
 	tb.Helper()
-	return s.build(tb, layers.IPProtocolUDP, &layers.UDP{SrcPort: layers.UDPPort(s.sport), DstPort: layers.UDPPort(s.dport)})
+	return s.ip().UDP(pkttest.UDP{SrcPort: s.sport, DstPort: s.dport}, s.payload)
 }
 
 // server returns the destination that matches src's family.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/internal/state"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
@@ -683,7 +684,7 @@ func TestState(t *testing.T) {
 		got[1].Src != oneShot || !got[1].Limited || got[1].Left != 2 || got[1].How != tracker.MethodManual {
 		t.Fatalf("restored %+v", got)
 	}
-	if a := h.queue.judge(t, syn4(holder, 22)); !a.Accept || a.Mark&rules.DefaultAcceptMark == 0 {
+	if a := h.queue.judge(t, pkttest.SYN(holder, netip.AddrPortFrom(server4, 22))); !a.Accept || a.Mark&rules.DefaultAcceptMark == 0 {
 		t.Errorf("the restored holder's SYN: %+v; want accepted with the accept mark", a)
 	}
 	// Grants of one-shot services stay out of the kernel's sets (the

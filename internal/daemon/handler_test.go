@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"encoding/binary"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -9,26 +8,14 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
 	"github.com/knockwall/knockwall/verdict"
 )
 
-// syn4 is an IPv4 TCP SYN (checksums are not read by the engine).
-func syn4(src netip.Addr, dport uint16) []byte {
-	b := make([]byte, 40)
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], 40)
-	b[8], b[9] = 64, 6
-	s := src.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], []byte{10, 77, 0, 1})
-	binary.BigEndian.PutUint16(b[20:], 40000)
-	binary.BigEndian.PutUint16(b[22:], dport)
-	b[32] = 5 << 4
-	b[33] = 0x02
-	return b
-}
+// server4 is where the tests' SYNs go.
+var server4 = netip.MustParseAddr("10.77.0.1")
 
 // TestHandlerMarks: the handler turns decisions into verdicts and marks,
 // changing only knockwall's own mark bits.
@@ -57,11 +44,11 @@ func TestHandlerMarks(t *testing.T) {
 		pkt  []byte
 		want nfq.Answer
 	}{
-		{"unprotected: accept, mark untouched, batchable", syn4(stranger, 80), nfq.Answer{Accept: true}},
-		{"granted: accept with the accept mark", syn4(granted, 22), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultAcceptMark, Sole: true}},
-		{"no grant: the reject mark", syn4(stranger, 22), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
-		{"knock: the reject mark", syn4(stranger, 7000), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
-		{"malformed: drop", syn4(stranger, 22)[:30], nfq.Answer{}},
+		{"unprotected: accept, mark untouched, batchable", pkttest.SYN(stranger, netip.AddrPortFrom(server4, 80)), nfq.Answer{Accept: true}},
+		{"granted: accept with the accept mark", pkttest.SYN(granted, netip.AddrPortFrom(server4, 22)), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultAcceptMark, Sole: true}},
+		{"no grant: the reject mark", pkttest.SYN(stranger, netip.AddrPortFrom(server4, 22)), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
+		{"knock: the reject mark", pkttest.SYN(stranger, netip.AddrPortFrom(server4, 7000)), nfq.Answer{Accept: true, SetMark: true, Mark: foreign | rules.DefaultRejectMark}},
+		{"malformed: drop", pkttest.SYN(stranger, netip.AddrPortFrom(server4, 22))[:30], nfq.Answer{}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			// A stale knockwall bit in the incoming mark is replaced, not

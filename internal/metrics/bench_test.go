@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"encoding/binary"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"github.com/knockwall/knockwall/internal/daemon"
 	"github.com/knockwall/knockwall/internal/httpx"
 	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
 )
@@ -26,21 +26,8 @@ func (q benchQueue) Fatal() <-chan error      { return q.fatal }
 func (q benchQueue) Stats() daemon.QueueStats { return daemon.QueueStats{} }
 func (q benchQueue) Close() error             { return nil }
 
-// syn4 is an IPv4 TCP SYN from src to dport.
-func syn4(src netip.Addr, dport uint16) []byte {
-	b := make([]byte, 40)
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], 40)
-	b[8], b[9] = 64, 6
-	s := src.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], []byte{10, 77, 0, 1})
-	binary.BigEndian.PutUint16(b[20:], 40000)
-	binary.BigEndian.PutUint16(b[22:], dport)
-	b[32] = 5 << 4
-	b[33] = 0x02
-	return b
-}
+// server4 is where the tests' SYNs go.
+var server4 = netip.MustParseAddr("10.77.0.1")
 
 // runningDaemon runs a daemon with no firewall and one queue, and returns
 // it with the queue's handler: the per-packet path, counters included.
@@ -89,9 +76,9 @@ func BenchmarkHandlerWhileScraping(b *testing.B) {
 		name string
 		pkt  []byte
 	}{
-		{"granted SYN", syn4(granted, 22)},
-		{"refused SYN", syn4(stranger, 22)},
-		{"knock", syn4(stranger, 7000)},
+		{"granted SYN", pkttest.SYN(granted, netip.AddrPortFrom(server4, 22))},
+		{"refused SYN", pkttest.SYN(stranger, netip.AddrPortFrom(server4, 22))},
+		{"knock", pkttest.SYN(stranger, netip.AddrPortFrom(server4, 7000))},
 	}
 	// every is the pause between scrapes: -1 none, 0 back to back.
 	modes := []struct {

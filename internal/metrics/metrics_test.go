@@ -22,6 +22,7 @@ import (
 
 	"github.com/knockwall/knockwall/internal/daemon"
 	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/tracker"
 	"github.com/knockwall/knockwall/verdict"
 )
@@ -357,7 +358,7 @@ func TestScrapeOfDaemon(t *testing.T) {
 	d, h := runningDaemon(t)
 	granted, stranger := netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.0.3")
 	d.Tracker().Grant(granted, d.Set().Services[0].ID, time.Now(), time.Hour, 0, tracker.MethodSequence)
-	pkts := [][]byte{syn4(granted, 22), syn4(stranger, 22), syn4(stranger, 22), syn4(stranger, 7000), syn4(stranger, 8000)}
+	pkts := [][]byte{pkttest.SYN(granted, netip.AddrPortFrom(server4, 22)), pkttest.SYN(stranger, netip.AddrPortFrom(server4, 22)), pkttest.SYN(stranger, netip.AddrPortFrom(server4, 22)), pkttest.SYN(stranger, netip.AddrPortFrom(server4, 7000)), pkttest.SYN(stranger, netip.AddrPortFrom(server4, 8000))}
 	for _, p := range pkts {
 		h(p, 0)
 	}

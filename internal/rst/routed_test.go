@@ -1,27 +1,19 @@
 package rst
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/knockwall/knockwall/internal/pkttest"
 )
 
 // syn4Packet is an IPv4 SYN from 192.0.2.7:40000 to 198.51.100.9:22 with
 // payload, TOS 0x12 (ECN bits set).
-func syn4Packet(tb testing.TB, payload []byte) []byte {
-	tb.Helper()
-	ip := &layers.IPv4{Version: 4, IHL: 5, TOS: 0x12, TTL: 61, Id: 777, Protocol: layers.IPProtocolTCP,
-		SrcIP: []byte{192, 0, 2, 7}, DstIP: []byte{198, 51, 100, 9}}
-	tcp := &layers.TCP{SrcPort: 40000, DstPort: 22, Seq: 123456, SYN: true, Window: 64240}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-		tb.Fatal(err)
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(payload)); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
+func syn4Packet(payload []byte) []byte {
+	ip := pkttest.IP{Src: netip.MustParseAddr("192.0.2.7"), Dst: netip.MustParseAddr("198.51.100.9"), TOS: 0x12, TTL: 61, ID: 777}
+	return ip.TCP(pkttest.TCP{SrcPort: 40000, DstPort: 22, Seq: 123456, Flags: pkttest.FlagSYN, Window: 64240}, payload)
 }
 
 // TestBuild4: the IPv4 reset for a routed host is the kernel's closed-port
@@ -29,7 +21,7 @@ func syn4Packet(tb testing.TB, payload []byte) []byte {
 // the SYN and its payload, seq 0, window 0, DF, id 0, the TTL given, the
 // TOS without ECN, and valid checksums.
 func TestBuild4(t *testing.T) {
-	syn := syn4Packet(t, []byte("token"))
+	syn := syn4Packet([]byte("token"))
 	out, err := Build4(nil, syn, 63)
 	if err != nil {
 		t.Fatal(err)

@@ -4,30 +4,25 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/knockwall/knockwall/internal/inet"
+	"github.com/knockwall/knockwall/internal/pkttest"
 )
 
-func synV6(t testing.TB, tclass uint8, payload []byte, opts bool) []byte {
-	t.Helper()
-	ip := &layers.IPv6{Version: 6, TrafficClass: tclass, FlowLabel: 0x12345, NextHeader: layers.IPProtocolTCP, HopLimit: 64,
-		SrcIP: net.ParseIP("fd00:77::2"), DstIP: net.ParseIP("fd00:77::1")}
-	tcp := &layers.TCP{SrcPort: 40001, DstPort: 2222, Seq: 0xfffffff0, SYN: true, ECE: true, CWR: true, Window: 64800}
+// synV6 is an IPv6 SYN from [fd00:77::2]:40001 to [fd00:77::1]:2222 with
+// traffic class tclass, ECE and CWR, and payload; with opts, an MSS option.
+func synV6(tclass uint8, payload []byte, opts bool) []byte {
+	ip := pkttest.IP{Src: netip.MustParseAddr("fd00:77::2"), Dst: netip.MustParseAddr("fd00:77::1"), TOS: tclass, FlowLabel: 0x12345}
+	tcp := pkttest.TCP{SrcPort: 40001, DstPort: 2222, Seq: 0xfffffff0, Flags: pkttest.FlagSYN | pkttest.FlagECE | pkttest.FlagCWR, Window: 64800}
 	if opts {
 		tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{5, 0xa0}}}
 	}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(payload)); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return ip.TCP(tcp, payload)
 }
 
 func TestBuild(t *testing.T) {
@@ -45,7 +40,7 @@ func TestBuild(t *testing.T) {
 		{"seq wraps", 0, make([]byte, 20), true, (0xfffffff1 + 20) & 0xffffffff, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			syn := synV6(t, tt.tclass, tt.payload, tt.opts)
+			syn := synV6(tt.tclass, tt.payload, tt.opts)
 			out, err := Build(nil, syn, 0xabcde, 64)
 			if err != nil {
 				t.Fatal(err)
@@ -130,7 +125,7 @@ func TestBuildAH(t *testing.T) {
 		payload []byte
 	}{{"bare", nil}, {"with a token", make([]byte, 67)}} {
 		t.Run(tt.name, func(t *testing.T) {
-			plain := synV6(t, 0, tt.payload, true)
+			plain := synV6(0, tt.payload, true)
 			want, err := Build(nil, plain, 0xabcde, 64)
 			if err != nil {
 				t.Fatal(err)
@@ -147,7 +142,7 @@ func TestBuildAH(t *testing.T) {
 }
 
 func TestBuildRefuses(t *testing.T) {
-	syn := synV6(t, 0, nil, false)
+	syn := synV6(0, nil, false)
 	ack := append([]byte(nil), syn...)
 	ack[40+13] = 0x12 // SYN|ACK
 	v4 := append([]byte(nil), syn...)
@@ -168,7 +163,7 @@ func TestBuildRefuses(t *testing.T) {
 }
 
 func TestBuildNoAllocs(t *testing.T) {
-	syn := synV6(t, 0, nil, false)
+	syn := synV6(0, nil, false)
 	var buf [resetLen]byte
 	if n := testing.AllocsPerRun(100, func() { _, _ = Build(buf[:0], syn, 7, 64) }); n != 0 {
 		t.Fatalf("Build allocates %v", n)
@@ -177,8 +172,8 @@ func TestBuildNoAllocs(t *testing.T) {
 
 func FuzzBuild(f *testing.F) {
 	f.Add(make([]byte, 60))
-	f.Add(withAH(synV6(f, 0, []byte("tok"), false)))
-	f.Add(syn4Packet(f, []byte("tok")))
+	f.Add(withAH(synV6(0, []byte("tok"), false)))
+	f.Add(syn4Packet([]byte("tok")))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, err := Build(nil, b, 1, 64)
 		if err == nil && len(out) != resetLen {

@@ -23,6 +23,9 @@ command -v systemd-nspawn  >/dev/null || need+=(systemd-container)
 command -v python3         >/dev/null || need+=(python3)
 command -v groff           >/dev/null || need+=(groff-base)
 command -v man             >/dev/null || need+=(man-db)
+# make unit-mips: the unit tests as big-endian 32-bit mips binaries, run
+# by qemu-user (go test -exec qemu-mips-static; no binfmt needed).
+command -v qemu-mips-static >/dev/null || need+=(qemu-user-static)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing ${need[*]}; run as root (sudo) to install them" >&2

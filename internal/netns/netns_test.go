@@ -14,11 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knockwall/knockwall/internal/kerneltest"
 	"golang.org/x/sys/unix"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
+	kerneltest.Require(t)
 	if err := Check(); err != nil {
 		t.Skipf("skipping: creating network namespaces needs root and iproute2: %v", err)
 	}
@@ -391,6 +393,7 @@ func TestSolicitedNode(t *testing.T) {
 // TestRouter: the router topology forwards both ways: the WAN client
 // reaches the LAN host's routed addresses, over IPv4 and IPv6.
 func TestRouter(t *testing.T) {
+	kerneltest.Require(t)
 	if err := Check(); err != nil {
 		t.Skipf("skipping: %v (CI runs as root)", err)
 	}

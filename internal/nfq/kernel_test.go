@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knockwall/knockwall/internal/kerneltest"
 	"github.com/knockwall/knockwall/internal/netns"
 	"golang.org/x/sys/unix"
 )
@@ -35,6 +36,7 @@ func dstPort(pkt []byte) uint16 {
 
 func kernelPair(t *testing.T) *netns.Pair {
 	t.Helper()
+	kerneltest.Require(t)
 	if err := netns.Check(); err != nil {
 		t.Skipf("needs root and iproute2: %v", err)
 	}

@@ -4,10 +4,10 @@ package fwtest
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/knockwall/knockwall/internal/kerneltest"
 	"github.com/knockwall/knockwall/internal/netns"
 	"github.com/knockwall/knockwall/rules"
 )
@@ -46,12 +46,11 @@ func RouterSet(t testing.TB) *rules.Set {
 }
 
 // Namespace is a fresh network namespace named after prefix, deleted when
-// the test ends; it skips the test when not run as root.
+// the test ends; it skips the test when the kernel may not be used
+// (kerneltest.Require).
 func Namespace(t testing.TB, prefix string) netns.NS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root (network namespaces, the firewall); CI runs as root")
-	}
+	kerneltest.Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ns, err := netns.New(ctx, prefix)

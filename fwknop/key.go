@@ -130,3 +130,15 @@ func decodeKey(s string) ([]byte, error) {
 func ReadKeyFile(path string) (*Key, error) {
 	return keyfile.Load(path, maxKeyFile, ParseKey)
 }
+
+// Fingerprint names the key pair without revealing it: an HMAC under the
+// HMAC key of a fixed label and the SHA-256 of the Rijndael key, so two
+// fingerprints are equal exactly when both keys are (the state file
+// compares a service's keys across a restart with it).
+func (k *Key) Fingerprint() [32]byte {
+	enc := sha256.Sum256(k.enc)
+	m := hmac.New(sha256.New, k.mac)
+	m.Write([]byte("knockwall fwknop key fingerprint v1\x00"))
+	m.Write(enc[:])
+	return [32]byte(m.Sum(nil))
+}

@@ -49,6 +49,12 @@ func (r *Request) Check(src netip.Addr, now time.Time, maxAge time.Duration, por
 	return d, nil
 }
 
+// Unbound reports whether the request names no address (allow-IP 0.0.0.0,
+// fwknop -s): it then asks for whatever address it arrives from, so
+// whoever sends it first, from wherever, gets the access. A service with
+// fwknop.require_source refuses such requests (ErrUnbound); Check does not.
+func (r *Request) Unbound() bool { return r.AllowIP == netip.IPv4Unspecified() }
+
 // ForgetAt is when, in unix nanoseconds, the replay cache may forget a
 // packet accepted at now under maxAge: ReplayWindowFactor×maxAge later.
 func ForgetAt(now time.Time, maxAge time.Duration) int64 {

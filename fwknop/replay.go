@@ -1,10 +1,6 @@
 package fwknop
 
-import (
-	"encoding/binary"
-
-	"github.com/knockwall/knockwall/internal/replay"
-)
+import "github.com/knockwall/knockwall/internal/replay"
 
 // ReplayCache remembers the replay keys (packet digests) of accepted
 // packets until they could no longer pass the timestamp check anyway (see
@@ -14,5 +10,5 @@ type ReplayCache = replay.Cache[[ReplayKeySize]byte]
 // NewReplayCache holds at most max keys. Add returns ErrReplay for a key
 // still remembered and ErrReplayFull when there is no room.
 func NewReplayCache(max int) *ReplayCache {
-	return replay.New(max, func(k [ReplayKeySize]byte) uint64 { return binary.LittleEndian.Uint64(k[:8]) }, ErrReplay, ErrReplayFull)
+	return replay.New[[ReplayKeySize]byte](max, ErrReplay, ErrReplayFull)
 }

@@ -25,6 +25,7 @@ var (
 	ErrStale       = errors.New("fwknop: timestamp too old")                                    // older than max_age
 	ErrFuture      = errors.New("fwknop: timestamp in future")                                  // newer than max_age
 	ErrAllowIP     = errors.New("fwknop: access asked for another address")                     // allow-IP is not 0.0.0.0 nor the source
+	ErrUnbound     = errors.New("fwknop: allow-ip 0.0.0.0 refused (fwknop.require_source)")     // the service requires the client to name its address
 	ErrPort        = errors.New("fwknop: access asked for a port the service does not protect") // or a udp port
 	ErrReplay      = errors.New("fwknop: packet already used")                                  // replayed
 	ErrReplayFull  = errors.New("fwknop: replay cache full")                                    // refused to stay safe; see ReplayCache

@@ -140,6 +140,8 @@ type Fwknop struct {
 	Port   uint16 // UDP and TCP
 	Key    *fwknop.Key
 	MaxAge time.Duration
+	// RequireSource refuses packets with allow-IP 0.0.0.0.
+	RequireSource bool
 }
 
 // Rotate is a service's compiled rotating sequence.
@@ -585,6 +587,9 @@ func compileSPA(base string, c SPAConfig, o compileOpts) (*SPA, error) {
 func compileFwknop(base string, c FwknopConfig, o compileOpts) (*Fwknop, error) {
 	base += ".fwknop"
 	if c.KeyFile == "" {
+		if c.RequireSource {
+			return nil, keyErr(base+".key_file", "fwknop needs a key_file")
+		}
 		return nil, nil
 	}
 	if c.Port < 1 || c.Port > 65535 {
@@ -600,7 +605,7 @@ func compileFwknop(base string, c FwknopConfig, o compileOpts) (*Fwknop, error) 
 	if err != nil {
 		return nil, keyErr(base+".key_file", "%v", err)
 	}
-	return &Fwknop{Port: uint16(c.Port), Key: k, MaxAge: c.MaxAge}, nil
+	return &Fwknop{Port: uint16(c.Port), Key: k, MaxAge: c.MaxAge, RequireSource: c.RequireSource}, nil
 }
 
 func compileRotate(base string, c ServiceConfig, o compileOpts) (*Rotate, error) {

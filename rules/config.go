@@ -139,6 +139,11 @@ type FwknopConfig struct {
 	// MaxAge is the largest difference accepted between a packet's
 	// timestamp and this host's clock (fwknopd's MAX_SPA_PACKET_AGE).
 	MaxAge time.Duration `mapstructure:"max_age" yaml:"max_age"`
+	// RequireSource refuses packets whose allow-IP is 0.0.0.0 (fwknop -s):
+	// a packet seen on the wire then opens nothing for anyone but the
+	// address it names (fwknopd's REQUIRE_SOURCE_ADDRESS). Clients behind
+	// NAT must name their public address (fwknop -R or -a).
+	RequireSource bool `mapstructure:"require_source" yaml:"require_source"`
 }
 
 // RotateConfig derives the service's knock sequence from a key and the time

@@ -121,3 +121,12 @@ func WriteNewKeyFile(path string) (*Key, error) {
 func (k *Key) Equal(o *Key) bool {
 	return k != nil && o != nil && hmac.Equal(k.secret, o.secret)
 }
+
+// Fingerprint names the key without revealing it: an HMAC under the key of
+// a fixed label, so two fingerprints are equal exactly when the keys are
+// (the state file compares a service's keys across a restart with it).
+func (k *Key) Fingerprint() [32]byte {
+	m := hmac.New(sha256New, k.secret)
+	m.Write([]byte("knockwall key fingerprint v1"))
+	return [32]byte(m.Sum(nil))
+}

@@ -1,10 +1,6 @@
 package spa
 
-import (
-	"encoding/binary"
-
-	"github.com/knockwall/knockwall/internal/replay"
-)
+import "github.com/knockwall/knockwall/internal/replay"
 
 // ReplayCache remembers the nonces of accepted tokens until they could no
 // longer pass the timestamp check anyway; see replay.Cache.
@@ -13,5 +9,5 @@ type ReplayCache = replay.Cache[[NonceSize]byte]
 // NewReplayCache holds at most max nonces. Add returns ErrReplay for a
 // nonce still remembered and ErrReplayFull when there is no room.
 func NewReplayCache(max int) *ReplayCache {
-	return replay.New(max, func(n [NonceSize]byte) uint64 { return binary.LittleEndian.Uint64(n[:8]) }, ErrReplay, ErrReplayFull)
+	return replay.New[[NonceSize]byte](max, ErrReplay, ErrReplayFull)
 }

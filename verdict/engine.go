@@ -91,20 +91,16 @@ type Decision struct {
 
 // Engine decides. It is safe for concurrent use by several queue workers.
 type Engine struct {
-	view   atomic.Pointer[view]
-	tr     *tracker.Tracker
-	nonces *spa.ReplayCache
+	view atomic.Pointer[view]
+	tr   *tracker.Tracker
 	// local holds this host's own addresses, for routed prefixes that
 	// hold one of them (a router's LAN address inside its routed /64).
 	local atomic.Pointer[[]netip.Addr]
-	// fwNonces remembers the fwknop packets accepted, by SHA-256, for
-	// twice their max_age (fwknopd's window).
-	fwNonces *fwknop.ReplayCache
-	// start is the unix second the engine was made in. Its replay cache
-	// starts empty, so it refuses SPA tokens stamped at or before start:
-	// the process before it may have accepted them, in that very second
-	// too. SetRules keeps start and the replay cache.
-	start int64
+	// replay remembers, per service, the SPA nonces accepted until the
+	// token is stale and the fwknop packets accepted, by SHA-256, for
+	// twice their max_age (fwknopd's window), and the second at or before
+	// which tokens are refused. SetRules keeps it.
+	replay *replays
 }
 
 // New returns an engine reading set and keeping state in tr, started at now.
@@ -113,7 +109,8 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 	if max < 1 {
 		max = rules.DefaultMaxNonces
 	}
-	e := &Engine{tr: tr, nonces: spa.NewReplayCache(max), fwNonces: fwknop.NewReplayCache(max), start: now.Unix()}
+	e := &Engine{tr: tr, replay: newReplays(max, now)}
+	e.replay.sync(set)
 	e.view.Store(newView(set, 0, now))
 	return e
 }
@@ -123,6 +120,7 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 // second; knock progress survives toward sequences the new rules leave
 // unchanged and is dropped at the source's next packet for the rest.
 func (e *Engine) SetRules(set *rules.Set, now time.Time) {
+	e.replay.sync(set) // before the rules that need it
 	for {
 		old := e.view.Load()
 		nv := newView(set, old.gen+1, now)
@@ -136,8 +134,9 @@ func (e *Engine) SetRules(set *rules.Set, now time.Time) {
 // Rules returns the rules in force.
 func (e *Engine) Rules() *rules.Set { return e.view.Load().set }
 
-// Nonces returns the SPA replay cache, for the janitor to purge.
-func (e *Engine) Nonces() *spa.ReplayCache { return e.nonces }
+// Remembered is how many SPA nonces and fwknop packets the replay memory
+// holds, all services together.
+func (e *Engine) Remembered() int { return e.replay.len() }
 
 // SetLocal tells the engine this host's own addresses: a packet for one of
 // them is this host's to judge, even inside a routed prefix.
@@ -157,8 +156,7 @@ func (e *Engine) isLocal(a netip.Addr) bool {
 // PurgeNonces forgets the SPA nonces and fwknop packets that can no longer
 // be replayed at now; the janitor calls it.
 func (e *Engine) PurgeNonces(now time.Time) {
-	e.nonces.Purge(now.UnixNano())
-	e.fwNonces.Purge(now.UnixNano())
+	e.replay.purge(e.view.Load().set, now.UnixNano())
 }
 
 // viewAt returns the view for now, rebuilding it when a rotating period has
@@ -345,7 +343,9 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 	case t.Timestamp > unix+skew:
 		d.TokenErr = spa.ErrFuture
 		return
-	case t.Timestamp <= e.start:
+	}
+	mem := e.replay.of(s.ID)
+	if mem == nil || t.Timestamp <= mem.notBefore.Load() {
 		d.TokenErr = spa.ErrBeforeStart
 		return
 	}
@@ -362,7 +362,12 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 	}
 	// Remember the nonce until the token would be stale anyway.
 	forgetAt := (t.Timestamp + skew + 1) * int64(time.Second)
-	if err := e.nonces.Add(t.Nonce, forgetAt, now.UnixNano()); err != nil {
+	nonces := mem.spa.Load()
+	if nonces == nil {
+		d.TokenErr = spa.ErrReplayFull
+		return
+	}
+	if err := nonces.Add(t.Nonce, forgetAt, now.UnixNano()); err != nil {
 		d.TokenErr = err
 		return
 	}
@@ -398,11 +403,21 @@ func (e *Engine) fwknopToken(d *Decision, set *rules.Set, payload []byte, src ne
 			d.TokenErr = err
 			return
 		}
-		if r.Timestamp <= e.start {
+		if s.Fwknop.RequireSource && r.Unbound() {
+			d.TokenErr = fwknop.ErrUnbound
+			return
+		}
+		mem := e.replay.of(s.ID)
+		if mem == nil || r.Timestamp <= mem.notBefore.Load() {
 			d.TokenErr = spa.ErrBeforeStart
 			return
 		}
-		if err := e.fwNonces.Add(r.ReplayKey, fwknop.ForgetAt(now, s.Fwknop.MaxAge), now.UnixNano()); err != nil {
+		packets := mem.fw.Load()
+		if packets == nil {
+			d.TokenErr = fwknop.ErrReplayFull
+			return
+		}
+		if err := packets.Add(r.ReplayKey, fwknop.ForgetAt(now, s.Fwknop.MaxAge), now.UnixNano()); err != nil {
 			d.TokenErr = err
 			return
 		}

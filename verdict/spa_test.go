@@ -118,8 +118,8 @@ func TestRequireSource(t *testing.T) {
 				t.Fatalf("unbound token: %v/%v, token error %v; want reject/bad-token, %v", d.Verdict, d.Reason, d.TokenErr, spa.ErrUnbound)
 			}
 		}
-		if e.Nonces().Len() != 0 {
-			t.Errorf("refused tokens left %d nonces in the replay cache", e.Nonces().Len())
+		if n := e.Remembered(); n != 0 {
+			t.Errorf("refused tokens left %d nonces in the replay cache", n)
 		}
 		if e.Tracker().Granted(client4, e.Rules().CoverIDs(443), 40000, now) || e.Tracker().Granted(client6, e.Rules().CoverIDs(443), 40000, now) {
 			t.Fatal("an unbound token granted")

@@ -160,14 +160,18 @@ func writeEffective(w io.Writer, s *rules.Set) {
 			ways = append(ways, fmt.Sprintf("sends %s (%d key(s), clock skew up to %s) %s", token, len(a.Keys), a.MaxSkew, where))
 		}
 		if f := svc.Fwknop; f != nil {
-			ways = append(ways, fmt.Sprintf("sends a packet of the fwknop client (Rijndael + HMAC key, age up to %s) by UDP or TCP (-P tcpraw) to port %d or in a TCP SYN to a protected port", f.MaxAge, f.Port))
+			packet := "a packet of the fwknop client"
+			if f.RequireSource {
+				packet = "a packet of the fwknop client naming its own address (-a, -R; not -s)"
+			}
+			ways = append(ways, fmt.Sprintf("sends %s (Rijndael + HMAC key, age up to %s) by UDP or TCP (-P tcpraw) to port %d or in a TCP SYN to a protected port", packet, f.MaxAge, f.Port))
 		}
 		if r := svc.Rotate; r != nil {
 			ways = append(ways, fmt.Sprintf("knocks the %d TCP ports derived from the key for the current %s period (or the previous one), from the range %d-%d, each within %s",
 				r.Length, r.Period, r.Lo, r.Hi, svc.StepTimeout))
 		}
 		fmt.Fprintf(w, " %s; everyone else gets %s.\n", strings.Join(ways, "; or "), svc.Closed)
-		for _, warn := range weaknesses(svc) {
+		for _, warn := range append(weaknesses(svc), unboundTokens(svc)...) {
 			fmt.Fprintf(w, "  # WARNING: %s\n", warn)
 		}
 		fmt.Fprintf(w, "  %s:\n    ports: [%s]\n", svc.Name, ports)
@@ -185,7 +189,7 @@ func writeEffective(w io.Writer, s *rules.Set) {
 			fmt.Fprintf(w, "    hosts: [%s]\n", joinPrefixes(svc.Hosts))
 		}
 		if f := svc.Fwknop; f != nil {
-			fmt.Fprintf(w, "    fwknop:\n      port: %d\n      max_age: %s\n", f.Port, f.MaxAge)
+			fmt.Fprintf(w, "    fwknop:\n      port: %d\n      max_age: %s\n      require_source: %t\n", f.Port, f.MaxAge, f.RequireSource)
 		}
 		if a := svc.SPA; a != nil {
 			ids := make([]uint16, len(a.Keys))

@@ -46,6 +46,7 @@ var tokenErrs = [...]struct {
 	{err: fwknop.ErrStale, name: "stale"},
 	{err: fwknop.ErrFuture, name: "future"},
 	{err: fwknop.ErrAllowIP, name: "allow-ip"},
+	{err: fwknop.ErrUnbound, name: "unbound"},
 	{err: fwknop.ErrPort, name: "port"},
 	{err: fwknop.ErrReplay, name: "replay"},
 	{err: fwknop.ErrReplayFull, name: "replay-full"},

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -502,8 +503,12 @@ func goodState(t *testing.T, e *env) []byte {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	snap := state.Snapshot{Version: state.Version, Saved: now.UTC(), Grants: []state.Grant{{Src: e.pair.Client4, Service: "ssh",
-		ServiceID: set.Services[0].ID, Expires: now.Add(time.Hour).UTC(), How: "manual"}}}
+	svc := &set.Services[0]
+	fp := svc.Fingerprint()
+	snap := state.Snapshot{Version: state.Version, Saved: now.UTC(),
+		Services: []state.Service{{Name: svc.Name, ID: svc.ID, Fingerprint: hex.EncodeToString(fp[:])}},
+		Grants: []state.Grant{{Src: e.pair.Client4, Service: "ssh",
+			ServiceID: svc.ID, Expires: now.Add(time.Hour).UTC(), How: "manual"}}}
 	b, err := json.Marshal(snap)
 	if err != nil {
 		t.Fatal(err)

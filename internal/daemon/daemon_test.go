@@ -303,6 +303,7 @@ type harnessOptions struct {
 	load     func() (*rules.Set, error)
 	state    StateStore
 	watch    Watch
+	at       time.Time // when the daemon starts; zero: t0
 }
 
 // start runs a daemon on fakes; it returns once the daemon is ready (or
@@ -310,6 +311,9 @@ type harnessOptions struct {
 func start(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
 	h := &harness{ev: newEvents(), clock: &clock{t: t0}, log: &syncBuffer{}, ready: make(chan struct{}), done: make(chan error, 1)}
+	if !o.at.IsZero() {
+		h.clock.t = o.at
+	}
 	if o.set == nil {
 		o.set = testSet(t, nil)
 	}
@@ -672,7 +676,7 @@ func TestState(t *testing.T) {
 	})
 	ssh, web := set.Services[0], set.Services[1]
 	holder, oneShot := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3")
-	st := &fakeState{load: state.Snapshot{Saved: t0.Add(-time.Minute), Grants: []state.Grant{
+	st := &fakeState{load: state.Snapshot{Version: state.Version, Saved: t0.Add(-time.Minute), Services: savedServices(set), Grants: []state.Grant{
 		{Src: holder, Service: "ssh", ServiceID: ssh.ID, Expires: t0.Add(10 * time.Second), How: "sequence"},
 		{Src: oneShot, Service: "web", ServiceID: web.ID, Expires: t0.Add(time.Hour), How: "manual", Limited: true, Left: 2, LastPort: 4000},
 		{Src: netip.MustParseAddr("10.0.0.4"), Service: "ssh", ServiceID: ssh.ID, Expires: t0.Add(-time.Second), How: "sequence"},

@@ -1,32 +1,62 @@
 package daemon
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"slices"
 	"time"
 
+	"github.com/knockwall/knockwall/fwknop"
+	"github.com/knockwall/knockwall/internal/replay"
 	"github.com/knockwall/knockwall/internal/state"
 	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/tracker"
+	"github.com/knockwall/knockwall/verdict"
 )
 
 // errStopped answers a reload asked of a daemon that no longer runs.
 var errStopped = errors.New("daemon: stopped")
 
-// StateStore keeps live grants across a clean restart (state.File).
+// StateStore keeps live grants and the replay memory across a clean
+// restart (state.File).
 type StateStore interface {
-	// Load returns the grants saved at the last clean stop and forgets
-	// them. An error means nothing is to be restored.
+	// Load returns what was saved at the last clean stop and forgets it.
+	// An error means nothing is to be restored.
 	Load() (state.Snapshot, error)
 	Save(state.Snapshot) error
 }
 
-// save writes the live grants of services in set to the state store.
+// save writes the live grants and the replay memory of services in set to
+// the state store. The replay memory is sealed first: from then on no
+// token is accepted, so the file holds every token this process accepted
+// that could still pass its timestamp check.
 func (d *Daemon) save(set *rules.Set) {
 	if d.cfg.State == nil {
 		return
 	}
 	now := d.cfg.Now()
+	mem := d.eng.SealReplay(now)
 	snap := state.Snapshot{Saved: now}
+	budget := state.MaxReplayBytes
+	var keys, left int
+	for i := range set.Services {
+		svc := &set.Services[i]
+		fp := svc.Fingerprint()
+		ss := state.Service{Name: svc.Name, ID: svc.ID, Fingerprint: hex.EncodeToString(fp[:])}
+		if j := slices.IndexFunc(mem, func(m verdict.ServiceReplay) bool { return m.ID == svc.ID }); j >= 0 {
+			m := mem[j]
+			if n := len(m.SPA)*state.SPARecord + len(m.Fwknop)*state.FwknopRecord; n <= budget {
+				budget -= n
+				ss.Replay = packReplay(m)
+				keys += len(m.SPA) + len(m.Fwknop)
+			} else {
+				left++
+			}
+		}
+		snap.Services = append(snap.Services, ss)
+	}
 	for _, g := range d.tr.Grants(now) {
 		i, ok := set.ServiceByID(g.ID)
 		if !ok {
@@ -35,32 +65,75 @@ func (d *Daemon) save(set *rules.Set) {
 		snap.Grants = append(snap.Grants, state.Grant{Src: g.Src, Service: set.Services[i].Name, ServiceID: g.ID,
 			Expires: g.Expires, How: g.How.String(), Limited: g.Limited, Left: g.Left, LastPort: g.LastPort})
 	}
+	if left > 0 {
+		d.log.Warn("replay memory too large for the state file; after the restart, those services refuse tokens stamped before it", "services", left)
+	}
 	if err := d.cfg.State.Save(snap); err != nil {
-		d.log.Error("could not save the live grants; they end with this run", "err", err)
+		d.log.Error("could not save the live grants and the replay memory; grants end with this run, and the next refuses tokens stamped before it starts", "err", err)
 		return
 	}
-	d.log.Info("grants saved", "grants", len(snap.Grants))
+	d.log.Info("grants saved", "grants", len(snap.Grants), "replay_keys", keys)
 }
 
-// restore puts the grants of the last clean stop back into the tracker,
-// before any packet is judged. A state file that cannot be read is logged
-// and ignored: knockwall then starts with no grant, as without one.
+// packReplay packs a service's replay memory for the state file.
+func packReplay(m verdict.ServiceReplay) *state.Replay {
+	r := &state.Replay{NotBefore: m.NotBefore}
+	if len(m.SPA) > 0 {
+		r.SPA = make([]byte, 0, len(m.SPA)*state.SPARecord)
+		for _, e := range m.SPA {
+			r.SPA = binary.BigEndian.AppendUint64(append(r.SPA, e.Key[:]...), uint64(e.ForgetAt))
+		}
+	}
+	if len(m.Fwknop) > 0 {
+		r.Fwknop = make([]byte, 0, len(m.Fwknop)*state.FwknopRecord)
+		for _, e := range m.Fwknop {
+			r.Fwknop = binary.BigEndian.AppendUint64(append(r.Fwknop, e.Key[:]...), uint64(e.ForgetAt))
+		}
+	}
+	return r
+}
+
+// unpackReplay is packReplay's inverse (state.Load checked the lengths).
+func unpackReplay(id uint64, r *state.Replay) verdict.ServiceReplay {
+	m := verdict.ServiceReplay{ID: id, NotBefore: r.NotBefore}
+	for b := r.SPA; len(b) >= state.SPARecord; b = b[state.SPARecord:] {
+		m.SPA = append(m.SPA, replay.Entry[[spa.NonceSize]byte]{Key: [spa.NonceSize]byte(b), ForgetAt: int64(binary.BigEndian.Uint64(b[spa.NonceSize:]))})
+	}
+	for b := r.Fwknop; len(b) >= state.FwknopRecord; b = b[state.FwknopRecord:] {
+		m.Fwknop = append(m.Fwknop, replay.Entry[[fwknop.ReplayKeySize]byte]{Key: [fwknop.ReplayKeySize]byte(b), ForgetAt: int64(binary.BigEndian.Uint64(b[fwknop.ReplayKeySize:]))})
+	}
+	return m
+}
+
+// restore puts back, before any packet is judged, the replay memory and
+// the grants of the last clean stop, for each service whose definition
+// (state.Service.Fingerprint) is unchanged. A service without a whole
+// memory from the state file (no file, a file that cannot be read, one
+// from another configuration, a changed or new service) keeps the rule
+// that covers for it: tokens stamped at or before this process's start
+// second are refused, since the process before may have accepted them.
 func (d *Daemon) restore(set *rules.Set) {
 	if d.cfg.State == nil {
 		return
 	}
 	snap, err := d.cfg.State.Load()
 	if err != nil {
-		d.log.Warn("state file ignored; starting with no grant", "err", err)
+		d.log.Warn("state file ignored; starting with no grant", "err", err,
+			"tokens", "refused when stamped at or before this start")
 		return
 	}
-	if len(snap.Grants) == 0 {
+	if snap.Version == 0 {
+		d.log.Info("no state file; refusing tokens stamped before this start")
 		return
 	}
 	now := d.cfg.Now()
+	same := d.restoreReplay(set, snap, now)
 	var restored, lapsed, dropped, full int
 	for _, sg := range snap.Grants {
 		g, why := restoreGrant(set, sg, snap.Saved, now)
+		if why == "" && !same[sg.ServiceID] {
+			why = whyChanged
+		}
 		switch {
 		case why != "":
 			if why == whyLapsed || why == whyUsed {
@@ -80,10 +153,56 @@ func (d *Daemon) restore(set *rules.Set) {
 	d.log.Info("grants restored", "restored", restored, "lapsed", lapsed, "dropped", dropped, "table_full", full)
 }
 
+// restoreReplay restores the replay memory of every service of set that
+// the state file lists with the same definition, and says which those are
+// (by id). Each other service that takes tokens is logged with the reason
+// it keeps the start-second rule.
+func (d *Daemon) restoreReplay(set *rules.Set, snap state.Snapshot, now time.Time) map[uint64]bool {
+	same := make(map[uint64]bool, len(set.Services))
+	for i := range set.Services {
+		svc := &set.Services[i]
+		tokens := svc.SPA != nil || svc.Fwknop != nil
+		j := slices.IndexFunc(snap.Services, func(s state.Service) bool { return s.ID == svc.ID })
+		fp := svc.Fingerprint()
+		var why string
+		switch {
+		case j < 0:
+			why = "not in the state file"
+		case snap.Services[j].Name != svc.Name:
+			why = whyService
+		case snap.Services[j].Fingerprint != hex.EncodeToString(fp[:]):
+			why = whyChanged
+		}
+		if why != "" {
+			d.log.Info("service not restored from the state file: its saved grants and replay memory are dropped, and it refuses tokens stamped before this start",
+				keyService, svc.Name, keyReason, why)
+			continue
+		}
+		same[svc.ID] = true
+		if !tokens {
+			continue
+		}
+		r := snap.Services[j].Replay
+		if r == nil {
+			d.log.Info("no replay memory saved for the service; it refuses tokens stamped before this start", keyService, svc.Name)
+			continue
+		}
+		m := unpackReplay(svc.ID, r)
+		if err := d.eng.RestoreReplay(m, now); err != nil {
+			d.log.Warn("replay memory not restored; the service refuses tokens stamped before this start", keyService, svc.Name, "err", err)
+			continue
+		}
+		d.log.Info("replay memory restored", keyService, svc.Name, "spa_nonces", len(m.SPA), "fwknop_packets", len(m.Fwknop),
+			"not_before", time.Unix(m.NotBefore, 0).UTC().Format(time.RFC3339))
+	}
+	return same
+}
+
 // Reasons a saved grant is not restored.
 const (
 	whyLapsed  = "lapsed"
 	whyService = "service gone or renamed"
+	whyChanged = "service changed (ports, sequence, keys or token settings)"
 	whyMethod  = "unknown method"
 	whyUsed    = "no connection left"
 )

@@ -1,16 +1,23 @@
-// Package state keeps knockwall's live grants across a clean restart: a
-// small JSON file written at a clean stop and read (and removed) at the
-// next start.
+// Package state keeps knockwall's live grants, and the memory of the
+// tokens it accepted, across a clean restart: a small JSON file written at
+// a clean stop and read (and removed) at the next start.
 //
-// The file holds no secret: per grant the source, the service's name and
-// id, the expiry as RFC 3339 wall time, how it was made and a one-shot
-// grant's connections left. It is written to a temporary file in the same
-// directory and renamed, mode 0600, so a reader sees the old file or the
-// new one, never half of one. A file that is not a regular file owned by
-// the daemon's user and writable by it alone is refused unread.
+// The file holds no secret: per service its name, id and fingerprint (a
+// hash that changes when what the service protects or how it opens
+// changes; keys enter it only through their own fingerprints), and the
+// replay keys still in their window (random SPA nonces, digests of fwknop
+// packets) with the second before which tokens are refused; per grant the
+// source, the service's name and id, the expiry as RFC 3339 wall time, how
+// it was made and a one-shot grant's connections left. It is written to a
+// temporary file in the same directory and renamed, mode 0600, so a reader
+// sees the old file or the new one, never half of one. A file that is not
+// a regular file owned by the daemon's user and writable by it alone is
+// refused unread, and so is one that is larger than MaxSize, of another
+// version, or not whole.
 package state
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,11 +32,25 @@ import (
 
 // Version is the file format written; files of another version are
 // refused.
-const Version = 1
+const Version = 2
 
-// MaxSize bounds what Load reads: far more than any grant table holds
-// (about 200 bytes a grant).
-const MaxSize = 64 << 20
+// Bounds of what Load accepts.
+const (
+	// MaxSize bounds the file: far more than any grant table (about 200
+	// bytes a grant) and the replay memory the daemon saves
+	// (MaxReplayBytes, a third more in base64) hold.
+	MaxSize = 64 << 20
+	// MaxReplayBytes bounds the packed replay keys of all services
+	// together; a saver leaves out the memory of services beyond it.
+	MaxReplayBytes = 24 << 20
+	// MaxServices bounds the services listed.
+	MaxServices = 1024
+	// SPARecord and FwknopRecord are the sizes of one packed replay key:
+	// the key (a 16-byte SPA nonce, a 32-byte fwknop packet digest), then
+	// when it may be forgotten, unix nanoseconds, 8 bytes big endian.
+	SPARecord    = 16 + 8
+	FwknopRecord = 32 + 8
+)
 
 // Errors of Load. Each is wrapped with the path and the detail.
 var (
@@ -40,19 +61,45 @@ var (
 	ErrCorrupt = errors.New("corrupt state file")
 )
 
-// Snapshot is the file's content.
+// Snapshot is the file's content. Version 0 is no file at all.
 type Snapshot struct {
-	Version int       `json:"version"`
-	Saved   time.Time `json:"saved"` // wall time of the save
-	Grants  []Grant   `json:"grants"`
+	Version  int       `json:"version"`
+	Saved    time.Time `json:"saved"` // wall time of the save
+	Services []Service `json:"services"`
+	Grants   []Grant   `json:"grants"`
+}
+
+// Service is one service as the saving process served it.
+type Service struct {
+	Name string `json:"name"`
+	// ID is rules.Service.ID (a string in JSON, so tools that read
+	// numbers as doubles keep every bit).
+	ID uint64 `json:"id,string"`
+	// Fingerprint is rules.Service.Fingerprint, in hex.
+	Fingerprint string `json:"fingerprint"`
+	// Replay is the service's replay memory, whole; nil when the process
+	// did not save it (then the next one refuses tokens stamped before it
+	// started, for this service).
+	Replay *Replay `json:"replay,omitempty"`
+}
+
+// Replay is one service's replay memory.
+type Replay struct {
+	// NotBefore: tokens stamped at or before this unix second were
+	// refused, and still are.
+	NotBefore int64 `json:"not_before"`
+	// SPA and Fwknop are packed keys, SPARecord and FwknopRecord bytes
+	// each (base64 in JSON).
+	SPA    []byte `json:"spa,omitempty"`
+	Fwknop []byte `json:"fwknop,omitempty"`
 }
 
 // Grant is one live grant.
 type Grant struct {
 	Src     netip.Addr `json:"src"`
 	Service string     `json:"service"`
-	// ServiceID is rules.Service.ID (a hash of the name; a string in JSON,
-	// so tools that read numbers as doubles keep every bit).
+	// ServiceID is rules.Service.ID (a string in JSON, so tools that read
+	// numbers as doubles keep every bit).
 	ServiceID uint64    `json:"service_id,string"`
 	Expires   time.Time `json:"expires"`
 	How       string    `json:"how"` // tracker.Method's name
@@ -146,6 +193,29 @@ func decode(r io.Reader) (Snapshot, error) {
 	}
 	if s.Version != Version {
 		return Snapshot{}, fmt.Errorf("%w: version %d, this daemon reads %d", ErrCorrupt, s.Version, Version)
+	}
+	if len(s.Services) > MaxServices {
+		return Snapshot{}, fmt.Errorf("%w: %d services, at most %d", ErrCorrupt, len(s.Services), MaxServices)
+	}
+	seen := make(map[uint64]bool, len(s.Services))
+	replayBytes := 0
+	for i, sv := range s.Services {
+		if sv.Name == "" || sv.ID == 0 || seen[sv.ID] {
+			return Snapshot{}, fmt.Errorf("%w: service %d lacks a name or id, or is listed twice", ErrCorrupt, i)
+		}
+		seen[sv.ID] = true
+		if fp, err := hex.DecodeString(sv.Fingerprint); err != nil || len(fp) != 32 {
+			return Snapshot{}, fmt.Errorf("%w: service %q: fingerprint is not 64 hex digits", ErrCorrupt, sv.Name)
+		}
+		if r := sv.Replay; r != nil {
+			if len(r.SPA)%SPARecord != 0 || len(r.Fwknop)%FwknopRecord != 0 {
+				return Snapshot{}, fmt.Errorf("%w: service %q: replay keys cut short", ErrCorrupt, sv.Name)
+			}
+			replayBytes += len(r.SPA) + len(r.Fwknop)
+		}
+	}
+	if replayBytes > MaxReplayBytes {
+		return Snapshot{}, fmt.Errorf("%w: %d bytes of replay keys, at most %d", ErrCorrupt, replayBytes, MaxReplayBytes)
 	}
 	for i, g := range s.Grants {
 		if !g.Src.IsValid() || g.Service == "" || g.ServiceID == 0 || g.Expires.IsZero() {

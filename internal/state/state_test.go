@@ -1,19 +1,25 @@
 package state
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
 
 func sample() Snapshot {
 	saved := time.Date(2026, 11, 26, 10, 0, 0, 123456789, time.UTC)
-	return Snapshot{Saved: saved, Grants: []Grant{
+	return Snapshot{Saved: saved, Services: []Service{
+		{Name: "ssh", ID: 0xfedcba9876543210, Fingerprint: strings.Repeat("ab", 32), Replay: &Replay{NotBefore: saved.Unix() - 60,
+			SPA: bytes.Repeat([]byte{1}, 2*SPARecord), Fwknop: bytes.Repeat([]byte{2}, FwknopRecord)}},
+		{Name: "web", ID: 42, Fingerprint: strings.Repeat("0f", 32)},
+	}, Grants: []Grant{
 		{Src: netip.MustParseAddr("10.77.0.2"), Service: "ssh", ServiceID: 0xfedcba9876543210, Expires: saved.Add(30 * time.Second), How: "sequence"},
 		{Src: netip.MustParseAddr("fd00:77::2"), Service: "web", ServiceID: 42, Expires: saved.Add(time.Hour), How: "manual",
 			Limited: true, Left: 2, LastPort: 40000},
@@ -108,8 +114,17 @@ func TestLoadRefuses(t *testing.T) {
 	}{
 		{"not JSON", write("{grants: [", 0o600), 0, ErrCorrupt},
 		{"empty", write("", 0o600), 0, ErrCorrupt},
-		{"another version", write(`{"version": 2, "grants": []}`, 0o600), 0, ErrCorrupt},
-		{"a grant without a source", write(`{"version": 1, "grants": [{"service": "ssh", "service_id": "1", "expires": "2026-11-26T10:00:00Z", "how": "manual"}]}`, 0o600), 0, ErrCorrupt},
+		{"an older version", write(`{"version": 1, "grants": []}`, 0o600), 0, ErrCorrupt},
+		{"a newer version", write(`{"version": 3, "grants": []}`, 0o600), 0, ErrCorrupt},
+		{"truncated", func(t *testing.T, p string) {
+			good(t, p)
+			b, _ := os.ReadFile(p)
+			write(string(b[:len(b)/2]), 0o600)(t, p)
+		}, 0, ErrCorrupt},
+		{"a grant without a source", write(`{"version": 2, "grants": [{"service": "ssh", "service_id": "1", "expires": "2026-11-26T10:00:00Z", "how": "manual"}]}`, 0o600), 0, ErrCorrupt},
+		{"replay keys cut short", write(`{"version": 2, "services": [{"name": "ssh", "id": "1", "fingerprint": "`+strings.Repeat("ab", 32)+`", "replay": {"not_before": 1, "spa": "AAAA"}}]}`, 0o600), 0, ErrCorrupt},
+		{"a short fingerprint", write(`{"version": 2, "services": [{"name": "ssh", "id": "1", "fingerprint": "abab"}]}`, 0o600), 0, ErrCorrupt},
+		{"a service twice", write(`{"version": 2, "services": [{"name": "ssh", "id": "1", "fingerprint": "`+strings.Repeat("ab", 32)+`"}, {"name": "ssh", "id": "1", "fingerprint": "`+strings.Repeat("ab", 32)+`"}]}`, 0o600), 0, ErrCorrupt},
 		{"world writable", func(t *testing.T, p string) { good(t, p); os.Chmod(p, 0o602) }, 0, ErrForeign},
 		{"group writable", func(t *testing.T, p string) { good(t, p); os.Chmod(p, 0o620) }, 0, ErrForeign},
 		{"owned by another user", good, os.Geteuid() + 1, ErrForeign},

@@ -73,8 +73,11 @@ each section whose command opens TCP ports (iptables, ip6tables or nft
 accepting --dport N for %IP%) becomes a service with its sequence
 (seq_timeout becomes step_timeout, cmd_timeout open_for). What cannot be
 translated (one_time_sequences, other commands, tcpflags, ...) is listed as
-comments at the top and on standard error. Exit status 0 when anything was
-translated, 2 when nothing could be.
+comments at the top and on standard error. A section whose accept also
+matches on something a service cannot express (-i, -d, -m iprange, -s other
+than %IP%, a match module knockwall does not know, nft's iifname or ip
+daddr) is not translated, since the service would open wider than knockd
+did. Exit status 0 when anything was translated, 2 when nothing could be.
 
   knockwall config import-knockd /etc/knockd.conf > /etc/knockwall/knockwall.yaml
   knockwall config check -c /etc/knockwall/knockwall.yaml`,

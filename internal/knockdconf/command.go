@@ -16,6 +16,12 @@ type analysis struct {
 	closes   int   // recognised deletes
 	unknown  int   // parts not recognised
 	warnings []string
+	// limits are the accepts that match on more than the knocker's
+	// address and TCP ports (an interface, a destination, an address
+	// range, a source other than %IP%, a match module knockwall does not
+	// know): a service would open wider than knockd did, so the section
+	// is not translated. Each entry says which rule and what limits it.
+	limits []string
 }
 
 func (a *analysis) merge(b analysis) {
@@ -26,6 +32,13 @@ func (a *analysis) merge(b analysis) {
 	a.closes += b.closes
 	a.unknown += b.unknown
 	a.warnings = append(a.warnings, b.warnings...)
+	a.limits = append(a.limits, b.limits...)
+}
+
+// limit records that the accept line also matches on what, which
+// knockwall cannot express per service.
+func (a *analysis) limit(line, what string) {
+	a.limits = append(a.limits, fmt.Sprintf("%q also matches %s", line, what))
 }
 
 func (a *analysis) addPort(p int) {
@@ -104,10 +117,17 @@ func portList(s string) ([]int, error) {
 	return out, nil
 }
 
+// iptablesModules are the match modules (-m) that restrict an accept no
+// further than knockwall's grant does: the TCP port matches, a comment,
+// and connection state (a grant, too, lets in new connections, and the
+// host's own rules the rest of them).
+var iptablesModules = []string{"tcp", "multiport", "comment", "state", "conntrack"}
+
 func iptables(t []string, a *analysis) {
 	var action, proto, jump, table string
 	var ports []int
 	var bad error
+	var limits []string
 	ip, negated := false, false
 	arg := func(i int) string {
 		if i+1 < len(t) {
@@ -143,16 +163,42 @@ func iptables(t []string, a *analysis) {
 			jump = strings.ToUpper(arg(i))
 			i++
 		case "-s", "--source", "--src":
-			ip = ip || strings.Contains(arg(i), "%IP%")
+			if strings.Contains(arg(i), "%IP%") {
+				ip = true
+			} else {
+				limits = append(limits, t[i]+" "+arg(i))
+			}
 			i++
+		case "-m", "--match":
+			if !slices.Contains(iptablesModules, strings.ToLower(arg(i))) {
+				limits = append(limits, t[i]+" "+arg(i))
+			}
+			i++
+		case "--comment", "--state", "--ctstate":
+			i++
+		case "-w", "--wait", "-W", "--wait-interval", "--syn":
+			if _, err := strconv.Atoi(arg(i)); err == nil {
+				i++
+			}
 		case "!":
 			negated = true
+		default:
+			// Any other option matches on something a per-service
+			// grant cannot (-i, -o, -d, --sport, --src-range, ...).
+			if strings.HasPrefix(t[i], "-") {
+				limits = append(limits, t[i]+" "+arg(i))
+				if !strings.HasPrefix(arg(i), "-") {
+					i++
+				}
+			}
 		}
 	}
 	line := strings.Join(t, " ")
 	switch {
 	case action == "delete":
 		a.closes++
+	case len(limits) > 0:
+		a.limit(line, strings.Join(limits, ", "))
 	case action != "add" || jump != "ACCEPT" || (table != "" && table != "filter") || negated:
 		a.unknown++
 		a.warn("%q is not an accept rule knockwall can translate", line)
@@ -215,13 +261,37 @@ func nft(t []string, a *analysis) {
 	}
 	var ports []int
 	var proto string
+	var limits []string
 	accept, ip := false, false
-	for j := i + 2; j < len(t); j++ {
+	// add rule [FAMILY] TABLE CHAIN [position N] EXPRESSIONS...
+	j := i + 4
+	if j-2 < len(t) && slices.Contains([]string{"ip", "ip6", "inet", "arp", "bridge", "netdev"}, t[j-2]) {
+		j++
+	}
+	for ; j < len(t); j++ {
+		next := ""
+		if j+1 < len(t) {
+			next = t[j+1]
+		}
 		switch tok := t[j]; {
-		case strings.Contains(tok, "%IP%"):
-			ip = true
+		case (tok == "ip" || tok == "ip6") && next == "saddr":
+			if j+2 < len(t) && strings.Contains(t[j+2], "%IP%") {
+				ip = true
+			} else if j+2 < len(t) {
+				limits = append(limits, tok+" saddr "+t[j+2])
+			}
+			j += 2
 		case tok == "accept":
 			accept = true
+		case tok == "counter", tok == "{", tok == "}":
+		case tok == "position" || tok == "handle" || tok == "index" || tok == "comment":
+			j++
+		case tok == "ct" && (next == "state" || next == "status"):
+			j += 2
+		case tok == "log":
+			for j+2 < len(t) && (t[j+1] == "prefix" || t[j+1] == "level" || t[j+1] == "group") {
+				j += 2
+			}
 		case (tok == "tcp" || tok == "udp" || tok == "sctp") && j+1 < len(t) && t[j+1] == "dport":
 			proto = tok
 			// The value: "22", "{22,443}", or "{", "22,", "443", "}".
@@ -245,7 +315,27 @@ func nft(t []string, a *analysis) {
 			a.unknown++
 			a.warn("%q negates a match; not translated", line)
 			return
+		default:
+			// Any other match (iifname, ip daddr, tcp sport, meta,
+			// ...) limits the accept in a way a per-service grant
+			// cannot.
+			// "iifname eth1"; "ip daddr X", "tcp sport N", "meta
+			// l4proto udp": a selector and a value.
+			m := []string{tok}
+			n := 1
+			if slices.Contains([]string{"ip", "ip6", "tcp", "udp", "sctp", "meta", "ct", "th", "ether", "icmp", "icmpv6"}, tok) {
+				n = 2
+			}
+			for ; n > 0 && j+1 < len(t); n-- {
+				j++
+				m = append(m, t[j])
+			}
+			limits = append(limits, strings.Join(m, " "))
 		}
+	}
+	if len(limits) > 0 {
+		a.limit(line, strings.Join(limits, ", "))
+		return
 	}
 	if !accept {
 		a.unknown++
@@ -262,6 +352,7 @@ func helper(t []string, a *analysis) {
 	action, proto := "", "tcp"
 	var ports []int
 	var bad error
+	var limits []string
 	for i := 1; i < len(t); i++ {
 		next := ""
 		if i+1 < len(t) {
@@ -282,13 +373,24 @@ func helper(t []string, a *analysis) {
 		case "-p", "--proto":
 			proto = strings.ToLower(next)
 			i++
-		case "-f", "--srcaddr", "-c", "--chain":
+		case "-f", "--srcaddr":
+			if !strings.Contains(next, "%IP%") {
+				limits = append(limits, t[i]+" "+next)
+			}
 			i++
+		case "-c", "--chain":
+			i++
+		default:
+			if strings.HasPrefix(t[i], "-") {
+				limits = append(limits, t[i])
+			}
 		}
 	}
 	switch {
 	case action == "delete":
 		a.closes++
+	case len(limits) > 0:
+		a.limit(line, strings.Join(limits, ", "))
 	case action != "add" || bad != nil || len(ports) == 0:
 		a.unknown++
 		a.warn("%q is not a knock_helper_ipt.sh accept knockwall can translate", line)

@@ -246,6 +246,11 @@ func translate(s *section, n *notesList) *service {
 	case start.value == "" && !has6:
 		n.add("%s line %d: no start_command (or command); section dropped", where, s.line)
 		return nil
+	case len(a.limits) > 0:
+		for _, l := range a.limits {
+			n.add("%s line %d: untranslatable: %s, which a knockwall service cannot express: it would open the port to every knocker from anywhere; section dropped (write the service by hand, or keep the limit in the host's own firewall)", where, cmdLine, l)
+		}
+		return nil
 	case len(a.ports) == 0 && a.closes > 0 && a.opens == 0:
 		n.add("%s line %d: its command deletes a firewall rule: a close sequence. knockwall closes by time (open_for), so this section is dropped", where, cmdLine)
 		return nil

@@ -212,6 +212,45 @@ func TestConvert(t *testing.T) {
 			wantNotes: []string{"opens to every source"},
 		},
 		{
+			name: "accepts limited by an interface, a destination, an address range or a source network: untranslatable",
+			input: "[wan]\nsequence = 1,2,3\ncommand = iptables -A INPUT -i eth1 -s %IP% -p tcp --dport 22 -j ACCEPT\n" +
+				"[dst]\nsequence = 4,5,6\ncommand = iptables -A INPUT -s %IP% -d 192.0.2.1 -p tcp --dport 23 -j ACCEPT\n" +
+				"[range]\nsequence = 7,8,9\ncommand = iptables -A INPUT -m iprange --src-range 10.0.0.1-10.0.0.9 -p tcp --dport 24 -j ACCEPT\n" +
+				"[lan]\nsequence = 10,11,12\ncommand = iptables -A INPUT -s 10.0.0.0/8 -p tcp --dport 25 -j ACCEPT\n" +
+				"[geo]\nsequence = 13,14,15\ncommand = iptables -A INPUT -s %IP% -m geoip --src-cc DE -p tcp --dport 26 -j ACCEPT\n" +
+				"[v6]\nsequence = 16,17,18\ncommand = " + sshOpen + "\ncommand_6 = ip6tables -A INPUT -i wg0 -s %IP% -p tcp --dport 22 -j ACCEPT\n",
+			wantNotes: []string{
+				`[wan] line 3: untranslatable: "iptables -A INPUT -i eth1 -s %IP% -p tcp --dport 22 -j ACCEPT" also matches -i eth1`,
+				`[dst] line 6: untranslatable: "iptables -A INPUT -s %IP% -d 192.0.2.1 -p tcp --dport 23 -j ACCEPT" also matches -d 192.0.2.1`,
+				"also matches -m iprange, --src-range 10.0.0.1-10.0.0.9",
+				"also matches -s 10.0.0.0/8",
+				"also matches -m geoip",
+				"[v6] line 18: untranslatable", "also matches -i wg0",
+				"it would open the port to every knocker from anywhere",
+			},
+			wantErr: ErrNothing,
+		},
+		{
+			name: "nft and helper accepts limited beyond the knocker: untranslatable; a plain one beside them stays",
+			input: "[ssh]\nsequence = 1,2,3\ncommand = " + sshOpen + "\n" +
+				"[wan]\nsequence = 4,5,6\ncommand = nft add rule inet filter input iifname eth1 ip saddr %IP% tcp dport 80 accept\n" +
+				"[dst]\nsequence = 7,8,9\ncommand = nft add rule inet filter input ip saddr %IP% ip daddr 192.0.2.1 tcp dport 81 accept\n" +
+				"[lan]\nsequence = 10,11,12\ncommand = nft add rule filter input ip saddr 10.0.0.0/8 tcp dport 82 accept\n" +
+				"[helper]\nsequence = 13,14,15\ncommand = knock_add -i -c INPUT -p tcp -d 83 -f 10.0.0.1\n",
+			want: map[string]svc{"ssh": {[]int{22}, []string{"1", "2", "3"}, 25 * time.Second, 30 * time.Second}},
+			wantNotes: []string{"[wan] line 6: untranslatable", "also matches iifname eth1", "also matches ip daddr 192.0.2.1",
+				"also matches ip saddr 10.0.0.0/8", "[helper] line 15: untranslatable", "also matches -f 10.0.0.1"},
+		},
+		{
+			name: "matches that limit no further than a grant: state, comment, wait, counter",
+			input: "[ssh]\nsequence = 1,2,3\ncommand = iptables -w 5 -I INPUT 1 -s %IP% -p tcp -m tcp --syn -m state --state NEW -m comment --comment 'knockd ssh' --dport 22 -j ACCEPT\n" +
+				"[web]\nsequence = 4,5,6\ncommand = nft add rule inet filter input ip saddr %IP% ct state new tcp dport 443 counter accept comment knockd\n",
+			want: map[string]svc{
+				"ssh": {[]int{22}, []string{"1", "2", "3"}, 25 * time.Second, 30 * time.Second},
+				"web": {[]int{443}, []string{"4", "5", "6"}, 25 * time.Second, 30 * time.Second},
+			},
+		},
+		{
 			name:      "port range not translated",
 			input:     "[ssh]\nsequence = 1,2,3\ncommand = iptables -A INPUT -s %IP% -p tcp --dport 1000:2000 -j ACCEPT\n",
 			wantNotes: []string{"only single port numbers are translated"},

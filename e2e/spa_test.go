@@ -177,14 +177,6 @@ func tokenRefused(src netip.Addr, reason error) map[string]string {
 	return map[string]string{"src": src.String(), "service": "ssh", "reason": reason.Error()}
 }
 
-// expectNoGrantSince fails if any grant was logged at or after mark.
-func (e *spaEnv) expectNoGrantSince(t *testing.T, mark int, what string) {
-	t.Helper()
-	if e.d.hasFrom(mark, "grant", nil) {
-		t.Errorf("%s: the daemon logged a grant", what)
-	}
-}
-
 // waitExpired waits for the daemon to expire src's grant (logged at or
 // after mark) and checks the port is closed again.
 func (e *spaEnv) waitExpired(t *testing.T, mark int, src netip.Addr, remote netip.AddrPort) {

@@ -71,8 +71,10 @@ type LogConfig struct {
 type TrackerConfig struct {
 	MaxPending int `mapstructure:"max_pending" yaml:"max_pending"`
 	MaxGrants  int `mapstructure:"max_grants" yaml:"max_grants"`
-	// MaxNonces bounds the SPA replay cache. When it is full of nonces still
-	// inside their window, new tokens are refused (never old nonces forgotten).
+	// MaxNonces bounds each service's SPA replay cache, and its fwknop
+	// one. When a cache is full of keys still inside their window, that
+	// service's new tokens are refused (never old keys forgotten); other
+	// services' caches are not touched.
 	MaxNonces int `mapstructure:"max_nonces" yaml:"max_nonces"`
 	// KnockRate is how many knock attempts (packets to knock ports and
 	// rotating ranges; SPA tokens are not charged) one source may make per

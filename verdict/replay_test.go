@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/knockwall/knockwall/fwknop"
+	"github.com/knockwall/knockwall/internal/race"
 	"github.com/knockwall/knockwall/internal/replay"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
@@ -178,4 +179,19 @@ func TestReplayAcrossRestart(t *testing.T) {
 		}
 		expectToken(t, second, "a client 30s slow, memory not whole", udpPkt(t, client4b, spaPort, slow(6)), restart.Add(sec), verdict.ReasonBadToken, spa.ErrBeforeStart)
 	})
+}
+
+// TestTokenReplayAllocs: judging a replayed SPA token, which finds the
+// service's replay cache and is refused by it, allocates nothing.
+func TestTokenReplayAllocs(t *testing.T) {
+	if race.Enabled {
+		t.Skip("skipping: the race detector makes sync.Pool drop objects, so allocation counts mean nothing")
+	}
+	e := spaEngine(t, t0.Add(-time.Minute), twoSPAServices)
+	pkt := udpPkt(t, client4, spaPort, webToken(t, t0, 1, netip.Addr{}))
+	expectToken(t, e, "first", pkt, t0, verdict.ReasonToken, nil)
+	expectToken(t, e, "again", pkt, t0, verdict.ReasonBadToken, spa.ErrReplay)
+	if n := testing.AllocsPerRun(200, func() { e.Decide(pkt, t0) }); n != 0 {
+		t.Errorf("refusing a replayed token allocates %v times", n)
+	}
 }

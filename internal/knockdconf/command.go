@@ -185,7 +185,11 @@ func iptables(t []string, a *analysis) {
 		default:
 			// Any other option matches on something a per-service
 			// grant cannot (-i, -o, -d, --sport, --src-range, ...).
-			if strings.HasPrefix(t[i], "-") {
+			switch {
+			case !strings.HasPrefix(t[i], "-"):
+			case strings.Contains(t[i], "="):
+				limits = append(limits, t[i])
+			default:
 				limits = append(limits, t[i]+" "+arg(i))
 				if !strings.HasPrefix(arg(i), "-") {
 					i++
@@ -288,6 +292,9 @@ func nft(t []string, a *analysis) {
 			j++
 		case tok == "ct" && (next == "state" || next == "status"):
 			j += 2
+		case (tok == "ip" && next == "protocol" || tok == "meta" && next == "l4proto" || tok == "ip6" && next == "nexthdr") &&
+			j+2 < len(t) && t[j+2] == "tcp":
+			j += 2 // says TCP, as the dport match does
 		case tok == "log":
 			for j+2 < len(t) && (t[j+1] == "prefix" || t[j+1] == "level" || t[j+1] == "group") {
 				j += 2

@@ -242,13 +242,15 @@ func TestConvert(t *testing.T) {
 				"also matches ip saddr 10.0.0.0/8", "[helper] line 15: untranslatable", "also matches -f 10.0.0.1"},
 		},
 		{
-			name: "matches that limit no further than a grant: state, comment, wait, counter",
+			name: "matches that limit no further than a grant (state, comment, wait, counter) translate; an option=value limit does not",
 			input: "[ssh]\nsequence = 1,2,3\ncommand = iptables -w 5 -I INPUT 1 -s %IP% -p tcp -m tcp --syn -m state --state NEW -m comment --comment 'knockd ssh' --dport 22 -j ACCEPT\n" +
-				"[web]\nsequence = 4,5,6\ncommand = nft add rule inet filter input ip saddr %IP% ct state new tcp dport 443 counter accept comment knockd\n",
+				"[web]\nsequence = 4,5,6\ncommand = nft add rule inet filter input ip saddr %IP% meta l4proto tcp ct state new tcp dport 443 counter accept comment knockd\n" +
+				"[wan]\nsequence = 7,8,9\ncommand = iptables -A INPUT --in-interface=eth1 -s %IP% -p tcp --dport 25 -j ACCEPT\n",
 			want: map[string]svc{
 				"ssh": {[]int{22}, []string{"1", "2", "3"}, 25 * time.Second, 30 * time.Second},
 				"web": {[]int{443}, []string{"4", "5", "6"}, 25 * time.Second, 30 * time.Second},
 			},
+			wantNotes: []string{"also matches --in-interface=eth1"},
 		},
 		{
 			name:      "port range not translated",

@@ -12,6 +12,15 @@ import (
 // shards splits the cache's lock; a power of two.
 const shards = 16
 
+// initialPerShard is the room each shard is made with; it grows, up to
+// its bound, only while more keys than that are live in it at once. A
+// service's tokens rarely come faster than a few a second, so the room made
+// up front (4096 keys a cache) is never outgrown but by a flood of valid
+// tokens, that is by the holder of that service's key; sizing every
+// service's caches for tracker.max_nonces up front would cost several MiB a
+// service.
+const initialPerShard = 256
+
 // ErrSealed refuses a packet once the cache is sealed: its content is being
 // handed to the next process (a clean restart), and a packet accepted now
 // would be missing from it.
@@ -57,7 +66,7 @@ func New[K comparable](max int, replayed, full error) *Cache[K] {
 	c := &Cache[K]{seed: maphash.MakeSeed(), replayed: replayed, full: full}
 	per := max/shards + 1
 	for i := range c.shards {
-		c.shards[i].m = make(map[K]int64, per)
+		c.shards[i].m = make(map[K]int64, min(per, initialPerShard))
 		c.shards[i].max = per
 	}
 	return c
@@ -68,7 +77,8 @@ func (c *Cache[K]) shardOf(key K) *shard[K] {
 }
 
 // Add records key until forgetAt (unix nanoseconds). now is unix
-// nanoseconds. It does not allocate while the shard has room.
+// nanoseconds. It does not allocate while the shard holds fewer keys than
+// it was made with room for (initialPerShard).
 func (c *Cache[K]) Add(key K, forgetAt, now int64) error {
 	s := c.shardOf(key)
 	s.mu.Lock()

@@ -194,3 +194,20 @@ func TestAddAllocs(t *testing.T) {
 		t.Errorf("Add allocates %v times per call", allocs)
 	}
 }
+
+// BenchmarkNew: what one cache of the default bound (65536 keys) costs to
+// make, by key size (B/op; bench/RESULTS.md).
+func BenchmarkNew(b *testing.B) {
+	b.Run("spa nonce 16B", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = New[[16]byte](65536, errReplayed, errFull)
+		}
+	})
+	b.Run("fwknop digest 32B", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = New[[32]byte](65536, errReplayed, errFull)
+		}
+	})
+}

@@ -12,10 +12,10 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
 	"github.com/knockwall/knockwall/fwknop"
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/spa"
 )
 
@@ -34,11 +34,7 @@ func fwknopYAML(k fwknopKeys, requireSource bool) string {
 // sniffer's raw socket would.
 func sendDatagram(t *testing.T, e *env, from, dst netip.Addr, port uint16, payload []byte) {
 	t.Helper()
-	u := &layers.UDP{SrcPort: layers.UDPPort(41000 + randUint32(t)%1000), DstPort: layers.UDPPort(port)}
-	seg, err := l4Segment(from, dst, u, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
+	seg := pkttest.UDPSegment(from, dst, pkttest.UDP{SrcPort: uint16(41000 + randUint32(t)%1000), DstPort: port}, payload)
 	if err := e.pair.Client.Do(func() error { return sendRaw(from, dst, unix.IPPROTO_UDP, seg) }); err != nil {
 		t.Fatalf("send a datagram from %v: %v", from, err)
 	}

@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/hex"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/internal/state"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/spa"
@@ -23,22 +23,6 @@ func savedServices(set *rules.Set) []state.Service {
 		out = append(out, state.Service{Name: set.Services[i].Name, ID: set.Services[i].ID, Fingerprint: hex.EncodeToString(fp[:])})
 	}
 	return out
-}
-
-// udp4 is an IPv4 UDP datagram from src to port dport with payload.
-func udp4(src netip.Addr, dport uint16, payload []byte) []byte {
-	b := make([]byte, 28+len(payload))
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	b[8], b[9] = 64, 17
-	s := src.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], []byte{10, 77, 0, 1})
-	binary.BigEndian.PutUint16(b[20:], 40000)
-	binary.BigEndian.PutUint16(b[22:], dport)
-	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
-	copy(b[28:], payload)
-	return b
 }
 
 // Ports and keys of spaSet.
@@ -108,8 +92,8 @@ func token(t *testing.T, k *spa.Key, service string, ts time.Time, n byte) []byt
 // reach port.
 func expectGrant(t *testing.T, h *harness, what string, src netip.Addr, spaPort, port uint16, tok []byte, want bool) {
 	t.Helper()
-	h.queue.judge(t, udp4(src, spaPort, tok))
-	if a := h.queue.judge(t, syn4(src, port)); (a.Mark&rules.DefaultAcceptMark != 0) != want {
+	h.queue.judge(t, pkttest.Datagram(src, netip.AddrPortFrom(server4, spaPort), tok))
+	if a := h.queue.judge(t, pkttest.SYN(src, netip.AddrPortFrom(server4, port))); (a.Mark&rules.DefaultAcceptMark != 0) != want {
 		t.Errorf("%s: a SYN from %v to %d after the token: %+v; want granted %v", what, src, port, a, want)
 	}
 }
@@ -171,7 +155,7 @@ func TestStateReplay(t *testing.T) {
 			}
 			// The grant made before the restart comes back only with its
 			// service unchanged.
-			if a := h.queue.judge(t, syn4(first, 22)); (a.Mark&rules.DefaultAcceptMark != 0) != (tt.name == "restored") {
+			if a := h.queue.judge(t, pkttest.SYN(first, netip.AddrPortFrom(server4, 22))); (a.Mark&rules.DefaultAcceptMark != 0) != (tt.name == "restored") {
 				t.Errorf("the grant saved for %v: %+v after the restart", first, a)
 			}
 			key := sshKey
@@ -195,7 +179,7 @@ func TestReplayCachePerServiceDaemon(t *testing.T) {
 	now := h.clock.Now()
 	attacker := netip.MustParseAddr("10.0.0.66")
 	for i := range 64 {
-		h.queue.judge(t, udp4(attacker, apiSPAPort, token(t, apiKey, "api", now, byte(i))))
+		h.queue.judge(t, pkttest.Datagram(attacker, netip.AddrPortFrom(server4, apiSPAPort), token(t, apiKey, "api", now, byte(i))))
 	}
 	if !strings.Contains(h.log.String(), "replay cache full") {
 		t.Fatal("api's cache never filled: the test proves nothing")

@@ -49,7 +49,7 @@ var (
 	ErrReplayFull  = errors.New("spa: replay cache full")             // refused to stay safe; see ReplayCache
 	ErrWrongSource = errors.New("spa: bound to other source")         // token names another source
 	ErrUnbound     = errors.New("spa: not bound to a source")         // the service requires a bound token (spa.require_source)
-	ErrBeforeStart = errors.New("spa: timestamp before server start") // at or before the server's start second: the process before may have accepted it
+	ErrBeforeStart = errors.New("spa: timestamp before server start") // at or before the service's not-before second (the server's start, unless it restored its replay memory): the process before may have accepted it
 	ErrService     = errors.New("spa: service not served")            // no SPA service of that name here
 )
 

@@ -116,8 +116,8 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 }
 
 // SetRules swaps the rules. Grants survive (they are kept per service id,
-// derived from the name), and so do the SPA replay cache and the start
-// second; knock progress survives toward sequences the new rules leave
+// derived from the name), and so do the replay memory and the not-before
+// seconds; knock progress survives toward sequences the new rules leave
 // unchanged and is dropped at the source's next packet for the rest.
 func (e *Engine) SetRules(set *rules.Set, now time.Time) {
 	e.replay.sync(set) // before the rules that need it

@@ -17,8 +17,8 @@ const shards = 16
 // service's tokens rarely come faster than a few a second, so the room made
 // up front (4096 keys a cache) is never outgrown but by a flood of valid
 // tokens, that is by the holder of that service's key; sizing every
-// service's caches for tracker.max_nonces up front would cost several MiB a
-// service.
+// service's caches for tracker.max_nonces up front would cost megabytes a
+// service (bench/RESULTS.md, "Replay caches per service").
 const initialPerShard = 256
 
 // ErrSealed refuses a packet once the cache is sealed: its content is being

@@ -48,7 +48,7 @@ if want mipsle; then build mipsle mipsle GOMIPS=softfloat; fi
 
 # Man pages come from the CLI itself, run on this machine: a build with
 # -tags genman, the only one with the gen-man command (the shipped
-# binaries are built without it, ~0.3 MB smaller).
+# binaries are built without it: docs/decisions.md).
 CGO_ENABLED=0 "$GO" build -tags genman -trimpath -ldflags="$ldflags" -o "$build/knockwall" ./cmd/knockwall
 "$build/knockwall" gen-man "$build/man"
 gzip -9n "$build"/man/*.8

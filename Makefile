@@ -7,9 +7,9 @@ PKGS    := ./...
 # deadline exceeded" from the fuzz coordinator (golang/go#75804).
 FUZZTIME ?= 20000x
 # Fuzz targets: package:Target, each run for FUZZTIME by `make fuzz`.
-FUZZ    := ./internal/nfq:FuzzProcess ./internal/inet:FuzzWalkIPv6 ./internal/inet:FuzzChecksum ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode ./fwknop:FuzzVerify ./fwknop:FuzzPlaintext ./internal/knockdconf:FuzzConvert ./internal/state:FuzzDecode ./internal/httpx:FuzzReadRequest ./internal/httpx:FuzzReadResponse
+FUZZ    := ./cmd/knockwall:FuzzClientConfig ./internal/nfq:FuzzProcess ./internal/inet:FuzzWalkIPv6 ./internal/inet:FuzzChecksum ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode ./fwknop:FuzzVerify ./fwknop:FuzzPlaintext ./internal/knockdconf:FuzzConvert ./internal/state:FuzzDecode ./internal/httpx:FuzzReadRequest ./internal/httpx:FuzzReadResponse
 
-.PHONY: all build cross dist deps demo test unit unit-mips vet vet32 fmt-check fuzz bench bench-e2e package-test clean
+.PHONY: all build cross cross-check dist deps demo test unit unit-mips vet vet32 fmt-check fuzz bench bench-e2e package-test clean
 
 all: build
 
@@ -41,7 +41,7 @@ demo: deps build
 # the unit tests again as big-endian mips binaries (unit-mips), a short run
 # of every fuzz target, and the package tests (package-test). Run as root;
 # CI runs exactly this.
-test: deps fmt-check vet vet32 unit unit-mips fuzz package-test
+test: deps fmt-check vet vet32 cross-check unit unit-mips fuzz package-test
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -52,6 +52,23 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags genman ./cmd/knockwall/
+
+# The client (knock, connect) is one binary on every desktop: ./cmd/knockwall
+# compiles for each of CLIENT_TARGETS (only the machine's own is run, by the
+# tests), and go vet checks every knockwall package it is built from, tests
+# included, for macOS and Windows.
+CLIENT_TARGETS := linux/amd64 linux/arm64 linux/arm linux/mips linux/mipsle \
+	darwin/amd64 darwin/arm64 windows/amd64 windows/arm64 freebsd/amd64 freebsd/arm64
+cross-check:
+	@set -e; for t in $(CLIENT_TARGETS); do \
+	  echo "cross-check: build $$t"; \
+	  CGO_ENABLED=0 GOOS=$${t%/*} GOARCH=$${t#*/} GOARM=7 GOMIPS=softfloat \
+	    $(GO) build -trimpath -o /dev/null ./cmd/knockwall; \
+	done; \
+	for os in darwin windows; do \
+	  echo "cross-check: vet $$os"; \
+	  CGO_ENABLED=0 GOOS=$$os $(GO) vet $$(GOOS=$$os $(GO) list -deps ./cmd/knockwall | grep '^github.com/knockwall/knockwall'); \
+	done
 
 # Routers are 32-bit and big-endian too: compile (with tests) for arm, and
 # the daemon for big-endian mips, so int overflows and the like fail here.

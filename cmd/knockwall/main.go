@@ -64,20 +64,13 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 		SilenceErrors: true,
 	}
 	env := environment(environ)
+	// The client's commands build everywhere; the daemon's only where it
+	// runs (daemonCommands).
 	root.AddCommand(
-		newRunCmd(env),
 		newKnockCmd(env),
-		newConfigCmd(env),
-		newRulesCmd(env),
-		newExampleCmd(),
-		newDemoCmd(env),
 		newKeygenCmd(),
-		newStatusCmd(env),
-		newGrantsCmd(env),
-		newGrantCmd(env),
-		newRevokeCmd(env),
-		newReloadCmd(env),
 	)
+	root.AddCommand(daemonCommands(env)...)
 	for _, c := range buildCommands {
 		root.AddCommand(c(env))
 	}

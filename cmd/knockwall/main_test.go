@@ -1,8 +1,8 @@
+//go:build linux
+
 package main
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,22 +10,6 @@ import (
 
 	"github.com/knockwall/knockwall/rules"
 )
-
-func runCLI(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	code = execute(context.Background(), args, &out, &errOut, env)
-	return code, out.String(), errOut.String()
-}
-
-func writeConfig(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "knockwall.yaml")
-	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func TestConfigCheck(t *testing.T) {
 	good := writeConfig(t, string(rules.ExampleYAML))

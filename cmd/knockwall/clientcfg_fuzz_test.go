@@ -1,0 +1,28 @@
+package main
+
+import "testing"
+
+// FuzzClientConfig: decoding any client config either fails with an error
+// or gives one whose every service has a method and every server a
+// service; it never panics.
+func FuzzClientConfig(f *testing.F) {
+	f.Add([]byte(goodClientConfig))
+	f.Add([]byte("servers: {a: {services: {s: {rotate: {key_file: k, length: 3, period: 30s, range: [1, 9]}}}}}\n"))
+	f.Add([]byte("servers: {a: {source: auto, services: {s: {spa: {key_file: k, transport: syn}, ports: [22]}}}}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeClientConfig(b)
+		if err != nil {
+			return
+		}
+		for name, s := range c.Servers {
+			if len(s.Services) == 0 {
+				t.Fatalf("server %s without services accepted", name)
+			}
+			for sn, svc := range s.Services {
+				if _, err := svc.method(); err != nil {
+					t.Fatalf("%s.%s accepted without a method: %v", name, sn, err)
+				}
+			}
+		}
+	})
+}

@@ -200,9 +200,9 @@ func TestKeyPathResolver(t *testing.T) {
 	}
 }
 
-// writeClientConfig writes a client config into dir, mode 0600, with
+// newClientConfigFile writes a client config into dir, mode 0600, with
 // the key file ssh.key beside it.
-func writeClientConfig(t *testing.T, dir, body string) string {
+func newClientConfigFile(t *testing.T, dir, body string) string {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -224,9 +224,9 @@ func TestKnockClientConfig(t *testing.T) {
 	home := t.TempDir()
 	env := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "AppData=" + filepath.Join(home, ".config")}
 	if p := clientConfigPaths(runtime.GOOS, environment(env).get); len(p) > 0 {
-		writeClientConfig(t, filepath.Dir(p[0]), goodClientConfig)
+		newClientConfigFile(t, filepath.Dir(p[0]), goodClientConfig)
 	}
-	other := writeClientConfig(t, filepath.Join(home, "other"), `servers:
+	other := newClientConfigFile(t, filepath.Join(home, "other"), `servers:
   lab:
     host: 127.0.0.1
     services:

@@ -14,7 +14,7 @@ import (
 // key files it names are refused the same way.
 func TestClientConfigModes(t *testing.T) {
 	dir := t.TempDir()
-	cfg := writeClientConfig(t, dir, goodClientConfig)
+	cfg := newClientConfigFile(t, dir, goodClientConfig)
 	key := filepath.Join(dir, "ssh.key")
 	for _, tt := range []struct {
 		name       string

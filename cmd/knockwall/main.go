@@ -68,6 +68,7 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 	// runs (daemonCommands).
 	root.AddCommand(
 		newKnockCmd(env),
+		newClientCmd(env),
 		newKeygenCmd(),
 	)
 	root.AddCommand(daemonCommands(env)...)

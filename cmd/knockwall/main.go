@@ -23,6 +23,8 @@ const (
 	exitOK     = 0
 	exitError  = 1
 	exitConfig = 2 // bad configuration or usage: nothing was started or changed
+	// connect's own statuses (exitKnock, exitConnect, exitRelay) are in
+	// connect.go.
 )
 
 func main() {
@@ -50,6 +52,10 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer, envir
 	}
 	fmt.Fprintln(stderr, "knockwall:", err)
 	var ue usageError
+	var ee exitStatus
+	if errors.As(err, &ee) {
+		return ee.code
+	}
 	if errors.Is(err, rules.ErrInvalid) || errors.As(err, &ue) {
 		return exitConfig
 	}
@@ -68,6 +74,7 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 	// runs (daemonCommands).
 	root.AddCommand(
 		newKnockCmd(env),
+		newConnectCmd(env),
 		newClientCmd(env),
 		newKeygenCmd(),
 	)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what knockwall's tests and demo need on a Debian machine: the
 # firewall and namespace tools, the knockd package (for its stock `knock`
-# client, used by the end-to-end tests), the stock fwknop client (which made
+# client, used by the end-to-end tests), OpenSSH (server and client, for
+# the ssh ProxyCommand end-to-end tests), the stock fwknop client (which made
 # fwknop/testdata; fwknop/testdata/make-vectors.sh remakes them), the
 # packaging tests' tools, and the Go modules (nfpm, a Go tool of the module,
 # included).
@@ -15,6 +16,9 @@ command -v knock      >/dev/null || need+=(knockd)
 command -v fwknop     >/dev/null || need+=(fwknop-client)
 command -v nft        >/dev/null || need+=(nftables)
 command -v gcc        >/dev/null || need+=(gcc)   # go test -race needs cgo
+# e2e/ssh_test.go: the real OpenSSH through `knockwall connect`.
+[ -x /usr/sbin/sshd ]              || need+=(openssh-server)
+command -v ssh        >/dev/null || need+=(openssh-client)
 # make package-test: lint the maintainer and init scripts, verify the
 # systemd unit and run it in a systemd container, render the man pages.
 command -v shellcheck      >/dev/null || need+=(shellcheck)
@@ -36,8 +40,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# knockd's package starts a knockd service on some systems; knockwall's tests
-# never use it, and it is not started here.
+# knockd's and openssh-server's packages start their services on some
+# systems; knockwall's tests never use them (e2e/ssh_test.go runs its own
+# sshd in a namespace), and they are not started here.
 
 command -v go >/dev/null || { echo "deps: Go is not installed (need Go 1.26 at /usr/local/go or on PATH)" >&2; exit 1; }
 go mod download

@@ -453,3 +453,20 @@ func TestParseKey(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyBase64: Base64 gives back the key file's KEY_BASE64 and
+// HMAC_KEY_BASE64.
+func TestKeyBase64(t *testing.T) {
+	content, err := os.ReadFile("testdata/fwknop.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ParseKey(content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, mac := k.Base64()
+	if !strings.Contains(string(content), "KEY_BASE64: "+enc+"\n") || !strings.Contains(string(content), "HMAC_KEY_BASE64: "+mac+"\n") {
+		t.Errorf("Base64 = %q, %q; the file:\n%s", enc, mac, content)
+	}
+}

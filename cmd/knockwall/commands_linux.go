@@ -6,9 +6,11 @@ import "github.com/spf13/cobra"
 // need Linux (NFQUEUE, nftables or iptables, network namespaces, the
 // daemon's control socket).
 func daemonCommands(env environment) []*cobra.Command {
+	config := newConfigCmd(env)
+	config.AddCommand(newFwknopClientCmd(env))
 	return []*cobra.Command{
 		newRunCmd(env),
-		newConfigCmd(env),
+		config,
 		newRulesCmd(env),
 		newExampleCmd(),
 		newDemoCmd(env),

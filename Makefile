@@ -24,8 +24,9 @@ cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mips ./cmd/knockwall
 
 # Release artefacts in dist/: static binaries for linux amd64, arm64, armv7,
-# mips and mipsle, a .deb for each (nfpm, a Go tool of this module) and
-# SHA256SUMS. VERSION=v1.2.3 overrides `git describe`.
+# mips and mipsle, a .deb for each (nfpm, a Go tool of this module), the
+# client archives for macOS, FreeBSD (tar.gz) and Windows (zip), amd64 and
+# arm64, and SHA256SUMS. VERSION=v1.2.3 overrides `git describe`.
 dist:
 	GO=$(GO) sh packaging/dist.sh
 
@@ -108,10 +109,13 @@ fuzz:
 # compilation vet32 has cached): every test, and the routers' size budget,
 # in a fraction of `make dist`'s time. PACKAGE_TARGETS="amd64 arm64 armv7
 # mips mipsle" checks them all.
+# Of the six client archives it builds one of each format (PACKAGE_CLIENTS;
+# cross-check has compiled them all).
 PACKAGE_TARGETS ?= $(shell $(GO) env GOARCH) mips
+PACKAGE_CLIENTS ?= darwin-arm64 windows-amd64
 package-test:
-	DIST_TARGETS="$(PACKAGE_TARGETS)" GO=$(GO) sh packaging/dist.sh
-	DIST_DIR=$(CURDIR)/dist DIST_TARGETS="$(PACKAGE_TARGETS)" $(GO) test -count=1 -v ./packaging/
+	DIST_TARGETS="$(PACKAGE_TARGETS)" DIST_CLIENTS="$(PACKAGE_CLIENTS)" GO=$(GO) sh packaging/dist.sh
+	DIST_DIR=$(CURDIR)/dist DIST_TARGETS="$(PACKAGE_TARGETS)" DIST_CLIENTS="$(PACKAGE_CLIENTS)" $(GO) test -count=1 -v ./packaging/
 
 bench-e2e: build
 	KNOCKWALL_BENCH_E2E=1 $(GO) test -count=1 -v -timeout 15m -run "^TestBench" ./e2e/

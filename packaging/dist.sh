@@ -2,6 +2,8 @@
 # Builds knockwall's release artefacts into dist/ (make dist):
 #   knockwall-linux-{amd64,arm64,armv7,mips,mipsle}  static, stripped binaries
 #   knockwall_VERSION_{amd64,arm64,armhf,mips,mipsel}.deb
+#   knockwall_VERSION_{darwin,freebsd}_{amd64,arm64}.tar.gz  the client
+#   knockwall_VERSION_windows_{amd64,arm64}.zip              the client
 #   SHA256SUMS
 # and, in dist/build/, what the packages are made of (man pages, changelog).
 # Needs only the Go toolchain and the module cache (`go mod download`): nfpm
@@ -79,6 +81,56 @@ if want armv7; then pack armv7 armhf; fi
 if want mips; then pack mips mips; fi
 if want mipsle; then pack mipsle mipsel; fi
 
-(cd "$out" && sha256sum knockwall-linux-* ./*.deb | sed 's| \./| |' >SHA256SUMS)
+# Client archives: knockwall where people knock from (knock, connect,
+# client init; the daemon's commands exist on Linux only). Each holds the
+# binary and, where the tree has them, README.md, LICENSE and
+# docs/clients.md, in a directory of the archive's name; owners, modes and
+# times fixed, so a rebuild of the same commit gives the same bytes.
+# DIST_CLIENTS picks some of OS-ARCH (make package-test builds two; ""
+# none).
+clients=${DIST_CLIENTS-darwin-amd64 darwin-arm64 freebsd-amd64 freebsd-arm64 windows-amd64 windows-arm64}
+client() {
+	os=${1%-*} arch=${1#*-}
+	name=knockwall_${version#v}_${os}_$arch
+	dir=$build/clients/$name
+	exe=knockwall
+	if [ "$os" = windows ]; then exe=knockwall.exe; fi
+	echo "dist: client $name"
+	mkdir -p "$dir"
+	env CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" \
+		"$GO" build -trimpath -ldflags="$ldflags" -o "$dir/$exe" ./cmd/knockwall
+	for f in README.md LICENSE docs/clients.md; do
+		if [ -f "$f" ]; then cp "$f" "$dir/"; fi
+	done
+	chmod 0755 "$dir" "$dir/$exe"
+	find "$dir" -type f ! -name "$exe" -exec chmod 0644 {} +
+	if [ "$os" = windows ]; then
+		python3 - "$build/clients" "$name" "$out/$name.zip" "$SOURCE_DATE_EPOCH" <<'PY'
+import os, sys, time, zipfile
+root, name, dest, epoch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+stamp = time.gmtime(max(epoch, 315532800))[:6]  # zip times start in 1980
+with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+    for f in sorted(os.listdir(os.path.join(root, name))):
+        info = zipfile.ZipInfo(name + "/" + f, stamp)
+        info.external_attr = (0o100755 if f.endswith(".exe") else 0o100644) << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with open(os.path.join(root, name, f), "rb") as src:
+            z.writestr(info, src.read())
+PY
+	else
+		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
+			-C "$build/clients" -cf - "$name" | gzip -9n >"$out/$name.tar.gz"
+	fi
+}
+for c in $clients; do client "$c"; done
+
+(
+	cd "$out"
+	set -- knockwall-linux-* ./*.deb
+	for f in knockwall_*.tar.gz knockwall_*.zip; do
+		if [ -e "$f" ]; then set -- "$@" "$f"; fi
+	done
+	sha256sum "$@" | sed 's| \./| |' >SHA256SUMS
+)
 echo "dist: done"
 ls -l "$out"

@@ -27,6 +27,10 @@ const (
 	// connect.go.
 )
 
+// version is set at build time (-ldflags -X main.version=...), on every
+// system.
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// A HUP must never kill the daemon and its grants: ignored here, and
@@ -66,6 +70,7 @@ func newRoot(stdout, stderr io.Writer, environ []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "knockwall",
 		Short:         "Port-knocking firewall that decides inline through NFQUEUE",
+		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

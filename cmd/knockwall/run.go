@@ -38,9 +38,6 @@ const (
 	socketBuffer = 1 << 20
 )
 
-// version is set at build time (-ldflags -X main.version=...).
-var version = "dev"
-
 func newRunCmd(env environment) *cobra.Command {
 	var f configFlags
 	cmd := &cobra.Command{

@@ -181,12 +181,13 @@ func (o *knockOpts) plan(env environment, host string, port int) (string, knockP
 	if err != nil {
 		return "", knockPlan{}, err
 	}
+	if o.method != "auto" {
+		// --method picks another of the ways the service has.
+		svc.Method = o.method
+	}
 	plan, err := svc.plan(svcName, srv.Source, keyPathResolver(path, env))
 	if err != nil {
 		return "", knockPlan{}, usageError{fmt.Errorf("%s: servers.%s.services.%s: %w", path, name, svcName, err)}
-	}
-	if o.method != "auto" && o.method != plan.method {
-		return "", knockPlan{}, usageError{fmt.Errorf("servers.%s.services.%s opens by %s, not %s", name, svcName, plan.method, o.method)}
 	}
 	return srv.host(name), o.flagsOver(plan), nil
 }

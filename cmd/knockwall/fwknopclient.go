@@ -52,9 +52,9 @@ Android app scans ("KEY_BASE64:… HMAC_KEY_BASE64:…").
 
 // writeFwknopClient writes svc's fwknop client settings: what the server
 // accepts (knockwall's fwknop package: Rijndael in CBC mode, HMAC-SHA256,
-// a SHA-256 digest, access messages for the service's TCP ports from the
-// packet's own source, by UDP), in the apps' words and as a .fwknoprc
-// stanza.
+// a SHA-256 digest, access messages for the service's TCP ports, by UDP),
+// with the allow-IP bound to the sender's address, in the apps' words and
+// as a .fwknoprc stanza.
 func writeFwknopClient(w io.Writer, svc *rules.Service, host string, qr bool) error {
 	if host == "" {
 		host = "<this server's address>"
@@ -65,6 +65,10 @@ func writeFwknopClient(w io.Writer, svc *rules.Service, host string, qr bool) er
 		access[i] = fmt.Sprintf("tcp/%d", p)
 	}
 	timeout := int(svc.OpenFor.Seconds())
+	allow := `Resolve IP  (the phone's public address; "Source IP" works behind any NAT too, but binds the packet to no address: whoever sees it first can use it)`
+	if svc.Fwknop.RequireSource {
+		allow = `Resolve IP  (the phone's public address; this server refuses "Source IP", allow-IP 0.0.0.0)`
+	}
 	fmt.Fprintf(w, `# fwknop client settings for service %[1]s. They hold its keys: show them
 # to the phone's owner only.
 
@@ -72,7 +76,7 @@ Server address:     %[2]s
 Server port:        %[3]d  (the SPA port)
 Protocol:           UDP
 Access ports:       %[4]s
-Allow IP:           Source IP  (the packet's own source; "Resolve IP" works when it resolves to it)
+Allow IP:           %[8]s
 Rijndael key:       %[5]s  (base64)
 HMAC key:           %[6]s  (base64)
 HMAC type:          SHA256
@@ -87,7 +91,7 @@ SPA_SERVER          %[2]s
 SPA_SERVER_PORT     %[3]d
 SPA_SERVER_PROTO    udp
 ACCESS              %[4]s
-ALLOW_IP            source
+ALLOW_IP            resolve
 KEY_BASE64          %[5]s
 HMAC_KEY_BASE64     %[6]s
 USE_HMAC            Y
@@ -95,7 +99,7 @@ HMAC_DIGEST_TYPE    sha256
 DIGEST_TYPE         sha256
 ENCRYPTION_MODE     cbc
 FW_TIMEOUT          %[7]d
-`, svc.Name, host, svc.Fwknop.Port, strings.Join(access, ","), enc, mac, timeout)
+`, svc.Name, host, svc.Fwknop.Port, strings.Join(access, ","), enc, mac, timeout, allow)
 	if !qr {
 		return nil
 	}

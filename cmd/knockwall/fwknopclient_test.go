@@ -52,6 +52,8 @@ func TestFwknopClient(t *testing.T) {
 		"KEY_BASE64          " + enc + "\n",
 		"HMAC_KEY_BASE64     " + mac + "\n",
 		"ACCESS              tcp/22,tcp/2222\n",
+		"ALLOW_IP            resolve\n",
+		"Allow IP:           Resolve IP  (the phone's public address; \"Source IP\" works",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -83,6 +85,12 @@ func TestFwknopClient(t *testing.T) {
 	}
 	if got := fwknopQRPayload(enc, mac); got != "KEY_BASE64:"+enc+" HMAC_KEY_BASE64:"+mac {
 		t.Errorf("QR payload %q", got)
+	}
+
+	// A server that requires bound packets says that it refuses Source IP.
+	bound := writeConfig(t, "services:\n  phone:\n    ports: [22]\n    fwknop: {port: 62300, key_file: "+key+", require_source: true}\n")
+	if code, out, errOut := runCLI(t, nil, "config", "fwknop-client", "phone", "-c", bound); code != 0 || !strings.Contains(out, `this server refuses "Source IP"`) {
+		t.Errorf("require_source: exit %d\n%s%s", code, out, errOut)
 	}
 
 	for _, args := range [][]string{

@@ -38,7 +38,8 @@ deps:
 demo: deps build
 	./$(BIN) demo
 
-# Everything: formatting, vet, unit and end-to-end tests (race detector on),
+# Everything: formatting, vet, the client's cross-compilation (cross-check),
+# unit and end-to-end tests (race detector on),
 # the unit tests again as big-endian mips binaries (unit-mips), a short run
 # of every fuzz target, and the package tests (package-test). Run as root;
 # CI runs exactly this.

@@ -24,7 +24,7 @@ func newFwknopClientCmd(env environment) *cobra.Command {
 for Android and iOS ask for, and the same as a ~/.fwknoprc stanza for the
 fwknop command-line client. The output holds the service's keys: show it to
 the phone's owner only. --qr adds a QR code of the keys in the form the
-Android app scans ("KEY_BASE64:… HMAC_KEY_BASE64:…").
+Android app scans ("KEY_BASE64:... HMAC_KEY_BASE64:...").
 
   knockwall config fwknop-client ssh --host server.example.org --qr`,
 		Args: exactArgs(1),

@@ -26,3 +26,24 @@ func FuzzClientConfig(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckOutput: reading any text as `knockwall config check` output
+// (what client init --from-check takes from a file) either fails with an
+// error or gives services that each open one way at least; it never
+// panics.
+func FuzzCheckOutput(f *testing.F) {
+	f.Add([]byte(checkSample))
+	f.Add([]byte("# configuration is valid\nservices:\n  s:\n    ports: [22]\n    rotate: {length: 3, period: 30s, range: [1]}\n"))
+	f.Add([]byte("# configuration is valid\nservices:\n  s:\n    spa: {port: 0, require_source: true}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		svcs, _, err := servicesFromCheck(b, map[string]string{"": "k.key", "ssh": "ssh.key"})
+		if err != nil {
+			return
+		}
+		for name, svc := range svcs {
+			if _, err := svc.method(); err != nil {
+				t.Fatalf("%s accepted without a way to open it: %v", name, err)
+			}
+		}
+	})
+}

@@ -98,7 +98,7 @@ func (o *knockOpts) register(cmd *cobra.Command) {
 	// spreads packets over several queues (queue.count > 1).
 	f.DurationVar(&o.delay, "delay", 10*time.Millisecond, "pause between knocks")
 	f.StringVar(&o.method, "method", "auto", "auto | sequence | rotate | spa")
-	f.StringVar(&o.transport, "transport", "udp", "how an SPA token travels: udp | syn")
+	f.StringVar(&o.transport, "transport", "udp", "how an SPA token travels: udp | syn (a raw SYN: root; not on windows)")
 	f.IntVar(&o.port, "port", 0, "with --transport syn: the protected port to send the token to (default: the service's first)")
 	f.StringVar(&o.source, "source", "", "bind the token to this source address (\"auto\": the address this host sends from)")
 	f.StringVar(&o.keyFile, "key-file", "", "SPA key file, instead of a config")

@@ -1,25 +1,40 @@
 // Package config loads knockwall's configuration: a YAML file (or the
-// embedded example) with environment overrides, decoded by viper into a
-// rules.Config. Every key may be overridden as KNOCKWALL_ + the key path in
-// upper case with _ for ., including keys under a named service.
+// embedded example) with environment overrides, into a rules.Config.
+//
+// The YAML is read strictly: a key the model does not have, or one given
+// twice, is an error naming the key and its line. Every leaf key may then
+// be overridden as KNOCKWALL_ + the key path in upper case with _ for .,
+// keys under each named service included; the list of keys comes from the
+// yaml tags of rules.Config, so a new field is a new key and a new variable
+// with nothing else to change. The result is decoded with mapstructure
+// (strings from the environment become numbers, lists and durations) onto
+// rules.Defaults and rules.ServiceDefaults. docs/decisions.md says why these
+// libraries.
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"os"
-	"reflect"
-	"slices"
 	"strings"
-	"time"
+	"syscall"
 
 	"github.com/go-viper/mapstructure/v2"
-	"github.com/spf13/viper"
 
 	"github.com/knockwall/knockwall/rules"
 )
+
+// tagKey is the struct tag that names a key of rules.Config.
+const tagKey = "yaml"
+
+// servicesKey is the map of named services.
+const servicesKey = "services"
+
+// maxFile bounds the configuration file read.
+const maxFile = 4 << 20
 
 // EnvPrefix prefixes every environment override.
 const EnvPrefix = "KNOCKWALL"
@@ -66,26 +81,73 @@ func Load(src Source, environ []string) (rules.Config, error) {
 // file's permissions are.
 func LoadReport(src Source, environ []string) (rules.Config, Report, error) {
 	var rep Report
-	var raw []byte
-	if src.Example {
-		raw = rules.ExampleYAML
-	} else {
-		b, err := os.ReadFile(src.Path)
+	raw := rules.ExampleYAML
+	if !src.Example {
+		b, mode, err := readFile(src.Path)
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return rules.Config{}, rep, fmt.Errorf("config file %s does not exist (use -c FILE, KNOCKWALL_CONFIG, or --example): %w", src.Path, rules.ErrInvalid)
-			}
-			return rules.Config{}, rep, fmt.Errorf("read config: %w", err)
+			return rules.Config{}, rep, err
 		}
-		raw = b
-		rep.Path = src.Path
-		if fi, err := os.Stat(src.Path); err == nil {
-			rep.Mode = fi.Mode().Perm()
-		}
+		raw, rep.Path, rep.Mode = b, src.Path, mode
 	}
 	c, over, err := decodeEnv(raw, environ)
 	rep.Overrides = over
 	return c, rep, err
+}
+
+// ErrFileMode is returned for a configuration file that group or others
+// may write, or that another user owns: whoever can change it decides what
+// knockwall opens (firewall.manage: false, a sequence of their own) at the
+// next reload.
+var ErrFileMode = errors.New("config file may be changed by others")
+
+// readFile reads the configuration file at path, following a symlink, and
+// refuses one that is not a regular file, that group or others may write,
+// or that neither root nor the user running knockwall owns. The refusals
+// wrap rules.ErrInvalid (exit status 2): nothing starts or reloads.
+func readFile(path string) ([]byte, fs.FileMode, error) {
+	// O_NONBLOCK: no blocking on a FIFO before the regular-file check.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, 0, fmt.Errorf("config file %s does not exist (use -c FILE, KNOCKWALL_CONFIG, or --example): %w", path, rules.ErrInvalid)
+		}
+		return nil, 0, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, fmt.Errorf("read config: %w", err)
+	}
+	if err := checkMode(path, st, os.Geteuid()); err != nil {
+		return nil, 0, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxFile+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > maxFile {
+		return nil, 0, fmt.Errorf("config file %s is larger than %d bytes: %w", path, maxFile, rules.ErrInvalid)
+	}
+	return b, st.Mode().Perm(), nil
+}
+
+// checkMode refuses a file that is not regular, that group or others may
+// write, or that neither root nor euid owns.
+func checkMode(path string, st fs.FileInfo, euid int) error {
+	if st.IsDir() {
+		return fmt.Errorf("read config: %s is a directory", path)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("config file %s is not a regular file (%s): %w", path, st.Mode().Type(), rules.ErrInvalid)
+	}
+	if perm := st.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("config file %s has mode %04o: %w: group or others may write it (run: chmod 600 %s): %w", path, perm, ErrFileMode, path, rules.ErrInvalid)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != euid {
+		return fmt.Errorf("config file %s (mode %04o) is owned by uid %d: %w: it must belong to root or to the user running knockwall (uid %d) (run: chown root %s): %w",
+			path, st.Mode().Perm(), sys.Uid, ErrFileMode, euid, path, rules.ErrInvalid)
+	}
+	return nil
 }
 
 // Decode decodes YAML bytes with environment overrides.
@@ -94,127 +156,93 @@ func Decode(raw []byte, environ []string) (rules.Config, error) {
 	return c, err
 }
 
+// decodeEnv parses raw, lays the overrides of environ on it and decodes
+// the result; it returns the keys overridden.
 func decodeEnv(raw []byte, environ []string) (rules.Config, []string, error) {
-	v := viper.New()
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(raw)); err != nil {
-		return rules.Config{}, nil, fmt.Errorf("parse yaml: %s: %w", strings.Join(strings.Fields(err.Error()), " "), rules.ErrInvalid)
-	}
-	if err := unknownKeys(v.AllSettings(), reflect.TypeFor[rules.Config](), ""); err != nil {
+	p, err := parseYAML(raw)
+	if err != nil {
 		return rules.Config{}, nil, err
 	}
-
-	// Environment overrides: viper consults the environment only for keys
-	// it knows, so every key, including each service's, is made known with
-	// its default. The environment is read from environ, not the process,
-	// so tests need not mutate it.
-	env := envMap(environ)
-	d := rules.Defaults()
-	setDefaults(v, "", reflect.ValueOf(d))
-	sd := rules.ServiceDefaults()
-	for name := range v.GetStringMap("services") {
-		setDefaults(v, "services."+name, reflect.ValueOf(sd))
+	over, err := p.applyEnv(environ)
+	if err != nil {
+		return rules.Config{}, nil, err
 	}
-	var overrides []string
-	for _, key := range v.AllKeys() {
-		name := EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
-		if val, ok := env[name]; ok {
-			v.Set(key, val)
-			overrides = append(overrides, key)
+	c, err := p.decode()
+	if err != nil {
+		return rules.Config{}, nil, err
+	}
+	return c, over, nil
+}
+
+// decode turns the tree into a Config: each key left out takes its value
+// from rules.Defaults, each service's from rules.ServiceDefaults.
+func (p *parsed) decode() (rules.Config, error) {
+	c := rules.Defaults()
+	top := maps.Clone(p.tree)
+	delete(top, servicesKey)
+	if err := p.decodeInto(top, &c, ""); err != nil {
+		return rules.Config{}, err
+	}
+	if svcs, ok := p.tree[servicesKey].(tree); ok {
+		c.Services = make(map[string]rules.ServiceConfig, len(svcs))
+		for name, v := range svcs {
+			sc := rules.ServiceDefaults()
+			if err := p.decodeInto(v, &sc, servicesKey+"."+name); err != nil {
+				return rules.Config{}, err
+			}
+			c.Services[name] = sc
 		}
 	}
-	slices.Sort(overrides)
+	return c, nil
+}
 
-	var c rules.Config
-	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
-		dc.ZeroFields = true
+// decodeInto decodes in onto out, a struct pointer, as mapstructure does
+// converting as the environment needs: a string becomes a duration, a comma-separated
+// string a list, and a scalar the field's type (weakly typed). A failure
+// is a KeyError naming the key under prefix and where its value came from.
+func (p *parsed) decodeInto(in any, out any, prefix string) error {
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToWeakSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		ErrorUnused:      true,
+		ZeroFields:       true,
+		TagName:          tagKey,
+		Result:           out,
 	})
 	if err != nil {
-		return rules.Config{}, nil, fmt.Errorf("%s: %w", strings.Join(strings.Fields(err.Error()), " "), rules.ErrInvalid)
+		return err
 	}
-	return c, overrides, nil
+	err = dec.Decode(in)
+	if err == nil {
+		return nil
+	}
+	var de *mapstructure.DecodeError
+	if !errors.As(err, &de) {
+		return fmt.Errorf("%s: %w", oneLine(err), rules.ErrInvalid)
+	}
+	key := join(prefix, de.Name())
+	msg := oneLine(de.Unwrap())
+	leaf := trimIndex(key)
+	if v, ok := p.fromEnv[leaf]; ok {
+		msg += " (from " + v + ")"
+	} else if l, ok := p.lines[leaf]; ok {
+		msg += fmt.Sprintf(" (line %d)", l)
+	}
+	return &rules.KeyError{Key: key, Msg: msg}
 }
 
-func envMap(environ []string) map[string]string {
-	m := make(map[string]string)
-	for _, kv := range environ {
-		if k, val, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix+"_") {
-			m[k] = val
+// trimIndex drops list indexes from the end of a key path: ports[0] is
+// the key ports.
+func trimIndex(key string) string {
+	for strings.HasSuffix(key, "]") {
+		i := strings.LastIndexByte(key, '[')
+		if i < 0 || strings.Trim(key[i+1:len(key)-1], "0123456789") != "" {
+			break
 		}
+		key = key[:i]
 	}
-	return m
-}
-
-// setDefaults registers every leaf of the struct value rv under prefix.
-func setDefaults(v *viper.Viper, prefix string, rv reflect.Value) {
-	rt := rv.Type()
-	for i := range rt.NumField() {
-		f := rt.Field(i)
-		tag := f.Tag.Get("mapstructure")
-		key := tag
-		if prefix != "" {
-			key = prefix + "." + tag
-		}
-		switch {
-		case f.Type.Kind() == reflect.Struct:
-			setDefaults(v, key, rv.Field(i))
-		case f.Type.Kind() == reflect.Map:
-			// services: handled by the caller, per name
-		case f.Type == reflect.TypeFor[time.Duration]():
-			v.SetDefault(key, rv.Field(i).Interface().(time.Duration).String())
-		default:
-			v.SetDefault(key, rv.Field(i).Interface())
-		}
-	}
-}
-
-// unknownKeys names the first key in settings that the model does not have.
-// Keys are checked in sorted order so the message is stable.
-func unknownKeys(settings map[string]any, rt reflect.Type, prefix string) error {
-	known := map[string]reflect.Type{}
-	for i := range rt.NumField() {
-		f := rt.Field(i)
-		known[f.Tag.Get("mapstructure")] = f.Type
-	}
-	keys := make([]string, 0, len(settings))
-	for k := range settings {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		full := k
-		if prefix != "" {
-			full = prefix + "." + k
-		}
-		ft, ok := known[k]
-		if !ok {
-			return &rules.KeyError{Key: full, Msg: "unknown key"}
-		}
-		sub, isMap := settings[k].(map[string]any)
-		switch {
-		case ft.Kind() == reflect.Struct && isMap:
-			if err := unknownKeys(sub, ft, full); err != nil {
-				return err
-			}
-		case ft.Kind() == reflect.Map && isMap:
-			names := make([]string, 0, len(sub))
-			for n := range sub {
-				names = append(names, n)
-			}
-			slices.Sort(names)
-			for _, n := range names {
-				svc, ok := sub[n].(map[string]any)
-				if !ok {
-					return &rules.KeyError{Key: full + "." + n, Msg: "must be a mapping of service keys"}
-				}
-				if err := unknownKeys(svc, ft.Elem(), full+"."+n); err != nil {
-					return err
-				}
-			}
-		case ft.Kind() == reflect.Struct || ft.Kind() == reflect.Map:
-			return &rules.KeyError{Key: full, Msg: "must be a mapping"}
-		}
-	}
-	return nil
+	return key
 }

@@ -20,6 +20,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("queue: [1, 2\n"), "")
 	f.Add([]byte("services:\n  ssh: 5\n"), "")
 	f.Add([]byte("a: &a [*a]\n"), "")
+	f.Add([]byte("queue: {num: 1}\nqueue: {num: 2}\n"), "")
+	f.Add([]byte("services:\n  s: &d {ports: [22], sequence: [1]}\n  t: {<<: [*d, *d], ports: [23]}\n"), "KNOCKWALL_SERVICES_T_PORTS=9")
+	f.Add([]byte("services:\n  a: &a {<<: *a}\n"), "")
+	f.Add([]byte("services: {SSH: {ports: [22]}, ssh: {ports: [22]}}\n"), "KNOCKWALL_SERVICES_SSH_PORTS=1")
 	f.Fuzz(func(t *testing.T, raw []byte, env string) {
 		environ := strings.Split(env, "\n")
 		c, err := Decode(raw, environ)

@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 
-	"github.com/knockwall/knockwall/internal/httpx"
 	"github.com/knockwall/knockwall/rules"
 )
 
@@ -51,11 +52,11 @@ func (e *APIError) Unwrap() error {
 	switch {
 	case e.InvalidConfig:
 		return rules.ErrInvalid
-	case e.Status == httpx.StatusForbidden:
+	case e.Status == http.StatusForbidden:
 		return ErrForbidden
-	case e.Status == httpx.StatusNotFound:
+	case e.Status == http.StatusNotFound:
 		return ErrNotFound
-	case e.Status == httpx.StatusBadRequest:
+	case e.Status == http.StatusBadRequest:
 		return ErrBadRequest
 	}
 	return nil
@@ -68,21 +69,20 @@ const maxAnswer = 16 << 20
 // Client talks to the control socket at a path.
 type Client struct {
 	path string
-	hc   *httpx.Client
+	hc   *http.Client
 }
 
 // NewClient is a client of the socket at path. Each request has its own
 // connection; a request's context bounds it.
 func NewClient(path string) *Client {
-	return &Client{path: path, hc: &httpx.Client{
-		Dial: func(ctx context.Context) (net.Conn, error) {
+	return &Client{path: path, hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		},
-		// A placeholder: the socket is the address.
-		Host:             "knockwall",
-		MaxResponseBytes: maxAnswer,
-	}}
+		DisableKeepAlives:  true,
+		DisableCompression: true,
+	}}}
 }
 
 // Status asks for the daemon's status.
@@ -134,19 +134,45 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body, contentType = b, "application/json"
 	}
-	resp, err := c.hc.Do(ctx, method, path, contentType, body)
+	// A placeholder host: the socket is the address.
+	req, err := http.NewRequestWithContext(ctx, method, "http://knockwall"+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &UnreachableError{Path: c.path, Err: unwrapURL(err)}
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 	if err != nil {
 		return &UnreachableError{Path: c.path, Err: err}
 	}
-	if resp.Status != httpx.StatusOK {
-		var e Error
-		if json.Unmarshal(resp.Body, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("%d %s: %s", resp.Status, httpx.StatusText(resp.Status), bytes.TrimSpace(resp.Body))
-		}
-		return &APIError{Status: resp.Status, Msg: e.Error, InvalidConfig: e.InvalidConfig}
+	if len(b) > maxAnswer {
+		return fmt.Errorf("the daemon's answer is larger than %d bytes", maxAnswer)
 	}
-	if err := json.Unmarshal(resp.Body, out); err != nil {
+	if resp.StatusCode != http.StatusOK {
+		var e Error
+		if json.Unmarshal(b, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(b))
+		}
+		return &APIError{Status: resp.StatusCode, Msg: e.Error, InvalidConfig: e.InvalidConfig}
+	}
+	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("the daemon's answer: %w", err)
 	}
 	return nil
+}
+
+// unwrapURL drops the *url.Error around a transport error: the placeholder
+// URL says nothing, the socket's path (in UnreachableError) does.
+func unwrapURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }

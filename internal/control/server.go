@@ -1,9 +1,7 @@
 // Package control is knockwall's control socket: HTTP and JSON over a unix
-// socket (so `curl --unix-socket` works), served inside the daemon, for the
-// `knockwall status`, `grants`, `grant`, `revoke` and `reload` commands.
-// Server and Client speak HTTP/1.1 through internal/httpx (one request per
-// connection, bounded in size and time), so that the daemon links no
-// net/http (docs/decisions.md says why).
+// socket (so `curl --unix-socket` works), served inside the daemon by
+// net/http, for the `knockwall status`, `grants`, `grant`, `revoke` and
+// `reload` commands (docs/decisions.md says why net/http).
 //
 //	GET    /v1/status                     Status
 //	GET    /v1/grants                     Grants
@@ -12,10 +10,12 @@
 //	POST   /v1/reload                     Reloaded, or 422 for a bad configuration
 //
 // Only root and the daemon's own user may use it: the socket is mode 0600,
-// and every connection's peer credentials (SO_PEERCRED) are checked, so a
-// socket reachable by others (a loose mode, a bind mount) still answers
-// them 403. Every operator action (grant, revoke, reload) is logged at INFO
-// with the peer's uid and pid.
+// and every connection's peer credentials (SO_PEERCRED) are checked when
+// it is accepted, before it takes one of the connection slots, so a socket
+// reachable by others (a loose mode, a bind mount) answers them 403 and
+// they can never crowd out an operator. Requests are bounded in header and
+// body size and in time. Every operator action (grant, revoke, reload) is
+// logged at INFO with the peer's uid and pid.
 package control
 
 import (
@@ -24,16 +24,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/knockwall/knockwall/internal/daemon"
-	"github.com/knockwall/knockwall/internal/httpx"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
 )
@@ -42,6 +44,8 @@ import (
 const (
 	// MaxBody bounds a request's body; a larger one is answered 413.
 	MaxBody = 64 << 10
+	// MaxHeader bounds a request's header; a larger one is answered 431.
+	MaxHeader = 8 << 10
 	// MaxGrantFor bounds an operator's grant: a year and a day is longer
 	// than any maintenance window, and far from the tracker's clock limit.
 	MaxGrantFor = 366 * 24 * time.Hour
@@ -51,10 +55,18 @@ const (
 	// writeTimeout bounds one request after it is read, a reload (a
 	// firewall rewrite) included.
 	writeTimeout = time.Minute
-	// maxConns bounds the connections served at once; more are answered
-	// 503. Operators' commands come one at a time; this is room for
-	// scripts.
+	// idleTimeout bounds how long a connection waits for its next request.
+	idleTimeout = 5 * time.Second
+	// maxConns bounds the connections of allowed peers served at once;
+	// more are answered 503. Operators' commands come one at a time; this
+	// is room for scripts.
 	maxConns = 16
+	// maxRefusing bounds the refused connections (a peer not allowed, or
+	// one past maxConns) being answered at once; past it they are closed
+	// unanswered.
+	maxRefusing = 8
+	// refuseTimeout bounds the answer to a refused connection.
+	refuseTimeout = time.Second
 )
 
 // Log attribute keys.
@@ -94,13 +106,27 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	routes []route
-	srv    *httpx.Server
+	srv    *http.Server
 }
 
 // route is one endpoint.
 type route struct {
 	method, path string
-	h            func(ctx context.Context, r *httpx.Request) httpx.Response
+	h            func(ctx context.Context, r *request) response
+}
+
+// request is what a handler needs of an HTTP request, its body read.
+type request struct {
+	method, path string
+	query        url.Values
+	body         []byte
+}
+
+// response is a handler's answer.
+type response struct {
+	status int
+	body   []byte // JSON
+	allow  string // the Allow header of a 405
 }
 
 // New builds a server.
@@ -119,52 +145,114 @@ func New(cfg Config) *Server {
 		{"DELETE", PathGrants, s.revoke},
 		{"POST", PathReload, s.reload},
 	}
-	s.srv = httpx.NewServer(httpx.Config{
-		Handler:      s.serveConn,
-		Limits:       httpx.Limits{MaxBodyBytes: MaxBody},
-		ReadTimeout:  readTimeout,
-		WriteTimeout: writeTimeout,
-		MaxConns:     maxConns,
-		// Every answer but a 200 is an Error, refusals of the HTTP layer
-		// (413, 431, 503, ...) included.
-		ErrorResponse: errorResponse,
-		Log:           cfg.Log,
-	})
+	s.srv = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: readTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    MaxHeader,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*peerConn); ok {
+				return withPeer(ctx, pc.peer, nil)
+			}
+			return withPeer(ctx, Peer{}, fmt.Errorf("not a checked connection (%T)", c))
+		},
+		ErrorLog: slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+	}
 	return s
 }
 
 // Serve answers connections on ln until Shutdown; it then returns nil.
-func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+// Each connection's peer is checked as it is accepted, and only allowed
+// peers take one of the maxConns slots.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(newGate(ln, s.allowed, maxConns, s.cfg.Log))
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
 
 // Shutdown stops accepting, waits for requests under way until ctx ends,
 // then closes what is left.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
-
-// serveConn serves a request with its connection's peer, as the kernel
-// says.
-func (s *Server) serveConn(ctx context.Context, r *httpx.Request) httpx.Response {
-	p, err := peerOf(r.Conn)
-	return s.serve(withPeer(ctx, p, err), r)
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	return err
 }
 
-// serve checks the peer in ctx, then routes.
-func (s *Server) serve(ctx context.Context, r *httpx.Request) httpx.Response {
+// allowed says whether p may use the socket, and if not, why, in words
+// for the peer.
+func (s *Server) allowed(p Peer) error {
+	if p.UID != 0 && p.UID != s.cfg.UID {
+		return fmt.Errorf("forbidden: uid %d may not use the control socket (root or uid %d only)", p.UID, s.cfg.UID)
+	}
+	return nil
+}
+
+// ServeHTTP reads the request's body (bounded), then serves it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req := &request{method: r.Method, path: r.URL.Path, query: r.URL.Query()}
+	resp := s.readBody(w, r, req)
+	if resp.status == 0 {
+		resp = s.serve(r.Context(), req)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if resp.allow != "" {
+		h.Set("Allow", resp.allow)
+	}
+	w.WriteHeader(resp.status)
+	if r.Method != "HEAD" {
+		w.Write(resp.body)
+	}
+}
+
+// readBody reads r's body into req: a body without a length (chunked) is
+// refused 411 and one over MaxBody 413. The zero response means read.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, req *request) response {
+	switch {
+	case r.ContentLength == 0:
+		return response{}
+	case r.ContentLength < 0:
+		return errorResponse(http.StatusLengthRequired, "Length Required: send the body with a Content-Length")
+	case r.ContentLength > MaxBody:
+		return errorResponse(http.StatusRequestEntityTooLarge, fmt.Sprintf("Content Too Large: a body is at most %d bytes", MaxBody))
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errorResponse(http.StatusRequestEntityTooLarge, fmt.Sprintf("Content Too Large: a body is at most %d bytes", MaxBody))
+		}
+		return errorResponse(http.StatusBadRequest, "bad request body: "+err.Error())
+	}
+	req.body = b
+	return response{}
+}
+
+// serve checks the peer in ctx again (the listener refused the others),
+// then routes.
+func (s *Server) serve(ctx context.Context, r *request) response {
 	p, err := peerFrom(ctx)
 	if err != nil {
 		s.cfg.Log.Warn("control: peer refused: credentials unknown", keyErr, err)
-		return errorResponse(httpx.StatusForbidden, "forbidden: the peer's credentials are unknown")
+		return errorResponse(http.StatusForbidden, "forbidden: the peer's credentials are unknown")
 	}
-	if p.UID != 0 && p.UID != s.cfg.UID {
-		s.cfg.Log.Warn("control: peer refused", keyUID, p.UID, keyPID, p.PID, "path", r.Path)
-		return errorResponse(httpx.StatusForbidden, fmt.Sprintf("forbidden: uid %d may not use the control socket (root or uid %d only)", p.UID, s.cfg.UID))
+	if err := s.allowed(p); err != nil {
+		s.cfg.Log.Warn("control: peer refused", keyUID, p.UID, keyPID, p.PID, "path", r.path)
+		return errorResponse(http.StatusForbidden, err.Error())
 	}
 	var allow []string
 	for _, rt := range s.routes {
-		if rt.path != r.Path {
+		if rt.path != r.path {
 			continue
 		}
-		// HEAD is GET without the body (the server drops it).
-		if rt.method == r.Method || (rt.method == "GET" && r.Method == "HEAD") {
+		// HEAD is GET without the body (ServeHTTP drops it).
+		if rt.method == r.method || (rt.method == "GET" && r.method == "HEAD") {
 			return rt.h(ctx, r)
 		}
 		allow = append(allow, rt.method)
@@ -173,96 +261,96 @@ func (s *Server) serve(ctx context.Context, r *httpx.Request) httpx.Response {
 		}
 	}
 	if allow == nil {
-		return errorResponse(httpx.StatusNotFound, fmt.Sprintf("no endpoint %s (%s, %s, %s)", r.Path, PathStatus, PathGrants, PathReload))
+		return errorResponse(http.StatusNotFound, fmt.Sprintf("no endpoint %s (%s, %s, %s)", r.path, PathStatus, PathGrants, PathReload))
 	}
-	resp := errorResponse(httpx.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.Path, strings.Join(allow, ", ")))
-	resp.Allow = strings.Join(allow, ", ")
+	resp := errorResponse(http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.method, r.path, strings.Join(allow, ", ")))
+	resp.allow = strings.Join(allow, ", ")
 	return resp
 }
 
-func (s *Server) status(context.Context, *httpx.Request) httpx.Response {
+func (s *Server) status(context.Context, *request) response {
 	d := s.cfg.Daemon
-	return jsonResponse(httpx.StatusOK, statusOf(d.Stats(), d.Services(), s.cfg.Now()))
+	return jsonResponse(http.StatusOK, statusOf(d.Stats(), d.Services(), s.cfg.Now()))
 }
 
-func (s *Server) grants(context.Context, *httpx.Request) httpx.Response {
+func (s *Server) grants(context.Context, *request) response {
 	now := s.cfg.Now()
 	out := Grants{Grants: []Grant{}}
 	for _, g := range s.cfg.Daemon.Grants() {
 		out.Grants = append(out.Grants, grantOf(g, now))
 	}
-	return jsonResponse(httpx.StatusOK, out)
+	return jsonResponse(http.StatusOK, out)
 }
 
-func (s *Server) grant(ctx context.Context, r *httpx.Request) httpx.Response {
+func (s *Server) grant(ctx context.Context, r *request) response {
 	p, _ := peerFrom(ctx)
 	var req GrantRequest
-	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec := json.NewDecoder(bytes.NewReader(r.body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return errorResponse(httpx.StatusBadRequest, "bad request body: "+err.Error())
+		return errorResponse(http.StatusBadRequest, "bad request body: "+err.Error())
 	}
 	src, err := parseSrc(req.Src)
 	if err != nil {
-		return errorResponse(httpx.StatusBadRequest, err.Error())
+		return errorResponse(http.StatusBadRequest, err.Error())
 	}
 	var dur time.Duration
 	if req.For != "" {
 		if dur, err = time.ParseDuration(req.For); err != nil || dur <= 0 || dur > MaxGrantFor {
-			return errorResponse(httpx.StatusBadRequest, fmt.Sprintf("for: %q is not a positive duration of at most %s (e.g. 10m, 1h)", req.For, MaxGrantFor))
+			return errorResponse(http.StatusBadRequest, fmt.Sprintf("for: %q is not a positive duration of at most %s (e.g. 10m, 1h)", req.For, MaxGrantFor))
 		}
 	}
 	if err := s.knownService(req.Service, false); err != nil {
-		return errorResponse(httpx.StatusNotFound, err.Error())
+		return errorResponse(http.StatusNotFound, err.Error())
 	}
 	log := s.cfg.Log.With(keyAction, "grant", keyUID, p.UID, keyPID, p.PID, keySrc, src.String(), keyService, req.Service, "for", req.For)
 	g, err := s.cfg.Daemon.Grant(ctx, src, req.Service, dur, p.who())
 	if err != nil {
 		log.Info("control", keyErr, err)
-		code := httpx.StatusInternalServerError
+		code := http.StatusInternalServerError
 		if errors.Is(err, tracker.ErrGrantTableFull) {
-			code = httpx.StatusServiceUnavailable
+			code = http.StatusServiceUnavailable
 		}
 		return errorResponse(code, err.Error())
 	}
 	log.Info("control", "until", g.Expires.UTC().Format(time.RFC3339))
-	return jsonResponse(httpx.StatusOK, grantOf(g, s.cfg.Now()))
+	return jsonResponse(http.StatusOK, grantOf(g, s.cfg.Now()))
 }
 
-func (s *Server) revoke(ctx context.Context, r *httpx.Request) httpx.Response {
+func (s *Server) revoke(ctx context.Context, r *request) response {
 	p, _ := peerFrom(ctx)
-	q := r.Query
+	q := r.query
 	src, err := parseSrc(q.Get("src"))
 	if err != nil {
-		return errorResponse(httpx.StatusBadRequest, err.Error())
+		return errorResponse(http.StatusBadRequest, err.Error())
 	}
 	service := q.Get("service")
 	if err := s.knownService(service, true); err != nil {
-		return errorResponse(httpx.StatusNotFound, err.Error())
+		return errorResponse(http.StatusNotFound, err.Error())
 	}
 	log := s.cfg.Log.With(keyAction, "revoke", keyUID, p.UID, keyPID, p.PID, keySrc, src.String(), keyService, service)
 	ended, err := s.cfg.Daemon.Revoke(ctx, src, service, p.who())
 	if err != nil {
 		log.Info("control", "grants", len(ended), keyErr, err)
-		return errorResponse(httpx.StatusInternalServerError, err.Error())
+		return errorResponse(http.StatusInternalServerError, err.Error())
 	}
 	log.Info("control", "grants", len(ended))
-	return jsonResponse(httpx.StatusOK, Revoked{Revoked: len(ended)})
+	return jsonResponse(http.StatusOK, Revoked{Revoked: len(ended)})
 }
 
-func (s *Server) reload(ctx context.Context, _ *httpx.Request) httpx.Response {
+func (s *Server) reload(ctx context.Context, _ *request) response {
 	p, _ := peerFrom(ctx)
 	log := s.cfg.Log.With(keyAction, "reload", keyUID, p.UID, keyPID, p.PID)
 	err := s.cfg.Daemon.Reload(ctx)
 	if err != nil {
 		log.Info("control", keyErr, err)
 		if errors.Is(err, rules.ErrInvalid) {
-			return jsonResponse(httpx.StatusUnprocessableEntity, Error{Error: err.Error(), InvalidConfig: true})
+			return jsonResponse(http.StatusUnprocessableEntity, Error{Error: err.Error(), InvalidConfig: true})
 		}
-		return errorResponse(httpx.StatusInternalServerError, err.Error())
+		return errorResponse(http.StatusInternalServerError, err.Error())
 	}
 	log.Info("control", "reloaded", true)
-	return jsonResponse(httpx.StatusOK, Reloaded{Reloaded: true})
+	return jsonResponse(http.StatusOK, Reloaded{Reloaded: true})
 }
 
 // knownService checks that name is a service in force ("" passes when
@@ -298,14 +386,14 @@ func parseSrc(s string) (netip.Addr, error) {
 }
 
 // jsonResponse is v, indented, as the answer.
-func jsonResponse(code int, v any) httpx.Response {
+func jsonResponse(code int, v any) response {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
-	return httpx.Response{Status: code, ContentType: "application/json", Body: b.Bytes()}
+	return response{status: code, body: b.Bytes()}
 }
 
-func errorResponse(code int, msg string) httpx.Response {
+func errorResponse(code int, msg string) response {
 	return jsonResponse(code, Error{Error: msg})
 }

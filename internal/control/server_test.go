@@ -1,7 +1,6 @@
 package control
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,13 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/knockwall/knockwall/internal/daemon"
-	"github.com/knockwall/knockwall/internal/httpx"
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
@@ -93,15 +92,14 @@ func (f *fakeDaemon) Reload(context.Context) error {
 	return f.reloadErr
 }
 
-// newRequest is a request as the server reads it off a connection.
-func newRequest(t *testing.T, method, target, body string) *httpx.Request {
+// newRequest is a request as ServeHTTP hands it to serve.
+func newRequest(t *testing.T, method, target, body string) *request {
 	t.Helper()
-	raw := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: knockwall\r\nContent-Length: %d\r\n\r\n%s", method, target, len(body), body)
-	r, err := httpx.ReadRequest(bufio.NewReader(strings.NewReader(raw)), httpx.Limits{MaxBodyBytes: MaxBody})
+	u, err := url.ParseRequestURI(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r
+	return &request{method: method, path: u.Path, query: u.Query(), body: []byte(body)}
 }
 
 // lockedBuffer is a log that a server's goroutines write while the test
@@ -207,9 +205,9 @@ func TestHandlers(t *testing.T) {
 				ctx = withPeer(context.Background(), Peer{}, errors.New("no SO_PEERCRED"))
 			}
 			w := s.serve(ctx, r)
-			body := string(w.Body)
-			if w.Status != tt.wantCode {
-				t.Fatalf("code %d, want %d; body %s", w.Status, tt.wantCode, body)
+			body := string(w.body)
+			if w.status != tt.wantCode {
+				t.Fatalf("code %d, want %d; body %s", w.status, tt.wantCode, body)
 			}
 			for _, want := range tt.wantBody {
 				if !strings.Contains(body, want) {
@@ -233,7 +231,7 @@ func TestHandlers(t *testing.T) {
 			}
 			if tt.wantCode != 200 {
 				var e Error
-				if err := json.Unmarshal(w.Body, &e); (err != nil || e.Error == "") && w.Status != 405 && w.Status != 404 {
+				if err := json.Unmarshal(w.body, &e); (err != nil || e.Error == "") && w.status != 405 && w.status != 404 {
 					t.Errorf("error answer is not an Error: %s", body)
 				}
 			}

@@ -93,8 +93,8 @@ func peerFrom(ctx context.Context) (Peer, error) {
 	return r.p, r.err
 }
 
-// peerOf is the peer of a unix socket connection; each connection carries
-// one request, so it is asked once per request.
+// peerOf is the peer of a unix socket connection, as the kernel recorded
+// it at connect.
 func peerOf(c net.Conn) (Peer, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {

@@ -299,21 +299,11 @@ func testControlReload(t *testing.T, b backend) {
 	e.expectOpen(t, stranger, e.server4(protectedPort)).Close()
 }
 
-// scrape fetches /metrics from inside the server namespace and returns
-// each sample line's value by its name and labels.
+// scrape fetches /metrics with the token from inside the server
+// namespace and returns each sample line's value by its name and labels.
 func (e *env) scrape(t *testing.T) map[string]float64 {
 	t.Helper()
-	hc := &http.Client{Timeout: cmdTimeout, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = e.pair.Server.Do(func() (err error) {
-				var d net.Dialer
-				c, err = d.DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	resp, err := hc.Get("http://" + e.ops.metrics + "/metrics")
+	resp, err := e.scrapeAs("Bearer " + metricsToken)
 	if err != nil {
 		t.Fatalf("scrape: %v", err)
 	}
@@ -336,6 +326,107 @@ func (e *env) scrape(t *testing.T) map[string]float64 {
 		out[l[:i]] = v
 	}
 	return out
+}
+
+// scrapeAs is a GET of /metrics from inside the server namespace with
+// this Authorization header ("" for none).
+func (e *env) scrapeAs(auth string) (*http.Response, error) {
+	hc := &http.Client{Timeout: cmdTimeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = e.pair.Server.Do(func() (err error) {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	req, err := http.NewRequest("GET", "http://"+e.ops.metrics+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	return hc.Do(req)
+}
+
+// TestMetricsToken: the daemon's metrics answer 401, and show no
+// counter, to a scrape without the token or with a wrong one, as
+// Prometheus would send it; with the token from metrics.token_file they
+// answer 200.
+func TestMetricsToken(t *testing.T) {
+	e := newEnv(t, envOptions{operate: true})
+	if _, err := e.d.waitLog("metrics ready", map[string]string{"listen": metricsAddr}, logTimeout); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{
+		{"", http.StatusUnauthorized},
+		{"Bearer wrong-token-0123456789abcdef", http.StatusUnauthorized},
+		{"Bearer " + metricsToken[:len(metricsToken)-1], http.StatusUnauthorized},
+		{"Basic " + metricsToken, http.StatusUnauthorized},
+		{"Bearer " + metricsToken, http.StatusOK},
+	} {
+		resp, err := e.scrapeAs(tt.auth)
+		if err != nil {
+			t.Fatalf("scrape with %q: %v", tt.auth, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("scrape with %q: %s, want %d", tt.auth, resp.Status, tt.want)
+		}
+		if tt.want != http.StatusOK && bytes.Contains(body, []byte("knockwall_")) {
+			t.Errorf("scrape with %q shows counters:\n%s", tt.auth, body)
+		}
+		if tt.want == http.StatusOK && !bytes.Contains(body, []byte("knockwall_build_info")) {
+			t.Errorf("scrape with the token shows no counters:\n%s", body)
+		}
+	}
+}
+
+// TestMetricsNeedToken: a daemon whose config turns metrics on without a
+// token file does not start (exit 2, the message naming the fix), and one
+// whose token file others may read does not either.
+func TestMetricsNeedToken(t *testing.T) {
+	e := newEnv(t, envOptions{noDaemon: true})
+	dir := t.TempDir()
+	loose := filepath.Join(dir, "loose.token")
+	writeMode(t, loose, []byte(metricsToken), 0o644)
+	for _, tt := range []struct {
+		name, metrics string
+		want          []string
+	}{
+		{"no token file", "metrics:\n  listen: \"" + metricsAddr + "\"\n", []string{"metrics.token_file", "is required", "credentials_file"}},
+		{"token file readable by others", "metrics:\n  listen: \"" + metricsAddr + "\"\n  token_file: \"" + loose + "\"\n", []string{"metrics.token_file", "mode 0644"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".yaml")
+			off := operate{}.yaml()
+			body := strings.Replace(configYAML(e.svc, e.backend, operate{}), off, strings.Replace(off, "metrics:\n  listen: \"\"\n  token_file: \"\"\n", tt.metrics, 1), 1)
+			if !strings.Contains(body, tt.metrics) {
+				t.Fatalf("config without %q:\n%s", tt.metrics, body)
+			}
+			writeMode(t, cfg, []byte(body), 0o600)
+			for _, args := range [][]string{{"config", "check", "-c", cfg}, {"run", "-c", cfg}} {
+				r := e.ctl(t, args...)
+				if r.code != 2 {
+					t.Errorf("knockwall %s: exit %d, want 2\n%s", args[0], r.code, r.stderr)
+				}
+				for _, w := range tt.want {
+					if !strings.Contains(r.stderr, w) {
+						t.Errorf("knockwall %s: stderr lacks %q: %s", args[0], w, r.stderr)
+					}
+				}
+			}
+		})
+	}
+	if dump := e.knockwallRules(t); len(dump) != 0 {
+		t.Errorf("a refused start left rules:\n%s", strings.Join(dump, "\n"))
+	}
 }
 
 // TestMetrics: a scrape after a refused SYN and a knock shows them: the

@@ -132,21 +132,30 @@ func eachBackendSerial(t *testing.T, fn func(t *testing.T, b backend)) {
 // the host's (rules.DefaultControlSocket, rules.DefaultStateFile) or
 // another test's.
 type operate struct {
-	socket, stateFile, metrics string
+	socket, stateFile, metrics, tokenFile string
 }
 
 // metricsAddr is where an operate env's daemon serves metrics: on the
 // server namespace's own loopback, so parallel tests do not collide.
 const metricsAddr = "127.0.0.1:9477"
 
-// newOperate puts the socket and the state file in dir and turns metrics
-// on.
-func newOperate(dir string) operate {
-	return operate{socket: filepath.Join(dir, "run", "ctl.sock"), stateFile: filepath.Join(dir, "lib", "state.json"), metrics: metricsAddr}
+// metricsToken is the bearer token of an operate env's metrics.
+const metricsToken = "e2e-metrics-token-0123456789abcdef"
+
+// newOperate puts the socket, the state file and the metrics token file
+// (0600) in dir and turns metrics on.
+func newOperate(t *testing.T, dir string) operate {
+	t.Helper()
+	o := operate{socket: filepath.Join(dir, "run", "ctl.sock"), stateFile: filepath.Join(dir, "lib", "state.json"), metrics: metricsAddr,
+		tokenFile: filepath.Join(dir, "metrics.token")}
+	if err := os.WriteFile(o.tokenFile, []byte(metricsToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 func (o operate) yaml() string {
-	return fmt.Sprintf("control:\n  socket: %q\nstate:\n  file: %q\nmetrics:\n  listen: %q\n", o.socket, o.stateFile, o.metrics)
+	return fmt.Sprintf("control:\n  socket: %q\nstate:\n  file: %q\nmetrics:\n  listen: %q\n  token_file: %q\n", o.socket, o.stateFile, o.metrics, o.tokenFile)
 }
 
 // configYAML renders a whole knockwall config. The log section says
@@ -241,7 +250,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		if o.opsDir == "" {
 			o.opsDir = t.TempDir()
 		}
-		e.ops = newOperate(o.opsDir)
+		e.ops = newOperate(t, o.opsDir)
 	}
 	if err := os.WriteFile(e.cfgPath, []byte(configYAML(o.svc, o.backend, e.ops)), 0o600); err != nil {
 		t.Fatal(err)

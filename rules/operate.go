@@ -30,6 +30,9 @@ type ControlConfig struct {
 type MetricsConfig struct {
 	// Listen is host:port for /metrics; empty (the default) turns it off.
 	Listen string `mapstructure:"listen" yaml:"listen"`
+	// TokenFile holds the bearer token scrapers must send (mode 0600, as
+	// key files). Required with listen: loopback is no access control.
+	TokenFile string `mapstructure:"token_file" yaml:"token_file"`
 }
 
 // StateConfig is where grants are kept across a clean restart.
@@ -38,7 +41,8 @@ type StateConfig struct {
 	File string `mapstructure:"file" yaml:"file"`
 }
 
-// validateOperate checks control.socket, metrics.listen and state.file.
+// validateOperate checks control.socket, metrics.listen and token_file,
+// and state.file.
 func validateOperate(c Config) error {
 	if p := c.Control.Socket; p != "" {
 		switch {
@@ -58,6 +62,14 @@ func validateOperate(c Config) error {
 		}
 		if _, err := netip.ParseAddr(host); err != nil && host != "" && host != "localhost" {
 			return keyErr("metrics.listen", "host must be an IP address, localhost, or empty (every address), got %q", host)
+		}
+		switch p := c.Metrics.TokenFile; {
+		case p == "":
+			return keyErr("metrics.token_file", "is required with metrics.listen: scrapers must send a bearer token, since anyone who reaches the port (any local user on loopback) could read the counters. "+
+				"Write one: (umask 077; openssl rand -hex 32 > /etc/knockwall/metrics.token), set metrics.token_file: /etc/knockwall/metrics.token, "+
+				"and give Prometheus authorization: {credentials_file: <a copy of it>}")
+		case !filepath.IsAbs(p) || filepath.Clean(p) != p:
+			return keyErr("metrics.token_file", "must be an absolute, clean path, got %q", p)
 		}
 	}
 	if p := c.State.File; p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p) {

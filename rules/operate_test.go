@@ -8,10 +8,11 @@ import (
 	"github.com/knockwall/knockwall/rules"
 )
 
-// TestCompileOperate: control.socket, metrics.listen and state.file are
-// checked and carried into the Set; empty turns each off.
+// TestCompileOperate: control.socket, metrics.listen (with the token file
+// it needs) and state.file are checked and carried into the Set; empty turns each off.
 func TestCompileOperate(t *testing.T) {
 	long := "/" + strings.Repeat("s", rules.MaxSocketPath)
+	const tok = "/etc/knockwall/metrics.token"
 	tests := []struct {
 		name    string
 		mod     func(c *rules.Config)
@@ -19,10 +20,13 @@ func TestCompileOperate(t *testing.T) {
 	}{
 		{"defaults", func(c *rules.Config) {}, ""},
 		{"all off", func(c *rules.Config) { c.Control.Socket, c.Metrics.Listen, c.State.File = "", "", "" }, ""},
-		{"metrics on loopback", func(c *rules.Config) { c.Metrics.Listen = "127.0.0.1:9477" }, ""},
-		{"metrics on IPv6 loopback", func(c *rules.Config) { c.Metrics.Listen = "[::1]:9477" }, ""},
-		{"metrics on localhost", func(c *rules.Config) { c.Metrics.Listen = "localhost:9477" }, ""},
-		{"metrics on every address", func(c *rules.Config) { c.Metrics.Listen = ":9477" }, ""},
+		{"metrics on loopback", func(c *rules.Config) { c.Metrics.Listen, c.Metrics.TokenFile = "127.0.0.1:9477", tok }, ""},
+		{"metrics on IPv6 loopback", func(c *rules.Config) { c.Metrics.Listen, c.Metrics.TokenFile = "[::1]:9477", tok }, ""},
+		{"metrics on localhost", func(c *rules.Config) { c.Metrics.Listen, c.Metrics.TokenFile = "localhost:9477", tok }, ""},
+		{"metrics on every address", func(c *rules.Config) { c.Metrics.Listen, c.Metrics.TokenFile = ":9477", tok }, ""},
+		{"metrics on loopback without a token", func(c *rules.Config) { c.Metrics.Listen = "127.0.0.1:9477" }, "metrics.token_file"},
+		{"metrics token file relative", func(c *rules.Config) { c.Metrics.Listen, c.Metrics.TokenFile = "127.0.0.1:9477", "metrics.token" }, "metrics.token_file"},
+		{"metrics off, token file left", func(c *rules.Config) { c.Metrics.TokenFile = tok }, ""},
 		{"metrics without a port", func(c *rules.Config) { c.Metrics.Listen = "127.0.0.1" }, "metrics.listen"},
 		{"metrics port 0", func(c *rules.Config) { c.Metrics.Listen = "127.0.0.1:0" }, "metrics.listen"},
 		{"metrics port named", func(c *rules.Config) { c.Metrics.Listen = "127.0.0.1:http" }, "metrics.listen"},

@@ -59,6 +59,11 @@ func newConfigCmd(env environment) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if set.Metrics.Listen != "" {
+				if _, err := metricsToken(set); err != nil {
+					return err
+				}
+			}
 			for _, w := range warnings(set, rep) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "knockwall: warning: %s\n", w)
 			}

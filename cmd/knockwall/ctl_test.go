@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -186,20 +188,55 @@ func TestGrantsJSON(t *testing.T) {
 	}
 }
 
-// TestConfigCheckOperate: config check prints the operate keys, and warns
-// about metrics on a non-loopback address.
+// TestConfigCheckOperate: config check prints the operate keys, warns
+// about metrics on a non-loopback address, and refuses metrics without a
+// usable token file (exit 2, the message saying what to do).
 func TestConfigCheckOperate(t *testing.T) {
-	cfg := writeConfig(t, "metrics: {listen: \":9477\"}\nstate: {file: \"\"}\nservices: {ssh: {ports: [22], sequence: [7000, 8000, 9000]}}\n")
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "metrics.token")
+	if err := os.WriteFile(tok, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, "metrics: {listen: \":9477\", token_file: "+strconv.Quote(tok)+"}\nstate: {file: \"\"}\nservices: {ssh: {ports: [22], sequence: [7000, 8000, 9000]}}\n")
 	code, out, errOut := runCLI(t, nil, "config", "check", "-c", cfg)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"control:\n  socket: \"/run/knockwall/control.sock\"\n", "metrics:\n  listen: \":9477\"\n", "state:\n  file: \"\"  # off\n"} {
+	for _, want := range []string{"control:\n  socket: \"/run/knockwall/control.sock\"\n", "metrics:\n  listen: \":9477\"\n  token_file: " + strconv.Quote(tok) + "\n", "state:\n  file: \"\"  # off\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
 	if !strings.Contains(errOut, "metrics.listen :9477 is not a loopback address") {
 		t.Errorf("no warning about metrics.listen:\n%s", errOut)
+	}
+
+	loose := filepath.Join(dir, "loose.token")
+	if err := os.WriteFile(loose, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, metrics string
+		want          []string
+	}{
+		{"no token file", "{listen: \"127.0.0.1:9477\"}", []string{"metrics.token_file", "is required", "openssl rand", "credentials_file"}},
+		{"token file missing", "{listen: \"127.0.0.1:9477\", token_file: " + strconv.Quote(filepath.Join(dir, "none")) + "}", []string{"metrics.token_file", "no such file"}},
+		{"token file readable by others", "{listen: \"127.0.0.1:9477\", token_file: " + strconv.Quote(loose) + "}", []string{"metrics.token_file", "mode 0644", "chmod 600"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := writeConfig(t, "metrics: "+tt.metrics+"\nservices: {ssh: {ports: [22], sequence: [7000, 8000, 9000]}}\n")
+			code, _, errOut := runCLI(t, nil, "config", "check", "-c", cfg)
+			if code != 2 {
+				t.Errorf("exit %d, want 2: %s", code, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("stderr lacks %q: %s", w, errOut)
+				}
+			}
+		})
 	}
 }

@@ -29,6 +29,7 @@ type operate struct {
 	log    *slog.Logger
 	ctlLn  *net.UnixListener // nil: control.socket is empty
 	metLn  net.Listener      // nil: metrics.listen is empty
+	token  []byte            // the metrics bearer token
 	ctl    *control.Server
 	met    *metrics.Server
 	served sync.WaitGroup
@@ -45,14 +46,29 @@ func openOperate(set *rules.Set, log *slog.Logger) (*operate, error) {
 		o.ctlLn = ln
 	}
 	if a := set.Metrics.Listen; a != "" {
+		tok, err := metricsToken(set)
+		if err != nil {
+			o.close()
+			return nil, err
+		}
 		ln, err := metrics.Listen(a)
 		if err != nil {
 			o.close()
 			return nil, err
 		}
-		o.metLn = ln
+		o.metLn, o.token = ln, tok
 	}
 	return o, nil
+}
+
+// metricsToken reads metrics.token_file; a file that cannot be used is a
+// configuration error (exit status 2).
+func metricsToken(set *rules.Set) ([]byte, error) {
+	tok, err := metrics.ReadToken(set.Metrics.TokenFile)
+	if err != nil {
+		return nil, &rules.KeyError{Key: "metrics.token_file", Msg: err.Error()}
+	}
+	return tok, nil
 }
 
 // serve starts answering, for d. The daemon calls it once, when ready.
@@ -69,7 +85,13 @@ func (o *operate) serve(d *daemon.Daemon) {
 		}()
 	}
 	if o.metLn != nil {
-		o.met = metrics.NewServer(metrics.NewCollector(d), o.log)
+		met, err := metrics.NewServer(metrics.NewCollector(d), o.token, o.log)
+		if err != nil {
+			// openOperate read a token, or bound nothing.
+			o.log.Error("metrics not served", "err", err)
+			return
+		}
+		o.met = met
 		o.log.Info("metrics ready", "listen", o.metLn.Addr().String(), "path", metrics.Path)
 		o.served.Add(1)
 		go func() {
@@ -107,8 +129,11 @@ func (o *operate) shutdown() {
 // writeOperate prints the control, metrics and state keys for config
 // check.
 func writeOperate(w io.Writer, s *rules.Set) {
-	fmt.Fprintf(w, "control:\n  socket: %s\nmetrics:\n  listen: %s\nstate:\n  file: %s\n",
-		orOff(s.Control.Socket), orOff(s.Metrics.Listen), orOff(s.State.File))
+	fmt.Fprintf(w, "control:\n  socket: %s\nmetrics:\n  listen: %s\n", orOff(s.Control.Socket), orOff(s.Metrics.Listen))
+	if s.Metrics.Listen != "" {
+		fmt.Fprintf(w, "  token_file: %s\n", strconv.Quote(s.Metrics.TokenFile))
+	}
+	fmt.Fprintf(w, "state:\n  file: %s\n", orOff(s.State.File))
 }
 
 func orOff(v string) string {
@@ -121,7 +146,7 @@ func orOff(v string) string {
 // operateWarnings are the operate settings that expose something.
 func operateWarnings(set *rules.Set) []string {
 	if a := set.Metrics.Listen; a != "" && !metrics.IsLoopback(a) {
-		return []string{fmt.Sprintf("metrics.listen %s is not a loopback address: anyone who can reach it reads knockwall's counters (no authentication); prefer 127.0.0.1", a)}
+		return []string{fmt.Sprintf("metrics.listen %s is not a loopback address: the bearer token travels in clear (no TLS) to whoever is on the path; prefer 127.0.0.1 (and a tunnel)", a)}
 	}
 	return nil
 }

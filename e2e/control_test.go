@@ -249,9 +249,12 @@ func copyFile(t *testing.T, from, to string, mode fs.FileMode) {
 	}
 }
 
-// TestControlReload: `knockwall reload` with a broken config exits 2 with
-// the daemon's reason and changes nothing (rules, sequence); with a good
-// one it exits 0 and the new sequence opens.
+// TestControlReload: `knockwall reload -c FILE` checks FILE itself first:
+// one that does not parse or does not validate exits 2 and the daemon is
+// not asked (no reload, not even a refused one). Without -c (no config
+// named, none at the default path) the daemon reads its own file and
+// refuses a bad one: exit 2 with the daemon's reason, nothing changed
+// (rules, sequence). With a good file, exit 0 and the new sequence opens.
 func TestControlReload(t *testing.T) { eachPath(t, testControlReload) }
 
 func testControlReload(t *testing.T, b backend) {
@@ -265,11 +268,37 @@ func testControlReload(t *testing.T, b backend) {
 			t.Fatal(err)
 		}
 	}
+	reloads := func() string {
+		t.Helper()
+		f := field(e.ctlOK(t, "status", "--socket", e.ops.socket), "reloads")
+		if len(f) != 2 {
+			t.Fatalf("status has no reloads row: %q", f)
+		}
+		return f[1]
+	}
 
+	mark := e.d.mark()
+	broken := filepath.Join(t.TempDir(), "broken.yaml")
+	writeMode(t, broken, []byte("services:\n  ssh: {ports: [2222\n"), 0o600)
 	write(strconv.Itoa(protectedPort), "8000", "9000/udp") // a knock on the protected port
-	r := e.ctl(t, "reload", "-c", e.cfgPath)
+	for _, tt := range []struct{ file, want string }{{broken, "yaml"}, {e.cfgPath, "services.ssh.sequence[0]"}} {
+		r := e.ctl(t, "reload", "-c", tt.file)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.file) || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("reload -c %s: exit %d, stderr %q; want exit 2 naming the file and %q", tt.file, r.code, r.stderr, tt.want)
+		}
+	}
+	if e.d.hasFrom(mark, "reload refused; the running configuration stays", nil) || e.d.hasFrom(mark, "control", map[string]string{"action": "reload"}) {
+		t.Error("the daemon was asked to reload a file the CLI refused")
+	}
+	if n := reloads(); n != "0" {
+		t.Errorf("reloads after refused files: %s", n)
+	}
+
+	// No config named and none at the default path: the daemon's own file,
+	// judged by the daemon.
+	r := e.ctl(t, "reload", "--socket", e.ops.socket)
 	if r.code != 2 || !strings.Contains(r.stderr, "reload refused") || !strings.Contains(r.stderr, "services.ssh.sequence[0]") {
-		t.Fatalf("reload of a broken config: exit %d, stderr %q; want exit 2 and the daemon's reason", r.code, r.stderr)
+		t.Fatalf("reload of a broken config by the daemon: exit %d, stderr %q; want exit 2 and the daemon's reason", r.code, r.stderr)
 	}
 	if _, err := e.d.waitLog("reload refused; the running configuration stays", nil, logTimeout); err != nil {
 		t.Error(err)
@@ -277,8 +306,8 @@ func testControlReload(t *testing.T, b backend) {
 	if after := e.knockwallRules(t); !slices.Equal(after, before) {
 		t.Errorf("a refused reload changed the rules:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
-	if f := field(e.ctlOK(t, "status", "--socket", e.ops.socket), "reloads"); len(f) != 2 || f[1] != "0" {
-		t.Errorf("reloads after a refused reload: %q", f)
+	if n := reloads(); n != "0" {
+		t.Errorf("reloads after a refused reload: %s", n)
 	}
 	e.knock(t, e.pair.Server4, defaultSequence...) // the old sequence still opens
 	e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
@@ -288,8 +317,8 @@ func testControlReload(t *testing.T, b backend) {
 	if out := e.ctlOK(t, "reload", "-c", e.cfgPath); strings.TrimSpace(out) != "reloaded" {
 		t.Errorf("reload printed %q", out)
 	}
-	if f := field(e.ctlOK(t, "status", "--socket", e.ops.socket), "reloads"); len(f) != 2 || f[1] != "1" {
-		t.Errorf("reloads after a reload: %q", f)
+	if n := reloads(); n != "1" {
+		t.Errorf("reloads after a reload: %s", n)
 	}
 	stranger := e.pair.Client2v4
 	e.expectClosed(t, reject, stranger, e.server4(protectedPort))
@@ -614,5 +643,47 @@ func writeMode(t *testing.T, path string, b []byte, mode fs.FileMode) {
 	}
 	if err := os.Chmod(path, mode); err != nil { // past the umask
 		t.Fatal(err)
+	}
+}
+
+// TestConfigMode: a config file that group or others may write, or that
+// another user owns, is refused by config check, run and reload (exit 2,
+// naming the file and its mode), and by the running daemon when asked to
+// reload it: whoever may change the file must not decide what opens.
+func TestConfigMode(t *testing.T) {
+	e := newEnv(t, envOptions{operate: true})
+	check := func(r ctlResult, what string, want ...string) {
+		t.Helper()
+		if r.code != 2 {
+			t.Errorf("%s: exit %d, want 2\nstderr: %s", what, r.code, r.stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("%s: stderr lacks %q: %s", what, w, r.stderr)
+			}
+		}
+	}
+	for _, mode := range []fs.FileMode{0o664, 0o606} {
+		if err := os.Chmod(e.cfgPath, mode); err != nil {
+			t.Fatal(err)
+		}
+		m := "mode " + strconv.FormatUint(uint64(mode), 8)
+		for _, args := range [][]string{{"config", "check", "-c", e.cfgPath}, {"run", "-c", e.cfgPath}, {"reload", "-c", e.cfgPath}} {
+			check(e.ctl(t, args...), strings.Join(args[:len(args)-2], " ")+" "+m, e.cfgPath, "0"+m[5:], "chmod 600")
+		}
+		check(e.ctl(t, "reload", "--socket", e.ops.socket), "the daemon's reload, "+m, "reload refused", e.cfgPath)
+	}
+	if err := os.Chmod(e.cfgPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(e.cfgPath, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	check(e.ctl(t, "config", "check", "-c", e.cfgPath), "config check of another user's file", e.cfgPath, "uid 65534", "mode 0600")
+	if f := field(e.ctlOK(t, "status", "--socket", e.ops.socket), "reloads"); len(f) != 2 || f[1] != "0" {
+		t.Errorf("reloads: %q", f)
+	}
+	if !e.d.running() {
+		t.Error("the daemon stopped")
 	}
 }

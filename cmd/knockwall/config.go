@@ -40,11 +40,31 @@ func (f *configFlags) load(env environment) (*rules.Set, config.Report, error) {
 	if err != nil {
 		return nil, rep, err
 	}
-	set, err := rules.Compile(c, rules.WithKeyReader(spa.ReadKeyFile), rules.WithFwknopKeyReader(fwknop.ReadKeyFile))
+	set, err := compile(c)
 	if err != nil {
 		return nil, rep, err
 	}
 	return set, rep, nil
+}
+
+// compile compiles c with its key files read.
+func compile(c rules.Config) (*rules.Set, error) {
+	return rules.Compile(c, rules.WithKeyReader(spa.ReadKeyFile), rules.WithFwknopKeyReader(fwknop.ReadKeyFile))
+}
+
+// validate checks c as config check does: it compiles, with its key
+// files, and the metrics token file, when metrics are on, is usable.
+func validate(c rules.Config) error {
+	set, err := compile(c)
+	if err != nil {
+		return err
+	}
+	if set.Metrics.Listen != "" {
+		if _, err := metricsToken(set); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newConfigCmd(env environment) *cobra.Command {

@@ -36,32 +36,56 @@ func (f *ctlFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.path, "config", "c", "", "config file naming control.socket (default $KNOCKWALL_CONFIG, else "+config.DefaultPath+")")
 }
 
-// client finds the socket: --socket, else control.socket of the
-// configuration resolved as `run` resolves it (environment overrides
-// included). A configuration that cannot be read does not stop a command
-// that only needs the socket: the default (or KNOCKWALL_CONTROL_SOCKET)
-// is used, with a note, so a reload can still report what is wrong.
-func (f *ctlFlags) client(env environment, stderr io.Writer) (*control.Client, error) {
-	if f.socket != "" {
-		return control.NewClient(f.socket), nil
+// target is what a control command talks to, and the configuration it
+// read (nil when none was read).
+type target struct {
+	client *control.Client
+	cfg    *rules.Config
+	path   string // the file cfg came from
+}
+
+// target finds the socket: --socket, else control.socket of the
+// configuration resolved as `run` resolves it (-c, else KNOCKWALL_CONFIG,
+// else the default; environment overrides included). A configuration
+// that was named (-c or KNOCKWALL_CONFIG) and cannot be read or parsed
+// stops the command (exit status 2): it never falls back to another
+// socket, which could be another daemon's. Only when none was named and
+// the default file does not exist is the default socket (or
+// KNOCKWALL_CONTROL_SOCKET) used. With readConfig, the configuration is
+// read even when --socket names the socket.
+func (f *ctlFlags) target(env environment, readConfig bool) (target, error) {
+	if f.socket != "" && !readConfig {
+		return target{client: control.NewClient(f.socket)}, nil
 	}
 	path := config.Resolve(f.path, env.get)
+	named := f.path != "" || env.get(config.EnvPrefix+"_CONFIG") != ""
+	var t target
 	c, err := config.Load(config.Source{Path: path}, env)
-	if err != nil {
+	switch _, serr := os.Stat(path); {
+	case err == nil:
+		t.cfg, t.path = &c, path
+	case !named && errors.Is(serr, fs.ErrNotExist):
+		// No configuration at all: the defaults.
+	case errors.Is(err, rules.ErrInvalid):
+		return t, err
+	default:
+		return t, usageError{err}
+	}
+	switch {
+	case f.socket != "":
+		t.client = control.NewClient(f.socket)
+	case t.cfg == nil:
 		sock := rules.DefaultControlSocket
 		if v := env.get(config.EnvPrefix + "_CONTROL_SOCKET"); v != "" {
 			sock = v
 		}
-		// No file where none was named is the usual case: no note.
-		if _, serr := os.Stat(path); f.path != "" || !errors.Is(serr, fs.ErrNotExist) {
-			fmt.Fprintf(stderr, "knockwall: note: control.socket not read from %s (%v); trying %s\n", path, err, sock)
-		}
-		return control.NewClient(sock), nil
+		t.client = control.NewClient(sock)
+	case t.cfg.Control.Socket == "":
+		return t, usageError{fmt.Errorf("control.socket is empty in %s: the control socket is off (set it, or pass --socket)", path)}
+	default:
+		t.client = control.NewClient(t.cfg.Control.Socket)
 	}
-	if c.Control.Socket == "" {
-		return nil, usageError{fmt.Errorf("control.socket is empty in %s: the control socket is off (set it, or pass --socket)", path)}
-	}
-	return control.NewClient(c.Control.Socket), nil
+	return t, nil
 }
 
 // ctlErr makes the daemon's refusals of a request usage errors (exit
@@ -81,13 +105,13 @@ func ctlCommand(env environment, use, short string, args cobra.PositionalArgs, r
 		Short: short,
 		Args:  args,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client(env, cmd.ErrOrStderr())
+			t, err := f.target(env, false)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
 			defer cancel()
-			return ctlErr(run(ctx, cmd, c, args))
+			return ctlErr(run(ctx, cmd, t.client, args))
 		},
 	}
 	f.register(cmd)
@@ -241,18 +265,41 @@ func newRevokeCmd(env environment) *cobra.Command {
 }
 
 func newReloadCmd(env environment) *cobra.Command {
-	cmd := ctlCommand(env, "reload", "Make the running daemon read its configuration again, and say whether it took it", exactArgs(0),
-		func(ctx context.Context, cmd *cobra.Command, c *control.Client, _ []string) error {
-			if err := c.Reload(ctx); err != nil {
+	var f ctlFlags
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "Check the configuration, make the running daemon read it again, and say whether it took it",
+		Long: `Check the configuration as ` + "`knockwall config check`" + ` does (key files and the
+metrics token included), then ask the daemon to read it again. Exit status 0
+only when the daemon answered that the new configuration is in force; 2 when
+the file does not validate (nothing is sent to the daemon) or the daemon
+refused it (the running configuration stays); 1 when the daemon cannot be
+reached.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := f.target(env, true)
+			if err != nil {
+				return err
+			}
+			if t.cfg != nil {
+				if err := validate(*t.cfg); err != nil {
+					return fmt.Errorf("%s does not validate; the daemon was not asked to reload: %w", t.path, err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), ctlTimeout)
+			defer cancel()
+			if err := t.client.Reload(ctx); err != nil {
 				var ae *control.APIError
 				if errors.As(err, &ae) {
-					return fmt.Errorf("reload refused; the running configuration stays: %w", err)
+					return ctlErr(fmt.Errorf("reload refused; the running configuration stays: %w", err))
 				}
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "reloaded")
 			return nil
-		})
+		},
+	}
+	f.register(cmd)
 	return cmd
 }
 

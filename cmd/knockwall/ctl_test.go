@@ -32,6 +32,7 @@ type ctlDaemon struct {
 	mu        sync.Mutex
 	grants    []daemon.GrantEntry
 	reloadErr error
+	requests  int // Grant, Revoke and Reload calls
 }
 
 func (d *ctlDaemon) Stats() daemon.Stats {
@@ -59,6 +60,7 @@ func (d *ctlDaemon) Grant(_ context.Context, src netip.Addr, service string, dur
 	}
 	g := daemon.GrantEntry{Src: src, Service: service, Expires: ctlNow.Add(dur), How: tracker.MethodManual}
 	d.mu.Lock()
+	d.requests++
 	d.grants = append(d.grants, g)
 	d.mu.Unlock()
 	return g, nil
@@ -67,6 +69,7 @@ func (d *ctlDaemon) Grant(_ context.Context, src netip.Addr, service string, dur
 func (d *ctlDaemon) Revoke(_ context.Context, src netip.Addr, _ string, _ string) ([]tracker.GrantInfo, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.requests++
 	var out []tracker.GrantInfo
 	kept := d.grants[:0]
 	for _, g := range d.grants {
@@ -83,6 +86,7 @@ func (d *ctlDaemon) Revoke(_ context.Context, src netip.Addr, _ string, _ string
 func (d *ctlDaemon) Reload(context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.requests++
 	return d.reloadErr
 }
 
@@ -167,6 +171,70 @@ func TestControlCommands(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNamedConfigNoFallback: when the configuration named by -c or
+// KNOCKWALL_CONFIG cannot be read or parsed, every control command exits
+// 2 with the reason and asks no daemon anything, even with a daemon on the
+// socket a fallback would have tried (KNOCKWALL_CONTROL_SOCKET). reload
+// also checks a file that parses but does not validate.
+func TestNamedConfigNoFallback(t *testing.T) {
+	d := &ctlDaemon{}
+	sock := serveCtl(t, d)
+	broken := writeConfig(t, "control: {socket: "+sock+"}\nservices: {ssh: {ports: [22], sequence: [7000, 8000, 9000]\n")
+	unknown := writeConfig(t, "control: {socket: "+sock+"}\nservice: {ssh: {ports: [22], sequence: [7000, 8000, 9000]}}\n")
+	invalid := writeConfig(t, "control: {socket: "+sock+"}\nservices: {ssh: {ports: [22], sequence: [22, 8000, 9000]}}\n")
+	nokey := writeConfig(t, "control: {socket: "+sock+"}\nservices: {ssh: {ports: [22], spa: {key_file: /nonexistent/spa.key}}}\n")
+	loose := writeConfig(t, "control: {socket: "+sock+"}\nservices: {ssh: {ports: [22], sequence: [7000, 8000, 9000]}}\n")
+	if err := os.Chmod(loose, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	fallback := []string{"KNOCKWALL_CONTROL_SOCKET=" + sock}
+	commands := [][]string{{"status"}, {"grants"}, {"grant", "10.77.0.2", "ssh"}, {"revoke", "10.77.0.2"}, {"reload"}}
+	for _, tt := range []struct {
+		name    string
+		file    string
+		wantErr string
+	}{
+		{"does not parse", broken, "yaml"},
+		{"unknown key", unknown, "service: unknown key (line 2)"},
+		{"missing", missing, "does not exist"},
+		{"group-writable", loose, "mode 0664"},
+	} {
+		for _, c := range commands {
+			t.Run(tt.name+"/"+c[0]+"/-c", func(t *testing.T) {
+				code, out, errOut := runCLI(t, fallback, append(c, "-c", tt.file)...)
+				if code != 2 || !strings.Contains(errOut, tt.wantErr) || !strings.Contains(errOut, tt.file) {
+					t.Errorf("exit %d (want 2), stderr %q (want it to name %s and say %q), stdout %q", code, errOut, tt.file, tt.wantErr, out)
+				}
+			})
+			t.Run(tt.name+"/"+c[0]+"/KNOCKWALL_CONFIG", func(t *testing.T) {
+				code, _, errOut := runCLI(t, append([]string{"KNOCKWALL_CONFIG=" + tt.file}, fallback...), c...)
+				if code != 2 || !strings.Contains(errOut, tt.wantErr) {
+					t.Errorf("exit %d (want 2), stderr %q", code, errOut)
+				}
+			})
+		}
+	}
+	for _, tt := range []struct {
+		name, file, wantErr string
+	}{
+		{"knock on the protected port", invalid, "services.ssh.sequence[0]"},
+		{"key file missing", nokey, "/nonexistent/spa.key"},
+	} {
+		t.Run("reload/"+tt.name, func(t *testing.T) {
+			code, _, errOut := runCLI(t, nil, "reload", "-c", tt.file)
+			if code != 2 || !strings.Contains(errOut, tt.wantErr) || !strings.Contains(errOut, "the daemon was not asked to reload") {
+				t.Errorf("exit %d (want 2), stderr %q", code, errOut)
+			}
+		})
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.requests != 0 || len(d.grants) != 0 {
+		t.Errorf("the daemon was asked %d time(s) (grants %v)", d.requests, d.grants)
 	}
 }
 

@@ -91,6 +91,9 @@ func LoadReport(src Source, environ []string) (rules.Config, Report, error) {
 	}
 	c, over, err := decodeEnv(raw, environ)
 	rep.Overrides = over
+	if err != nil && !src.Example {
+		err = fmt.Errorf("%s: %w", src.Path, err)
+	}
 	return c, rep, err
 }
 

@@ -118,10 +118,17 @@ func (c *Client) Revoke(ctx context.Context, src, service string) (int, error) {
 	return r.Revoked, err
 }
 
-// Reload asks the daemon to read its configuration again.
+// Reload asks the daemon to read its configuration again; nil means the
+// daemon answered that the new configuration is in force.
 func (c *Client) Reload(ctx context.Context) error {
 	var r Reloaded
-	return c.do(ctx, "POST", PathReload, nil, &r)
+	if err := c.do(ctx, "POST", PathReload, nil, &r); err != nil {
+		return err
+	}
+	if !r.Reloaded {
+		return errors.New("the daemon did not say that it reloaded")
+	}
+	return nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

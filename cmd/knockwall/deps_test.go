@@ -26,7 +26,7 @@ func TestBinaryDeps(t *testing.T) {
 	}
 	deps := strings.Fields(string(out))
 	for pkg, why := range map[string]string{
-		"github.com/spf13/viper": "internal/config reads YAML with yaml.v3 and decodes with mapstructure",
+		"github.com/spf13/viper":                         "internal/config reads YAML with yaml.v3 and decodes with mapstructure",
 		"github.com/prometheus/client_golang/prometheus": "brings protobuf: internal/metrics writes the text format",
 		"google.golang.org/protobuf/proto":               "its reflect.Value.MethodByName keeps every exported method",
 		"github.com/spf13/cobra/doc":                     "the man-page generator is in -tags genman builds only",

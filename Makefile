@@ -2,6 +2,10 @@
 export PATH := $(PATH):/usr/local/go/bin
 GO      ?= go
 BIN     := bin/knockwall
+# Build tags of the shipped binary: nethttpomithttp2 leaves net/http's
+# HTTP/2 out (the control socket and the metrics speak HTTP/1.1; see
+# docs/decisions.md).
+TAGS    := nethttpomithttp2
 PKGS    := ./...
 # A count, not a duration: -fuzztime=10s can end in a spurious "context
 # deadline exceeded" from the fuzz coordinator (golang/go#75804).
@@ -14,14 +18,14 @@ FUZZ    := ./cmd/knockwall:FuzzClientConfig ./cmd/knockwall:FuzzCheckOutput ./in
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/knockwall
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -trimpath -ldflags='-s -w' -o $(BIN) ./cmd/knockwall
 
 # Static binaries for router targets (no cgo anywhere).
 cross:
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-arm64 ./cmd/knockwall
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-armv7 ./cmd/knockwall
-	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mipsle ./cmd/knockwall
-	CGO_ENABLED=0 GOOS=linux GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mips ./cmd/knockwall
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags $(TAGS) -trimpath -ldflags='-s -w' -o bin/knockwall-linux-arm64 ./cmd/knockwall
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -tags $(TAGS) -trimpath -ldflags='-s -w' -o bin/knockwall-linux-armv7 ./cmd/knockwall
+	CGO_ENABLED=0 GOOS=linux GOARCH=mipsle GOMIPS=softfloat $(GO) build -tags $(TAGS) -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mipsle ./cmd/knockwall
+	CGO_ENABLED=0 GOOS=linux GOARCH=mips GOMIPS=softfloat $(GO) build -tags $(TAGS) -trimpath -ldflags='-s -w' -o bin/knockwall-linux-mips ./cmd/knockwall
 
 # Release artefacts in dist/: static binaries for linux amd64, arm64, armv7,
 # mips and mipsle, a .deb for each (nfpm, a Go tool of this module), the
@@ -76,7 +80,7 @@ cross-check:
 # the daemon for big-endian mips, so int overflows and the like fail here.
 vet32:
 	GOARCH=arm GOARM=7 $(GO) vet ./...
-	CGO_ENABLED=0 GOARCH=mips GOMIPS=softfloat $(GO) build -trimpath -o /dev/null ./cmd/knockwall
+	CGO_ENABLED=0 GOARCH=mips GOMIPS=softfloat $(GO) build -tags $(TAGS) -trimpath -o /dev/null ./cmd/knockwall
 
 # The end-to-end tests run after the others, alone: their floods must not
 # share the two CPUs with other packages' tests. -parallel 4: the tests of

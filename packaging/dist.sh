@@ -32,7 +32,7 @@ mkdir -p "$build/man"
 build() {
 	echo "dist: build knockwall-linux-$1"
 	env CGO_ENABLED=0 GOOS=linux GOARCH="$2" ${3:+"$3"} \
-		"$GO" build -trimpath -ldflags="$ldflags" -o "$out/knockwall-linux-$1" ./cmd/knockwall
+		"$GO" build -tags nethttpomithttp2 -trimpath -ldflags="$ldflags" -o "$out/knockwall-linux-$1" ./cmd/knockwall
 }
 
 # DIST_TARGETS picks some of the five (make package-test builds two).

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/knockwall/knockwall/rules"
 )
@@ -69,20 +71,12 @@ const maxAnswer = 16 << 20
 // Client talks to the control socket at a path.
 type Client struct {
 	path string
-	hc   *http.Client
 }
 
 // NewClient is a client of the socket at path. Each request has its own
 // connection; a request's context bounds it.
 func NewClient(path string) *Client {
-	return &Client{path: path, hc: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		DisableKeepAlives:  true,
-		DisableCompression: true,
-	}}}
+	return &Client{path: path}
 }
 
 // Status asks for the daemon's status.
@@ -149,12 +143,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return &UnreachableError{Path: c.path, Err: unwrapURL(err)}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	resp, b, err := c.roundTrip(ctx, req)
 	if err != nil {
 		return &UnreachableError{Path: c.path, Err: err}
 	}
@@ -174,12 +163,43 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// unwrapURL drops the *url.Error around a transport error: the placeholder
-// URL says nothing, the socket's path (in UnreachableError) does.
-func unwrapURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
+// roundTrip sends req on a connection of its own to the socket and reads
+// the answer, with net/http's own writer and reader: a unix socket needs
+// none of http.Transport's pooling, proxies or TLS (nor their bytes in the
+// binary). The body read stops past maxAnswer.
+func (c *Client) roundTrip(ctx context.Context, req *http.Request) (*http.Response, []byte, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	// Cancelling ctx unblocks the reads and writes below.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return nil, nil, ctxErr(ctx, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return nil, nil, ctxErr(ctx, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	if err != nil {
+		return nil, nil, ctxErr(ctx, err)
+	}
+	return resp, b, nil
+}
+
+// ctxErr is ctx's error when ctx ended, else err.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	return err
 }

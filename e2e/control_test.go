@@ -178,7 +178,8 @@ func testControlGrantRevoke(t *testing.T, b backend) {
 // socket. The socket's directory (0700) stops it at connect; with the
 // directory and the socket opened to everyone, the server itself refuses
 // it by its peer credentials (403), logs the refusal at WARN, and does
-// nothing it asked.
+// nothing it asked; and 32 connections of that user held open do not keep
+// root from being served.
 func TestControlNonRoot(t *testing.T) { eachPath(t, testControlNonRoot) }
 
 func testControlNonRoot(t *testing.T, b backend) {
@@ -228,7 +229,92 @@ func testControlNonRoot(t *testing.T, b backend) {
 		t.Error("a refused peer's request was carried out")
 	}
 	e.expectClosed(t, reject, e.pair.Client4, e.server4(protectedPort))
+
+	// 32 connections of that user, each with a request begun and never
+	// ended, reopened as the daemon closes them, do not keep root out:
+	// the peer is checked before a connection takes a slot.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*cmdTimeout)
+	defer cancel()
+	hold := exec.CommandContext(ctx, "setpriv", "--reuid="+nobody, "--regid="+nobody, "--clear-groups", systemPython(t), "-c", holdScript, e.ops.socket, "32")
+	stdin, err := hold.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := hold.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holdErr bytes.Buffer
+	hold.Stderr = &holdErr
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "holding" {
+		t.Fatalf("the holder did not start: %q %v\n%s", lines.Text(), hold.Wait(), holdErr.String())
+	}
+	for range 10 {
+		e.ctlOK(t, "status", "--socket", e.ops.socket)
+	}
+	stdin.Close()
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "refused ") || lines.Text() == "refused 0" {
+		t.Errorf("the holder says %q, want some 403s\n%s", lines.Text(), holdErr.String())
+	}
+	if err := hold.Wait(); err != nil {
+		t.Errorf("holder: %v\n%s", err, holdErr.String())
+	}
 }
+
+// systemPython is a python3 that other users may run: the system's, not a
+// per-user install found first in root's PATH.
+func systemPython(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		return "/usr/bin/python3"
+	}
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatalf("python3 not installed (scripts/deps.sh installs it): %v", err)
+	}
+	return p
+}
+
+// holdScript (python3 PATH N) keeps N connections open to the socket at
+// PATH, each with a request begun and never ended, reopening each as the
+// other end closes it, until its standard input closes (at most a
+// minute); it prints "holding" once all are open, then "refused K", K the
+// 403 answers it read.
+const holdScript = `
+import select, socket, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+def conn():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        s.sendall(b"GET /v1/status HTTP/1.1\r\nHost: knockwall\r\n")
+    except OSError:
+        pass  # closed at once: read as closed below
+    return s
+socks = [conn() for _ in range(n)]
+print("holding", flush=True)
+refused, deadline = 0, time.time() + 60
+while time.time() < deadline:
+    ready, _, _ = select.select(socks + [sys.stdin], [], [], 1)
+    if sys.stdin in ready:
+        break
+    for s in ready:
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b""
+        if data.startswith(b"HTTP/1.1 403"):
+            refused += 1
+        if not data:
+            socks.remove(s)
+            s.close()
+            socks.append(conn())
+print("refused", refused, flush=True)
+`
 
 func copyFile(t *testing.T, from, to string, mode fs.FileMode) {
 	t.Helper()

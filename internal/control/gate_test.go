@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/knockwall/knockwall/internal/kerneltest"
 )
 
 // Environment of the helper process of TestRefusedPeersHoldNoSlot.
@@ -33,9 +35,9 @@ const (
 // accept, before a connection takes a slot. The refused user is answered
 // 403.
 func TestRefusedPeersHoldNoSlot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: running a process as another user needs root; CI runs as root")
-	}
+	// Root, to run a process as another user; and the test binary must
+	// run natively, which it does not under make unit-mips.
+	kerneltest.Require(t)
 	fake := &fakeDaemon{}
 	var log lockedBuffer
 	path := serveSocket(t, newTestServer(fake, &log))

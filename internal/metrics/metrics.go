@@ -1,5 +1,6 @@
 // Package metrics exposes knockwall's counters to Prometheus (opt-in:
-// metrics.listen), in the text exposition format, version 0.0.4.
+// metrics.listen), in the text exposition format, version 0.0.4, served by
+// net/http to scrapers that send the bearer token of metrics.token_file.
 //
 // Nothing is counted here: a Collector reads the daemon's Stats at scrape
 // time, so the packet path carries no metrics code beyond the per-queue
@@ -10,8 +11,8 @@
 // The format is written here, not by client_golang: a handful of
 // counters and gauges need none of its machinery, and linking it would
 // bring google.golang.org/protobuf (whose use of reflect.Value.MethodByName
-// makes the linker keep every exported method of every reachable type) and
-// net/http for promhttp into a router's binary (docs/decisions.md).
+// makes the linker keep every exported method of every reachable type)
+// into a router's binary (docs/decisions.md).
 // The tests read the output back with prometheus/common's expfmt parser,
 // register it on client_golang's pedantic registry and lint it with its
 // promlint, so Prometheus's own code checks what is served.

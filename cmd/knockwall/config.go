@@ -289,7 +289,7 @@ func warnings(set *rules.Set, rep config.Report) []string {
 // whatever weakens protection.
 func logOverrides(log *slog.Logger, rep config.Report, set *rules.Set) {
 	for _, k := range rep.Overrides {
-		log.Info("environment override", "key", k, "variable", config.EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(k, ".", "_")))
+		log.Info("environment override", "key", k, "variable", rep.Variables[k])
 	}
 	for _, w := range warnings(set, rep) {
 		log.Warn(w)

@@ -64,6 +64,8 @@ func Resolve(flagPath string, getenv func(string) string) string {
 type Report struct {
 	// Overrides are the keys set from KNOCKWALL_* variables, sorted.
 	Overrides []string
+	// Variables names the variable that set each key of Overrides.
+	Variables map[string]string
 	// Path and Mode are the file read (empty with the example).
 	Path string
 	Mode fs.FileMode
@@ -89,8 +91,8 @@ func LoadReport(src Source, environ []string) (rules.Config, Report, error) {
 		}
 		raw, rep.Path, rep.Mode = b, src.Path, mode
 	}
-	c, over, err := decodeEnv(raw, environ)
-	rep.Overrides = over
+	c, p, err := decodeEnv(raw, environ)
+	rep.Overrides, rep.Variables = p.overrides, p.fromEnv
 	if err != nil && !src.Example {
 		err = fmt.Errorf("%s: %w", src.Path, err)
 	}
@@ -160,21 +162,20 @@ func Decode(raw []byte, environ []string) (rules.Config, error) {
 }
 
 // decodeEnv parses raw, lays the overrides of environ on it and decodes
-// the result; it returns the keys overridden.
-func decodeEnv(raw []byte, environ []string) (rules.Config, []string, error) {
+// the result; the parsed document says which keys the environment set.
+func decodeEnv(raw []byte, environ []string) (rules.Config, parsed, error) {
 	p, err := parseYAML(raw)
 	if err != nil {
-		return rules.Config{}, nil, err
+		return rules.Config{}, p, err
 	}
-	over, err := p.applyEnv(environ)
-	if err != nil {
-		return rules.Config{}, nil, err
+	if p.overrides, err = p.applyEnv(environ); err != nil {
+		return rules.Config{}, p, err
 	}
 	c, err := p.decode()
 	if err != nil {
-		return rules.Config{}, nil, err
+		return rules.Config{}, p, err
 	}
-	return c, over, nil
+	return c, p, nil
 }
 
 // decode turns the tree into a Config: each key left out takes its value

@@ -79,12 +79,16 @@ func TestDecodeServiceNames(t *testing.T) {
 	if got := c.Services["Web.1"].Closed; got != "drop" {
 		t.Errorf("Web.1 closed = %q, want drop", got)
 	}
+	_, rep, err := LoadReport(Source{Path: writeFile(t, "services:\n  Web.1:\n    ports: [443]\n    sequence: [8000]\n")}, []string{"KNOCKWALL_SERVICES_WEB.1_CLOSED=drop"})
+	if err != nil || !slices.Equal(rep.Overrides, []string{"services.Web.1.closed"}) || rep.Variables["services.Web.1.closed"] != "KNOCKWALL_SERVICES_WEB.1_CLOSED" {
+		t.Errorf("report %+v, %v; want the override and its variable as set", rep, err)
+	}
 
 	both := "services:\n  SSH:\n    ports: [22]\n    sequence: [7000]\n  ssh:\n    ports: [23]\n    sequence: [8000]\n"
 	if _, err := Decode([]byte(both), nil); err != nil {
 		t.Fatalf("SSH and ssh are two services: %v", err)
 	}
-	_, err := Decode([]byte(both), []string{"KNOCKWALL_SERVICES_SSH_OPEN_FOR=2m"})
+	_, err = Decode([]byte(both), []string{"KNOCKWALL_SERVICES_SSH_OPEN_FOR=2m"})
 	if !errors.Is(err, rules.ErrInvalid) || !strings.Contains(err.Error(), "services.SSH.open_for") || !strings.Contains(err.Error(), "services.ssh.open_for") {
 		t.Fatalf("Decode = %v, want a refusal naming both keys", err)
 	}
@@ -136,12 +140,12 @@ func TestEveryKeyOverridable(t *testing.T) {
 			}
 			changed := false
 			for _, val := range sampleValues(t, k) {
-				c, over, err := decodeEnv([]byte(file), []string{envName(k) + "=" + val})
+				c, p, err := decodeEnv([]byte(file), []string{envName(k) + "=" + val})
 				if err != nil {
 					t.Fatalf("%s=%s: %v", envName(k), val, err)
 				}
-				if !slices.Equal(over, []string{k.String()}) {
-					t.Errorf("overrides %v, want [%s]", over, k)
+				if !slices.Equal(p.overrides, []string{k.String()}) || p.fromEnv[k.String()] != envName(k) {
+					t.Errorf("overrides %v by %v, want [%s] by %s", p.overrides, p.fromEnv, k, envName(k))
 				}
 				changed = changed || !reflect.DeepEqual(c, base)
 			}
@@ -308,4 +312,14 @@ func TestFileMode(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// writeFile writes body to a fresh file, mode 0600, and returns its path.
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "knockwall.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -31,9 +31,11 @@ type tree = map[string]any
 type parsed struct {
 	tree  tree
 	lines map[string]int
-	// fromEnv names the variable that set a key, by key path.
-	fromEnv map[string]string
-	pairs   int // visited so far, up to maxPairs
+	// fromEnv names the variable that set a key, by key path, and
+	// overrides lists those keys, sorted.
+	fromEnv   map[string]string
+	overrides []string
+	pairs     int // visited so far, up to maxPairs
 }
 
 // parseYAML reads one YAML document into a tree shaped like rules.Config.

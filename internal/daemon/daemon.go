@@ -531,7 +531,7 @@ func sameShape(a, b *rules.Set) error {
 	case a.Firewall.AcceptMark != b.Firewall.AcceptMark || a.Firewall.RejectMark != b.Firewall.RejectMark || a.Firewall.MarkMask != b.Firewall.MarkMask:
 		return errRestart("firewall marks")
 	case a.Control != b.Control || a.Metrics != b.Metrics || a.State != b.State:
-		return errRestart("control.socket, metrics.listen or state.file")
+		return errRestart("control.socket, metrics (listen, token_file) or state.file")
 	}
 	return nil
 }

@@ -20,7 +20,6 @@ import (
 	"maps"
 	"os"
 	"strings"
-	"syscall"
 
 	"github.com/go-viper/mapstructure/v2"
 
@@ -111,7 +110,7 @@ var ErrFileMode = errors.New("config file may be changed by others")
 // wrap rules.ErrInvalid (exit status 2): nothing starts or reloads.
 func readFile(path string) ([]byte, fs.FileMode, error) {
 	// O_NONBLOCK: no blocking on a FIFO before the regular-file check.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, 0, fmt.Errorf("config file %s does not exist (use -c FILE, KNOCKWALL_CONFIG, or --example): %w", path, rules.ErrInvalid)
@@ -148,9 +147,9 @@ func checkMode(path string, st fs.FileInfo, euid int) error {
 	if perm := st.Mode().Perm(); perm&0o022 != 0 {
 		return fmt.Errorf("config file %s has mode %04o: %w: group or others may write it (run: chmod 600 %s): %w", path, perm, ErrFileMode, path, rules.ErrInvalid)
 	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 && int(sys.Uid) != euid {
+	if uid, ok := fileOwner(st); ok && uid != 0 && int(uid) != euid {
 		return fmt.Errorf("config file %s (mode %04o) is owned by uid %d: %w: it must belong to root or to the user running knockwall (uid %d) (run: chown root %s): %w",
-			path, st.Mode().Perm(), sys.Uid, ErrFileMode, euid, path, rules.ErrInvalid)
+			path, st.Mode().Perm(), uid, ErrFileMode, euid, path, rules.ErrInvalid)
 	}
 	return nil
 }

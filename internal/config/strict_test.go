@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -283,28 +282,6 @@ func TestFileMode(t *testing.T) {
 		}
 		if _, err := Load(Source{Path: link}, nil); !errors.Is(err, ErrFileMode) {
 			t.Fatalf("Load = %v, want ErrFileMode", err)
-		}
-	})
-	t.Run("a FIFO", func(t *testing.T) {
-		p := filepath.Join(dir, "fifo.yaml")
-		if err := syscall.Mkfifo(p, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := Load(Source{Path: p}, nil); !errors.Is(err, rules.ErrInvalid) || !strings.Contains(err.Error(), "not a regular file") {
-			t.Fatalf("Load = %v, want a refusal", err)
-		}
-	})
-	t.Run("another user's file", func(t *testing.T) {
-		if os.Geteuid() != 0 {
-			t.Skip("skipping: chown to another user needs root; CI runs as root")
-		}
-		p := write("nobody.yaml", 0o600)
-		if err := os.Chown(p, 65534, 65534); err != nil {
-			t.Fatal(err)
-		}
-		_, err := Load(Source{Path: p}, nil)
-		if !errors.Is(err, ErrFileMode) || !strings.Contains(err.Error(), "uid 65534") || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "mode 0600") {
-			t.Fatalf("Load = %v, want a refusal naming the file, its mode and its owner", err)
 		}
 	})
 	t.Run("the example is exempt", func(t *testing.T) {

@@ -188,6 +188,7 @@ type Set struct {
 	Control  ControlConfig
 	Metrics  MetricsConfig
 	State    StateConfig
+	Cluster  ClusterConfig
 
 	// protected is a bitmap of protected TCP ports, so that the common case,
 	// a SYN to an unprotected port, costs one load.
@@ -246,6 +247,11 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 		return nil, err
 	}
 	s.Control, s.Metrics, s.State = c.Control, c.Metrics, c.State
+	if err := validateCluster(c.Cluster); err != nil {
+		return nil, err
+	}
+	s.Cluster = c.Cluster
+	s.Cluster.Peers = slices.Clone(c.Cluster.Peers)
 	if len(c.Services) == 0 {
 		return nil, keyErr("services", "at least one service is required")
 	}

@@ -22,6 +22,7 @@ type Config struct {
 	Control  ControlConfig            `mapstructure:"control" yaml:"control"`
 	Metrics  MetricsConfig            `mapstructure:"metrics" yaml:"metrics"`
 	State    StateConfig              `mapstructure:"state" yaml:"state"`
+	Cluster  ClusterConfig            `mapstructure:"cluster" yaml:"cluster"`
 }
 
 // QueueConfig selects the NFQUEUE numbers knockwall reads.
@@ -171,6 +172,7 @@ func Defaults() Config {
 		},
 		Control: ControlConfig{Socket: DefaultControlSocket},
 		State:   StateConfig{File: DefaultStateFile},
+		Cluster: ClusterConfig{MaxClockSkew: DefaultMaxClockSkew},
 	}
 }
 

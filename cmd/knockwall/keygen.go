@@ -5,15 +5,24 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/knockwall/knockwall/internal/cluster"
 	"github.com/knockwall/knockwall/spa"
 )
 
 func newKeygenCmd() *cobra.Command {
-	return &cobra.Command{
+	var clusterKey bool
+	cmd := &cobra.Command{
 		Use:   "keygen FILE",
-		Short: "Write a fresh random SPA key to FILE (mode 0600; never overwrites)",
+		Short: "Write a fresh random SPA key (or, with --cluster, a cluster key) to FILE (mode 0600; never overwrites)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if clusterKey {
+				if err := cluster.WriteNewKeyFile(args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote a %d-byte cluster key to %s with mode 0600; copy it to every node of the cluster (cluster.key_file) over a secure channel\n", cluster.KeySize, args[0])
+				return nil
+			}
 			k, err := spa.WriteNewKeyFile(args[0])
 			if err != nil {
 				return err
@@ -22,4 +31,6 @@ func newKeygenCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&clusterKey, "cluster", false, "write a cluster key (cluster.key_file) instead of an SPA key")
+	return cmd
 }

@@ -532,6 +532,8 @@ func sameShape(a, b *rules.Set) error {
 		return errRestart("firewall marks")
 	case a.Control != b.Control || a.Metrics != b.Metrics || a.State != b.State:
 		return errRestart("control.socket, metrics (listen, token_file) or state.file")
+	case !a.Cluster.Equal(&b.Cluster):
+		return errRestart("cluster")
 	}
 	return nil
 }

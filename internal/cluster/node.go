@@ -1,0 +1,333 @@
+//go:build !knockwall_omit_cluster
+
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/knockwall/knockwall/internal/lograte"
+)
+
+// Built reports whether this build has the cluster (builds with the
+// knockwall_omit_cluster tag leave it out).
+const Built = true
+
+// Label is memberlist's label of knockwall's messages: a memberlist
+// cluster of another program on the same addresses is not taken for a
+// peer, even with the same key.
+const Label = "knockwall"
+
+// Timing, where memberlist's LAN defaults do not fit.
+const (
+	// DefaultPushPullEvery is how often a node exchanges its whole state
+	// with a random peer (memberlist's LAN default is 30 s).
+	DefaultPushPullEvery = 10 * time.Second
+	// DefaultRejoinEvery is how often the configured peers that are not
+	// members are joined again: memberlist never contacts a node it
+	// declared dead, so without this a healed partition stayed split.
+	DefaultRejoinEvery = 2 * time.Second
+	// retransmitMult scales how many times a broadcast is sent
+	// (memberlist: mult × log10(nodes+1), at least mult).
+	retransmitMult = 4
+)
+
+// NodeConfig is a Node's configuration.
+type NodeConfig struct {
+	Core Config // Send is set by Start
+	// Bind is address:port of the UDP and TCP sockets; Advertise, when
+	// set, what peers are told.
+	Bind, Advertise string
+	// Peers are address:port of nodes to join.
+	Peers []string
+	// Key seals every message (KeySize bytes).
+	Key []byte
+	// Timing; zero takes the defaults.
+	PushPullEvery, RejoinEvery, GossipEvery, ProbeEvery time.Duration
+}
+
+// Node is this daemon's place in the cluster.
+type Node struct {
+	*Core
+	ml    *memberlist.Memberlist
+	q     *memberlist.TransmitLimitedQueue
+	peers []string
+	cfg   NodeConfig
+
+	mu    sync.Mutex
+	known map[string]memberlist.Node // every node seen, its last state
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// Start opens the sockets, joins the peers it can reach (the others are
+// joined again every RejoinEvery) and returns.
+func Start(cfg NodeConfig) (*Node, error) {
+	if len(cfg.Key) != KeySize {
+		return nil, fmt.Errorf("cluster: a key of %d bytes, want %d", len(cfg.Key), KeySize)
+	}
+	if cfg.PushPullEvery == 0 {
+		cfg.PushPullEvery = DefaultPushPullEvery
+	}
+	if cfg.RejoinEvery == 0 {
+		cfg.RejoinEvery = DefaultRejoinEvery
+	}
+	if cfg.Core.Clock == nil {
+		cfg.Core.Clock = SystemClock{}
+	}
+	n := &Node{peers: cfg.Peers, known: map[string]memberlist.Node{}, stop: make(chan struct{})}
+	n.q = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return n.ml.NumMembers() }, RetransmitMult: retransmitMult}
+	cfg.Core.Send = func(m Message) { n.q.QueueBroadcast(broadcast(m.Append(nil))) }
+	n.cfg = cfg
+	n.Core = NewCore(cfg.Core)
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Core.Name
+	host, port, err := splitHostPort(cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.bind: %w", err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = "", port
+	if cfg.Advertise != "" {
+		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort(cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("cluster.advertise: %w", err)
+		}
+	}
+	mc.SecretKey = cfg.Key
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	mc.Label = Label
+	mc.PushPullInterval = cfg.PushPullEvery
+	if cfg.GossipEvery > 0 {
+		mc.GossipInterval = cfg.GossipEvery
+	}
+	if cfg.ProbeEvery > 0 {
+		mc.ProbeInterval = cfg.ProbeEvery
+	}
+	mc.Delegate = delegate{n}
+	mc.Events = events{n}
+	mc.Logger = log.New(&logWriter{n: n, refused: lograte.Limiter{Every: RefusedLogEvery}}, "", 0)
+	if n.ml, err = memberlist.Create(mc); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	n.join()
+	n.wg.Add(1)
+	go n.loop()
+	return n, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, err
+	}
+	return h, port, nil
+}
+
+// loop joins the configured peers that are not members, and forgets
+// lapsed events.
+func (n *Node) loop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.RejoinEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			n.Purge(n.cfg.Core.Clock.Now())
+			n.join()
+		}
+	}
+}
+
+// join joins the configured peers that are not alive members; a join
+// exchanges the whole state with each.
+func (n *Node) join() {
+	alive := map[string]bool{}
+	for _, m := range n.ml.Members() {
+		alive[m.Address()] = true
+	}
+	var missing []string
+	for _, p := range n.peers {
+		if !alive[p] && p != n.ml.LocalNode().Address() {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if got, err := n.ml.Join(missing); err != nil {
+		n.cfg.Core.Log.Debug("cluster: peers not reached; trying again", "peers", fmt.Sprint(missing), "reached", got, "err", err)
+	}
+}
+
+// Close leaves the cluster (peers see "left", not "dead") and closes
+// the sockets.
+func (n *Node) Close() error {
+	select {
+	case <-n.stop:
+		return nil
+	default:
+	}
+	close(n.stop)
+	n.wg.Wait()
+	_ = n.ml.Leave(time.Second)
+	return n.ml.Shutdown()
+}
+
+// Stats is the cluster's state: peers as memberlist sees them, with the
+// last message accepted from each, and the counters.
+func (n *Node) Stats() Stats {
+	n.mu.Lock()
+	known := make(map[string]memberlist.Node, len(n.known))
+	for k, v := range n.known {
+		known[k] = v
+	}
+	n.mu.Unlock()
+	for _, m := range n.ml.Members() {
+		known[m.Name] = *m
+	}
+	self := n.ml.LocalNode().Name
+	peers := make([]PeerStatus, 0, len(known))
+	for name, m := range known {
+		if name == self {
+			continue
+		}
+		peers = append(peers, PeerStatus{Name: name, Addr: m.Address(), State: stateName(m.State)})
+	}
+	return n.Core.stats(peers)
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	case memberlist.StateLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+// Wait returns once a peer named name is alive, or ctx ends.
+func (n *Node) Wait(ctx context.Context, name string) error {
+	for {
+		for _, m := range n.ml.Members() {
+			if m.Name == name && m.State == memberlist.StateAlive {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+type broadcast []byte
+
+func (b broadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b broadcast) Message() []byte                       { return b }
+func (b broadcast) Finished()                             {}
+
+// delegate carries knockwall's messages on memberlist.
+type delegate struct{ n *Node }
+
+func (d delegate) NodeMeta(int) []byte { return nil }
+
+// NotifyMsg takes a broadcast. memberlist reuses buf: Decode copies.
+func (d delegate) NotifyMsg(buf []byte) { d.n.Receive(buf) }
+
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.n.q.GetBroadcasts(overhead, limit)
+}
+
+// LocalState is this node's every live event, for a push/pull.
+func (d delegate) LocalState(bool) []byte {
+	m := d.n.State()
+	return m.Append(nil)
+}
+
+// MergeRemoteState takes a peer's every live event.
+func (d delegate) MergeRemoteState(buf []byte, _ bool) { d.n.Receive(buf) }
+
+// events keeps the last state of every node seen, for status.
+type events struct{ n *Node }
+
+func (e events) NotifyJoin(m *memberlist.Node) {
+	if m.Name == e.n.cfg.Core.Name {
+		return
+	}
+	e.set(m)
+	e.n.cfg.Core.Log.Info("cluster: peer joined", "peer", m.Name, "addr", m.Address())
+}
+
+func (e events) NotifyLeave(m *memberlist.Node) {
+	if m.Name == e.n.cfg.Core.Name {
+		return
+	}
+	e.set(m)
+	e.n.cfg.Core.Log.Warn("cluster: peer gone", "peer", m.Name, "addr", m.Address(), "state", stateName(m.State))
+}
+
+func (e events) NotifyUpdate(m *memberlist.Node) {
+	if m.Name != e.n.cfg.Core.Name {
+		e.set(m)
+	}
+}
+
+func (e events) set(m *memberlist.Node) {
+	e.n.mu.Lock()
+	defer e.n.mu.Unlock()
+	if _, ok := e.n.known[m.Name]; ok || len(e.n.known) < maxPeers {
+		e.n.known[m.Name] = *m
+	}
+}
+
+// logWriter turns memberlist's log lines into slog records, and counts
+// the messages it refused for want of the key.
+type logWriter struct {
+	n       *Node
+	refused lograte.Limiter
+}
+
+// Lines memberlist writes when a message is not sealed with our key (or
+// not labelled as knockwall's).
+// Compared in lower case.
+var badKeyMarks = [][]byte{[]byte("decrypt packet failed"), []byte("no installed keys could decrypt"), []byte("unacceptable label"),
+	[]byte("message authentication failed")}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	line := string(bytes.TrimSpace(p))
+	lower := bytes.ToLower(p)
+	for _, m := range badKeyMarks {
+		if bytes.Contains(lower, m) {
+			w.n.RefusedKey.Add(1)
+			if w.refused.Allow(w.n.cfg.Core.Clock.Now()) {
+				w.n.cfg.Core.Log.Warn("cluster: message refused: not sealed with this cluster's key (is cluster.key_file the same on every node?)",
+					"detail", line, "logged", "at most once per "+RefusedLogEvery.String())
+			}
+			return len(p), nil
+		}
+	}
+	w.n.cfg.Core.Log.Debug("memberlist", "msg", line)
+	return len(p), nil
+}

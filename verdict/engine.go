@@ -87,6 +87,12 @@ type Decision struct {
 	// Routed: the packet is for a routed host of a forward service; a
 	// reject answers like that host's closed port, not this host's.
 	Routed bool
+	// ReplayKey is the token spent (ReplayMethod spa: a nonce in its
+	// first 16 bytes; fwknop: the packet's SHA-256), remembered until
+	// ReplayUntil (unix ns); ReplayUntil is 0 when no token was spent.
+	ReplayKey    [32]byte
+	ReplayUntil  int64
+	ReplayMethod tracker.Method
 }
 
 // Engine decides. It is safe for concurrent use by several queue workers.
@@ -371,6 +377,8 @@ func (e *Engine) token(d *Decision, set *rules.Set, payload []byte, src netip.Ad
 		d.TokenErr = err
 		return
 	}
+	copy(d.ReplayKey[:], t.Nonce[:])
+	d.ReplayUntil, d.ReplayMethod = forgetAt, tracker.MethodSPA
 	if !e.tr.Grant(src, s.ID, now, s.OpenFor, s.Connections, tracker.MethodSPA) {
 		d.GrantRefused = true
 		d.TokenErr = tracker.ErrGrantTableFull
@@ -417,10 +425,12 @@ func (e *Engine) fwknopToken(d *Decision, set *rules.Set, payload []byte, src ne
 			d.TokenErr = fwknop.ErrReplayFull
 			return
 		}
-		if err := packets.Add(r.ReplayKey, fwknop.ForgetAt(now, s.Fwknop.MaxAge), now.UnixNano()); err != nil {
+		forgetAt := fwknop.ForgetAt(now, s.Fwknop.MaxAge)
+		if err := packets.Add(r.ReplayKey, forgetAt, now.UnixNano()); err != nil {
 			d.TokenErr = err
 			return
 		}
+		d.ReplayKey, d.ReplayUntil, d.ReplayMethod = r.ReplayKey, forgetAt, tracker.MethodFwknop
 		if !e.tr.Grant(src, s.ID, now, openFor, s.Connections, tracker.MethodFwknop) {
 			d.GrantRefused = true
 			d.TokenErr = tracker.ErrGrantTableFull

@@ -156,6 +156,9 @@ func writeStatus(w io.Writer, st control.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", s.Name, joinInts(s.Ports), s.Grants, s.Pending)
 	}
 	tw.Flush()
+	if st.Cluster != nil {
+		writeCluster(w, st.Cluster)
+	}
 }
 
 func onOff(b bool) string {
@@ -191,7 +194,7 @@ func writeGrants(w io.Writer, gs []control.Grant) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "SOURCE\tSERVICE\tEXPIRES IN\tHOW\tCONNECTIONS LEFT\n")
+	fmt.Fprintf(tw, "SOURCE\tSERVICE\tEXPIRES IN\tHOW\tCONNECTIONS LEFT\tORIGIN\n")
 	for _, g := range gs {
 		svc, left := g.Service, "-"
 		if svc == "" {
@@ -200,7 +203,11 @@ func writeGrants(w io.Writer, gs []control.Grant) {
 		if g.Limited {
 			left = fmt.Sprint(g.Left)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", g.Src, svc, seconds(g.ExpiresIn), g.How, left)
+		origin := g.Origin
+		if origin == "" {
+			origin = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Src, svc, seconds(g.ExpiresIn), g.How, left, origin)
 	}
 	tw.Flush()
 }

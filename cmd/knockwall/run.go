@@ -144,6 +144,9 @@ func run(ctx context.Context, set *rules.Set, load func() (*rules.Set, error), l
 	if p := set.State.File; p != "" {
 		cfg.State = state.NewFile(p)
 	}
+	if cfg.Cluster, err = clusterStarter(set, log); err != nil {
+		return err
+	}
 	if set.Firewall.Manage {
 		fw, others, err := backends(set)
 		if err != nil {

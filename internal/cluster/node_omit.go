@@ -2,18 +2,12 @@
 
 package cluster
 
-import (
-	"errors"
-	"time"
-)
+import "time"
 
 // Built reports whether this build has the cluster: this one was built
 // with the knockwall_omit_cluster tag, which leaves memberlist out (the
 // small router builds).
 const Built = false
-
-// ErrOmitted is Start's answer in a build without the cluster.
-var ErrOmitted = errors.New("cluster: this build of knockwall leaves the cluster out (built with -tags knockwall_omit_cluster, as the mips and mipsle router builds are); use an amd64, arm64 or armv7 build, or remove cluster.bind")
 
 // NodeConfig is a Node's configuration.
 type NodeConfig struct {

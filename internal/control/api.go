@@ -35,6 +35,30 @@ type Status struct {
 	Knocks     map[string]uint64 `json:"knocks"`
 	Tokens     map[string]uint64 `json:"spa_tokens"`
 	GrantsMade map[string]uint64 `json:"grants_made"`
+	// Cluster is absent when the daemon runs alone.
+	Cluster *Cluster `json:"cluster,omitempty"`
+}
+
+// Cluster is the cluster's state as this node sees it.
+type Cluster struct {
+	Name     string        `json:"name"`
+	Peers    []ClusterPeer `json:"peers"`
+	LastSync time.Time     `json:"last_sync"` // the latest message accepted from any peer
+	Events   int           `json:"events"`    // grants and revokes held
+	Tokens   int           `json:"tokens"`    // spent tokens held
+	// Sent and Received count grants, revokes and tokens; Refused counts
+	// messages by why: key, skew, service, malformed, full.
+	Sent     map[string]uint64 `json:"sent"`
+	Received map[string]uint64 `json:"received"`
+	Refused  map[string]uint64 `json:"refused"`
+}
+
+// ClusterPeer is one other node of the cluster.
+type ClusterPeer struct {
+	Name     string    `json:"name"`
+	Addr     string    `json:"addr"`
+	State    string    `json:"state"` // alive, suspect, dead, left
+	LastSync time.Time `json:"last_sync"`
 }
 
 // Queue is one NFQUEUE's counters.
@@ -84,6 +108,8 @@ type Grant struct {
 	// Limited: one-shot, with Left new connections left.
 	Limited bool `json:"limited"`
 	Left    int  `json:"left,omitempty"`
+	// Origin is the cluster node that made it (absent without a cluster).
+	Origin string `json:"origin,omitempty"`
 }
 
 // Grants is GET /v1/grants.
@@ -157,10 +183,20 @@ func statusOf(st daemon.Stats, svcs []daemon.ServiceStatus, now time.Time) Statu
 			s.GrantsMade[tracker.Method(m).String()] = n
 		}
 	}
+	if cs := st.Cluster; cs != nil {
+		s.Cluster = &Cluster{Name: cs.Name, Peers: []ClusterPeer{}, LastSync: cs.LastSync.UTC(), Events: cs.Entries, Tokens: cs.Tokens,
+			Sent:     map[string]uint64{"grants": cs.GrantsSent, "revokes": cs.RevokesSent, "tokens": cs.TokensSent},
+			Received: map[string]uint64{"grants": cs.GrantsReceived, "revokes": cs.RevokesReceived, "tokens": cs.TokensReceived},
+			Refused: map[string]uint64{"key": cs.RefusedKey, "skew": cs.RefusedSkew, "service": cs.RefusedService,
+				"malformed": cs.RefusedMalformed, "full": cs.RefusedFull}}
+		for _, p := range cs.Peers {
+			s.Cluster.Peers = append(s.Cluster.Peers, ClusterPeer{Name: p.Name, Addr: p.Addr, State: p.State, LastSync: p.LastSync.UTC()})
+		}
+	}
 	return s
 }
 
 func grantOf(g daemon.GrantEntry, now time.Time) Grant {
 	return Grant{Src: g.Src, Service: g.Service, Expires: g.Expires.UTC(), ExpiresIn: max(g.Expires.Sub(now), 0).Seconds(),
-		How: g.How.String(), Limited: g.Limited, Left: g.Left}
+		How: g.How.String(), Limited: g.Limited, Left: g.Left, Origin: g.Origin}
 }

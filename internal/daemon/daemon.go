@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/knockwall/knockwall/internal/cluster"
 	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/rules"
@@ -124,6 +125,10 @@ type Config struct {
 	// before the first reload or heal: the time to start serving the
 	// control socket and metrics.
 	Ready func()
+	// Cluster starts sharing grants with peers (cluster.Start), given the
+	// daemon as the cluster's host; called once the rules are in place.
+	// nil runs alone.
+	Cluster func(cluster.Host) (Sharer, error)
 }
 
 // Daemon is one run of knockwall.
@@ -149,6 +154,10 @@ type Daemon struct {
 	heals   atomic.Uint64 // times rules were put back after someone removed them
 	reloadN atomic.Uint64
 	manual  atomic.Uint64 // grants made by an operator
+
+	shareCh      chan shareEvent // nil without a cluster
+	shareDropped atomic.Uint64
+	sharer       Sharer // guarded by mu; nil until the cluster runs
 }
 
 // New prepares a daemon; Run runs it.
@@ -168,6 +177,9 @@ func New(cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, tr: tr, set: set, reloads: make(chan chan error), stopped: make(chan struct{})}
+	if cfg.Cluster != nil {
+		d.shareCh = make(chan shareEvent, shareEvents)
+	}
 	d.started = cfg.Now()
 	d.eng = verdict.New(set, tr, d.started)
 	if cfg.Firewall != nil {
@@ -287,6 +299,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.plan = plan
 	d.mu.Unlock()
+	if err := d.startCluster(); err != nil {
+		return err
+	}
+	defer func() {
+		if s := d.sharerOf(); s != nil {
+			s.Close()
+		}
+	}()
 	for _, svc := range set.Services {
 		d.log.Info("service", keyService, svc.Name, "ports", fmt.Sprint(svc.Ports), "knocks", len(svc.Sequence),
 			keyOpenFor, svc.OpenFor.String(), "closed", svc.Closed.String())
@@ -302,6 +322,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.grants != nil {
 		bg.Add(1)
 		go func() { defer bg.Done(); d.grants.run(bgCtx) }()
+	}
+	if d.shareCh != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); d.shareLoop(bgCtx) }()
 	}
 
 	fatal := make(chan error, len(d.queues))
@@ -602,6 +626,16 @@ func (d *Daemon) Revoke(ctx context.Context, src netip.Addr, service string, who
 		id = set.Services[i].ID
 	}
 	ended := d.tr.Revoke(src.Unmap(), id)
+	if s := d.sharerOf(); s != nil {
+		// Every service's, when all are revoked: a peer may hold a grant
+		// this node never saw.
+		at := d.cfg.Now()
+		for _, svc := range d.eng.Rules().Services {
+			if id == 0 || svc.ID == id {
+				s.LocalRevoke(src.Unmap(), svc.Name, at)
+			}
+		}
+	}
 	if d.grants != nil && len(ended) > 0 {
 		if err := d.grants.replaceNow(ctx); err != nil {
 			return ended, fmt.Errorf("revoked in knockwall, but the kernel's fast path could not be updated: %w", err)
@@ -631,6 +665,10 @@ func (d *Daemon) Grant(ctx context.Context, src netip.Addr, service string, dur 
 		return GrantEntry{}, tracker.ErrGrantTableFull
 	}
 	e := GrantEntry{Src: src, Service: svc.Name, Expires: until, How: g.How, Limited: g.Limited, Left: g.Left}
+	if s := d.sharerOf(); s != nil {
+		s.LocalGrant(src, svc.Name, serviceHash(svc), wall(until, now), uint8(g.How), g.Limited, g.Left, now)
+		e.Origin = s.Origin(src, svc.Name)
+	}
 	if d.grants != nil {
 		if err := d.grants.replaceNow(ctx); err != nil {
 			return e, fmt.Errorf("granted in knockwall, but the kernel's fast path could not be updated: %w", err)
@@ -650,16 +688,23 @@ type GrantEntry struct {
 	// Limited: a one-shot grant with Left new connections left.
 	Limited bool
 	Left    int
+	// Origin is the cluster node that made the grant; "" without a
+	// cluster.
+	Origin string
 }
 
 // Grants lists the live grants, sorted by source and service.
 func (d *Daemon) Grants() []GrantEntry {
 	set := d.eng.Rules()
+	s := d.sharerOf()
 	var out []GrantEntry
 	for _, g := range d.tr.Grants(d.cfg.Now()) {
 		e := GrantEntry{Src: g.Src, Expires: g.Expires, How: g.How, Limited: g.Limited, Left: g.Left}
 		if i, ok := set.ServiceByID(g.ID); ok {
 			e.Service = set.Services[i].Name
+			if s != nil {
+				e.Origin = s.Origin(g.Src, e.Service)
+			}
 		}
 		out = append(out, e)
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knockwall/knockwall/internal/cluster"
 	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/internal/pkttest"
@@ -304,6 +305,7 @@ type harnessOptions struct {
 	state    StateStore
 	watch    Watch
 	at       time.Time // when the daemon starts; zero: t0
+	cluster  func(cluster.Host) (Sharer, error)
 }
 
 // start runs a daemon on fakes; it returns once the daemon is ready (or
@@ -343,7 +345,7 @@ func start(t *testing.T, o harnessOptions) *harness {
 			return h.queue, nil
 		},
 		Now: h.clock.Now, Log: slog.New(slog.NewJSONHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		State: o.state, Ready: func() { close(h.ready) },
+		State: o.state, Ready: func() { close(h.ready) }, Cluster: o.cluster,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -56,8 +56,13 @@ func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
 		case dec.Reason == verdict.ReasonBadToken && !dec.GrantRefused && debug:
 			log.Debug("token refused", keySrc, dec.Src.String(), keyService, dec.Service, keyReason, dec.TokenErr.Error())
 		}
-		if g := d.grants; g != nil && (dec.Reason == verdict.ReasonToken || dec.Knock.Event == tracker.EventGrant) {
+		granted := dec.Reason == verdict.ReasonToken || dec.Knock.Event == tracker.EventGrant
+		if g := d.grants; g != nil && granted {
 			g.granted(dec.Src, dec.ServiceID)
+		}
+		if d.shareCh != nil && (granted || dec.ReplayUntil != 0) {
+			d.share(shareEvent{src: dec.Src, id: dec.ServiceID, at: t.UnixNano(), grant: granted, method: dec.ReplayMethod,
+				key: dec.ReplayKey, until: dec.ReplayUntil})
 		}
 		switch dec.Verdict {
 		case verdict.Accept:

@@ -3,6 +3,7 @@ package daemon
 import (
 	"time"
 
+	"github.com/knockwall/knockwall/internal/cluster"
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/tracker"
 )
@@ -21,6 +22,11 @@ type Stats struct {
 	Heals    uint64 // times rules removed by someone else were put back
 	Reloads  uint64
 	Counts   Counts
+	// Cluster is nil without a cluster.
+	Cluster *cluster.Stats
+	// ShareDropped counts grants and tokens not told to the cluster for
+	// want of room.
+	ShareDropped uint64
 }
 
 // Stats returns a snapshot.
@@ -42,6 +48,11 @@ func (d *Daemon) Stats() Stats {
 	}
 	d.mu.Unlock()
 	st.Counts.Grants[tracker.MethodManual] = d.manual.Load()
+	if s := d.sharerOf(); s != nil {
+		cs := s.Stats()
+		st.Cluster = &cs
+		st.ShareDropped = d.shareDropped.Load()
+	}
 	if d.cfg.KernelStats != nil {
 		st.Kernel, _ = d.cfg.KernelStats(set.Queue.Num, set.Queue.Count)
 	}

@@ -68,6 +68,7 @@ func (c *Collector) AppendText(b []byte) []byte {
 
 	w.family("build_info", gauge, "Always 1; the labels say what runs.")
 	w.gauge("build_info", 1, "backend", st.Backend, "goversion", runtime.Version(), "version", st.Version)
+	w.appendCluster(&st)
 	fp := 0.0
 	if st.FastPath {
 		fp = 1

@@ -1,0 +1,168 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/knockwall/knockwall/internal/cluster"
+	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/tracker"
+)
+
+// coreSharer is a cluster without memberlist: a real Core whose messages
+// the test reads.
+type coreSharer struct{ *cluster.Core }
+
+func (coreSharer) Stats() cluster.Stats { return cluster.Stats{Name: "a"} }
+func (coreSharer) Close() error         { return nil }
+
+type sentLog struct {
+	mu   sync.Mutex
+	msgs []cluster.Message
+}
+
+func (s *sentLog) add(m cluster.Message) { s.mu.Lock(); s.msgs = append(s.msgs, m); s.mu.Unlock() }
+
+// find waits for a sent event of kind for src, service.
+func (s *sentLog) find(t *testing.T, kind cluster.Kind, src netip.Addr, service string) cluster.Event {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		for _, m := range s.msgs {
+			for _, e := range m.Events {
+				if e.Kind == kind && e.Src == src && e.Service == service {
+					s.mu.Unlock()
+					return e
+				}
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no %s of %s/%s sent", kind, src, service)
+	return cluster.Event{}
+}
+
+// startClustered runs a daemon on fakes with the fast path and a Core as
+// its cluster (node "a"); the Core's clock is the daemon's.
+func startClustered(t *testing.T) (*harness, *cluster.Core, *sentLog) {
+	t.Helper()
+	sent := &sentLog{}
+	var core *cluster.Core
+	var h *harness
+	set := testSet(t, func(c *rules.Config) {
+		ssh := c.Services["ssh"]
+		ssh.Sequence = []string{"7000", "8000", "9000"}
+		c.Services["ssh"] = ssh
+	})
+	clk := &clock{t: t0}
+	h = start(t, harnessOptions{set: set, fastPath: true, cluster: func(host cluster.Host) (Sharer, error) {
+		core = cluster.NewCore(cluster.Config{Name: "a", Clock: clk, Host: host, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			MaxSkew: 5 * time.Second, MaxEntries: 100, MaxTokens: 100, Send: sent.add})
+		return coreSharer{core}, nil
+	}})
+	return h, core, sent
+}
+
+// TestClusterSharesLocalGrants: a knock's grant, an operator's grant and
+// an operator's revoke are sent to the peers, with wall-clock times.
+func TestClusterSharesLocalGrants(t *testing.T) {
+	h, _, sent := startClustered(t)
+	src := netip.MustParseAddr("10.77.0.9")
+	for _, p := range []uint16{7000, 8000, 9000} {
+		h.queue.judge(t, syn4(src, p))
+	}
+	svc := &h.d.Set().Services[0]
+	e := sent.find(t, cluster.KindGrant, src, "ssh")
+	if e.Expires != t0.Add(svc.OpenFor).UnixNano() || e.Method != uint8(tracker.MethodSequence) || e.Hash != serviceHash(svc) || e.Origin != "a" || e.Stamp != t0.UnixNano() {
+		t.Fatalf("sent %+v", e)
+	}
+	op := netip.MustParseAddr("10.77.0.10")
+	if _, err := h.d.Grant(context.Background(), op, "ssh", time.Hour, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if e := sent.find(t, cluster.KindGrant, op, "ssh"); e.Expires != t0.Add(time.Hour).UnixNano() || e.Method != uint8(tracker.MethodManual) {
+		t.Fatalf("sent %+v", e)
+	}
+	if _, err := h.d.Revoke(context.Background(), src, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	sent.find(t, cluster.KindRevoke, src, "ssh")
+}
+
+// TestClusterPeerGrantApplied: a peer's grant enters the tracker and the
+// kernel's set as a local one, shows its origin, is cut to the open_for in
+// force, and a peer's revoke ends it; a grant of a service defined
+// otherwise here is not applied.
+func TestClusterPeerGrantApplied(t *testing.T) {
+	h, core, _ := startClustered(t)
+	svc := &h.d.Set().Services[0]
+	src := netip.MustParseAddr("10.77.0.20")
+	opened := func(a nfq.Answer) bool {
+		fw := h.d.Set().Firewall
+		return a.Accept && a.SetMark && a.Mark&uint32(fw.MarkMask) == uint32(fw.AcceptMark)
+	}
+	if a := h.queue.judge(t, syn4(src, 22)); opened(a) {
+		t.Fatal("open before any grant")
+	}
+	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{{Kind: cluster.KindGrant, Src: src, Service: "ssh",
+		Hash: serviceHash(svc), Origin: "b", Seq: 1, Stamp: t0.UnixNano(), Expires: t0.Add(time.Hour).UnixNano(), Method: uint8(tracker.MethodSPA)}}})
+	gs := h.d.Grants()
+	if len(gs) != 1 || gs[0].Src != src || gs[0].Origin != "b" || gs[0].How != tracker.MethodSPA || !gs[0].Expires.Equal(t0.Add(svc.OpenFor)) {
+		t.Fatalf("grants %+v", gs)
+	}
+	if a := h.queue.judge(t, syn4(src, 22)); !opened(a) {
+		t.Fatal("a peer's grant does not open")
+	}
+	h.ev.wait(t, "nftables update grants")
+	h.fast.gmu.Lock()
+	inKernel := len(h.fast.written) == 1 && h.fast.written[0].Src == src && h.fast.written[0].Port == 22
+	h.fast.gmu.Unlock()
+	if !inKernel {
+		t.Fatalf("kernel set %+v", h.fast.written)
+	}
+
+	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{{Kind: cluster.KindRevoke, Src: src, Service: "ssh",
+		Origin: "b", Seq: 2, Stamp: t0.Add(time.Millisecond).UnixNano(), Expires: t0.Add(time.Hour).UnixNano()}}})
+	if gs := h.d.Grants(); len(gs) != 0 {
+		t.Fatalf("after the peer's revoke: %+v", gs)
+	}
+	if a := h.queue.judge(t, syn4(src, 22)); opened(a) {
+		t.Fatal("open after the peer's revoke")
+	}
+
+	other := netip.MustParseAddr("10.77.0.21")
+	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{{Kind: cluster.KindGrant, Src: other, Service: "ssh",
+		Hash: serviceHash(svc) + 1, Origin: "b", Seq: 3, Stamp: t0.UnixNano(), Expires: t0.Add(time.Minute).UnixNano(), Method: uint8(tracker.MethodSPA)}}})
+	if gs := h.d.Grants(); len(gs) != 0 || core.RefusedService.Load() != 1 {
+		t.Fatalf("a grant of a differing service: %+v", gs)
+	}
+}
+
+// TestServiceHash: what a grant lets in changes the hash; open_for and
+// timing do not.
+func TestServiceHash(t *testing.T) {
+	base := testSet(t, nil)
+	h0 := serviceHash(&base.Services[0])
+	for name, mod := range map[string]func(s *rules.ServiceConfig){
+		"ports":       func(s *rules.ServiceConfig) { s.Ports = []int{22, 2222} },
+		"connections": func(s *rules.ServiceConfig) { s.Connections = 1 },
+		"forward":     func(s *rules.ServiceConfig) { s.Forward = true },
+	} {
+		set := testSet(t, func(c *rules.Config) { s := c.Services["ssh"]; mod(&s); c.Services["ssh"] = s })
+		if serviceHash(&set.Services[0]) == h0 {
+			t.Errorf("%s: same hash", name)
+		}
+	}
+	same := testSet(t, func(c *rules.Config) { s := c.Services["ssh"]; s.OpenFor = time.Hour; c.Services["ssh"] = s })
+	if serviceHash(&same.Services[0]) != h0 {
+		t.Error("open_for changed the hash")
+	}
+}

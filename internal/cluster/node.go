@@ -86,7 +86,7 @@ func Start(cfg NodeConfig) (*Node, error) {
 	}
 	n := &Node{peers: cfg.Peers, known: map[string]memberlist.Node{}, stop: make(chan struct{})}
 	n.q = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return n.ml.NumMembers() }, RetransmitMult: retransmitMult}
-	cfg.Core.Send = func(m Message) { n.q.QueueBroadcast(broadcast(m.Append(nil))) }
+	cfg.Core.Send = n.send
 	n.cfg = cfg
 	n.Core = NewCore(cfg.Core)
 
@@ -135,6 +135,24 @@ func splitHostPort(s string) (string, int, error) {
 		return "", 0, err
 	}
 	return h, port, nil
+}
+
+// send gives a local event to every live peer at once (a UDP message
+// each, sealed like the rest), and to memberlist's broadcast queue, which
+// sends it again with its gossip: a grant made just before a failover is
+// on the backup within a round trip rather than a gossip interval, and a
+// lost datagram is made up for.
+func (n *Node) send(m Message) {
+	b := m.Append(nil)
+	n.q.QueueBroadcast(broadcast(b))
+	self := n.cfg.Core.Name
+	for _, p := range n.ml.Members() {
+		if p.Name != self && p.State == memberlist.StateAlive {
+			if err := n.ml.SendBestEffort(p, b); err != nil {
+				n.cfg.Core.Log.Debug("cluster: direct send failed; gossip carries it", "peer", p.Name, "err", err)
+			}
+		}
+	}
 }
 
 // loop joins the configured peers that are not members, and forgets

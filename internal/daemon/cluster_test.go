@@ -5,12 +5,15 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/knockwall/knockwall/internal/cluster"
+	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/internal/nfq"
+	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/rules"
 	"github.com/knockwall/knockwall/tracker"
 )
@@ -77,7 +80,7 @@ func TestClusterSharesLocalGrants(t *testing.T) {
 	h, _, sent := startClustered(t)
 	src := netip.MustParseAddr("10.77.0.9")
 	for _, p := range []uint16{7000, 8000, 9000} {
-		h.queue.judge(t, syn4(src, p))
+		h.queue.judge(t, pkttest.SYN(src, netip.AddrPortFrom(server4, p)))
 	}
 	svc := &h.d.Set().Services[0]
 	e := sent.find(t, cluster.KindGrant, src, "ssh")
@@ -109,7 +112,7 @@ func TestClusterPeerGrantApplied(t *testing.T) {
 		fw := h.d.Set().Firewall
 		return a.Accept && a.SetMark && a.Mark&uint32(fw.MarkMask) == uint32(fw.AcceptMark)
 	}
-	if a := h.queue.judge(t, syn4(src, 22)); opened(a) {
+	if a := h.queue.judge(t, pkttest.SYN(src, netip.AddrPortFrom(server4, 22))); opened(a) {
 		t.Fatal("open before any grant")
 	}
 	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{{Kind: cluster.KindGrant, Src: src, Service: "ssh",
@@ -118,15 +121,22 @@ func TestClusterPeerGrantApplied(t *testing.T) {
 	if len(gs) != 1 || gs[0].Src != src || gs[0].Origin != "b" || gs[0].How != tracker.MethodSPA || !gs[0].Expires.Equal(t0.Add(svc.OpenFor)) {
 		t.Fatalf("grants %+v", gs)
 	}
-	if a := h.queue.judge(t, syn4(src, 22)); !opened(a) {
+	if a := h.queue.judge(t, pkttest.SYN(src, netip.AddrPortFrom(server4, 22))); !opened(a) {
 		t.Fatal("a peer's grant does not open")
 	}
-	h.ev.wait(t, "nftables update grants")
-	h.fast.gmu.Lock()
-	inKernel := len(h.fast.written) == 1 && h.fast.written[0].Src == src && h.fast.written[0].Port == 22
-	h.fast.gmu.Unlock()
-	if !inKernel {
-		t.Fatalf("kernel set %+v", h.fast.written)
+	// Written to the kernel's set, by an update or a full rewrite.
+	deadline := time.Now().Add(waitFor)
+	for {
+		h.fast.gmu.Lock()
+		inKernel := slices.ContainsFunc(h.fast.written, func(e firewall.GrantElem) bool { return e.Src == src && e.Port == 22 })
+		h.fast.gmu.Unlock()
+		if inKernel {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not in the kernel's set: %q", h.ev.list())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 
 	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{{Kind: cluster.KindRevoke, Src: src, Service: "ssh",
@@ -134,7 +144,7 @@ func TestClusterPeerGrantApplied(t *testing.T) {
 	if gs := h.d.Grants(); len(gs) != 0 {
 		t.Fatalf("after the peer's revoke: %+v", gs)
 	}
-	if a := h.queue.judge(t, syn4(src, 22)); opened(a) {
+	if a := h.queue.judge(t, pkttest.SYN(src, netip.AddrPortFrom(server4, 22))); opened(a) {
 		t.Fatal("open after the peer's revoke")
 	}
 

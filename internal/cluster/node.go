@@ -35,6 +35,10 @@ const (
 	// members are joined again: memberlist never contacts a node it
 	// declared dead, so without this a healed partition stayed split.
 	DefaultRejoinEvery = 2 * time.Second
+	// tcpTimeout bounds memberlist's TCP connects and exchanges (its LAN
+	// default is 10 s): a join of a peer that is down holds up a stop by
+	// at most this long.
+	tcpTimeout = 3 * time.Second
 	// retransmitMult scales how many times a broadcast is sent
 	// (memberlist: mult × log10(nodes+1), at least mult).
 	retransmitMult = 4
@@ -69,8 +73,9 @@ type Node struct {
 	wg   sync.WaitGroup
 }
 
-// Start opens the sockets, joins the peers it can reach (the others are
-// joined again every RejoinEvery) and returns.
+// Start opens the sockets and returns; the peers are joined in the
+// background at once, and those not reached again every RejoinEvery (a
+// peer that is down must not hold up the start).
 func Start(cfg NodeConfig) (*Node, error) {
 	if len(cfg.Key) != KeySize {
 		return nil, fmt.Errorf("cluster: a key of %d bytes, want %d", len(cfg.Key), KeySize)
@@ -107,6 +112,7 @@ func Start(cfg NodeConfig) (*Node, error) {
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.Label = Label
 	mc.PushPullInterval = cfg.PushPullEvery
+	mc.TCPTimeout = tcpTimeout
 	if cfg.GossipEvery > 0 {
 		mc.GossipInterval = cfg.GossipEvery
 	}
@@ -119,7 +125,6 @@ func Start(cfg NodeConfig) (*Node, error) {
 	if n.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	n.join()
 	n.wg.Add(1)
 	go n.loop()
 	return n, nil
@@ -161,6 +166,7 @@ func (n *Node) loop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.RejoinEvery)
 	defer t.Stop()
+	n.join()
 	for {
 		select {
 		case <-n.stop:

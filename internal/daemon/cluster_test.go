@@ -176,3 +176,26 @@ func TestServiceHash(t *testing.T) {
 		t.Error("open_for changed the hash")
 	}
 }
+
+// TestShareAllocatesNothing: posting a grant or spent token for the
+// cluster, on the packet path, allocates nothing, full channel or not.
+func TestShareAllocatesNothing(t *testing.T) {
+	d, err := New(Config{Set: testSet(t, nil), Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now,
+		Cluster: func(cluster.Host) (Sharer, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := shareEvent{src: netip.MustParseAddr("10.77.0.30"), id: 1, at: 1, grant: true, method: tracker.MethodSPA, until: 2}
+	if n := testing.AllocsPerRun(1000, func() { d.share(ev); <-d.shareCh }); n != 0 {
+		t.Fatalf("share with room: %v allocations", n)
+	}
+	for range shareEvents {
+		d.share(ev)
+	}
+	if n := testing.AllocsPerRun(1000, func() { d.share(ev) }); n != 0 {
+		t.Fatalf("share when full: %v allocations", n)
+	}
+	if d.shareDropped.Load() == 0 {
+		t.Fatal("a full channel dropped nothing")
+	}
+}

@@ -236,6 +236,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.grants = newGrantSync(gw, d.tr, d.cfg.Now, d.log)
 		d.grants.setPlan(plan)
 	}
+	// The cluster before the firewall: a cluster that cannot start (its
+	// address taken) stops the start with nothing changed. Peers' grants
+	// that arrive meanwhile wait in the tracker for the first write of the
+	// kernel's sets.
+	if err := d.startCluster(); err != nil {
+		return err
+	}
+	defer func() {
+		if s := d.sharerOf(); s != nil {
+			s.Close()
+		}
+	}()
 	var resetters []Resetter
 	defer func() {
 		for _, r := range resetters {
@@ -299,14 +311,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.plan = plan
 	d.mu.Unlock()
-	if err := d.startCluster(); err != nil {
-		return err
-	}
-	defer func() {
-		if s := d.sharerOf(); s != nil {
-			s.Close()
-		}
-	}()
 	for _, svc := range set.Services {
 		d.log.Info("service", keyService, svc.Name, "ports", fmt.Sprint(svc.Ports), "knocks", len(svc.Sequence),
 			keyOpenFor, svc.OpenFor.String(), "closed", svc.Closed.String())

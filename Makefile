@@ -59,10 +59,12 @@ fmt-check:
 	  if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 
 # -tags genman: cmd/knockwall's man-page generator, which only the
-# packaging builds (packaging/dist.sh).
+# packaging builds (packaging/dist.sh). -tags knockwall_omit_cluster: the
+# mips and mipsle builds, without the cluster.
 vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags genman ./cmd/knockwall/
+	$(GO) vet -tags knockwall_omit_cluster ./cmd/knockwall/ ./internal/cluster/ ./internal/daemon/
 
 # The client (knock, connect) is one binary on every desktop: ./cmd/knockwall
 # compiles for each of CLIENT_TARGETS (only the machine's own is run, by the

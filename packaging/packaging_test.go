@@ -737,6 +737,7 @@ func TestOpenWrtMakefile(t *testing.T) {
 		"GO_PKG:=github.com/knockwall/knockwall",
 		"GO_PKG_BUILD_PKG:=$(GO_PKG)/cmd/knockwall",
 		"GO_PKG_LDFLAGS_X:=main.version=$(PKG_VERSION)",
+		"GO_PKG_TAGS:=knockwall_omit_cluster",
 		"+kmod-nft-queue +kmod-nft-core",
 		"$(INSTALL_BIN) ./files/knockwall.init $(1)/etc/init.d/knockwall",
 		"$(INSTALL_CONF) ./files/knockwall.yaml $(1)/etc/knockwall/knockwall.yaml", // mode 0600

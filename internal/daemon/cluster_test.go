@@ -199,3 +199,34 @@ func TestShareAllocatesNothing(t *testing.T) {
 		t.Fatal("a full channel dropped nothing")
 	}
 }
+
+// TestClusterOneShotCount: a peer's one-shot grant keeps its connections
+// left, capped by the service here; the same grant with none left ends the
+// local copy.
+func TestClusterOneShotCount(t *testing.T) {
+	sent := &sentLog{}
+	var core *cluster.Core
+	set := testSet(t, func(c *rules.Config) {
+		ssh := c.Services["ssh"]
+		ssh.Connections = 3
+		c.Services["ssh"] = ssh
+	})
+	h := start(t, harnessOptions{set: set, cluster: func(host cluster.Host) (Sharer, error) {
+		core = cluster.NewCore(cluster.Config{Name: "a", Clock: &clock{t: t0}, Host: host, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			MaxSkew: 5 * time.Second, MaxEntries: 100, MaxTokens: 100, Send: sent.add})
+		return coreSharer{core}, nil
+	}})
+	svc := &h.d.Set().Services[0]
+	src := netip.MustParseAddr("10.77.0.40")
+	grant := cluster.Event{Kind: cluster.KindGrant, Src: src, Service: "ssh", Hash: serviceHash(svc), Origin: "b", Seq: 1,
+		Stamp: t0.UnixNano(), Expires: t0.Add(time.Minute).UnixNano(), Method: uint8(tracker.MethodSequence), Limited: true, Left: 9}
+	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{grant}})
+	if gs := h.d.Grants(); len(gs) != 1 || !gs[0].Limited || gs[0].Left != 3 {
+		t.Fatalf("a peer's one-shot grant of 9 under connections: 3: %+v", gs)
+	}
+	grant.Left = 0
+	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{grant}})
+	if gs := h.d.Grants(); len(gs) != 0 {
+		t.Fatalf("used up at the peer, still here: %+v", gs)
+	}
+}

@@ -7,13 +7,16 @@ package e2e
 // namespaces, real connects.
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -456,4 +459,51 @@ func TestClusterRevoke(t *testing.T) {
 	}
 	e.a().waitGrant(t, e.h.Client4, false, clusterSync)
 	e.expectClosed(t)
+}
+
+// TestClusterStartFailsCleanly: a cluster that cannot start (its address
+// taken) or a cluster key others may read stops the start with an error
+// and no rule changed.
+func TestClusterStartFailsCleanly(t *testing.T) {
+	e := newEnv(t, envOptions{noDaemon: true})
+	dir := t.TempDir()
+	key := filepath.Join(dir, "cluster.key")
+	runOK(t, e.bin, "keygen", "--cluster", key)
+	var taken net.PacketConn
+	if err := e.pair.Server.Do(func() (err error) {
+		taken, err = net.ListenPacket("udp", netip.AddrPortFrom(e.pair.Server4, clusterPort).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	base, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "knockwall.yaml")
+	if err := os.WriteFile(cfg, append(base, fmt.Sprintf("cluster:\n  bind: %s:%d\n  key_file: %q\n", e.pair.Server4, clusterPort, key)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(what, want string) {
+		t.Helper()
+		before := e.knockwallRules(t)
+		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		defer cancel()
+		out, err := e.pair.Server.Run(ctx, e.bin, "run", "-c", cfg)
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), want) {
+			t.Fatalf("%s: %v, want exit status 1 and %q\n%s", what, err, want, out)
+		}
+		t.Logf("%s: %s", what, bytes.TrimSpace(out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:]))
+		if after := e.knockwallRules(t); !slices.Equal(after, before) {
+			t.Errorf("%s: the failed start changed the rules:\n%s", what, strings.Join(after, "\n"))
+		}
+	}
+	start("address taken", "cluster")
+	taken.Close()
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start("a readable key", "cluster.key_file")
 }

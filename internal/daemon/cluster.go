@@ -60,7 +60,7 @@ func (d *Daemon) startCluster() error {
 	}
 	s, err := d.cfg.Cluster(clusterHost{d})
 	if err != nil {
-		return fmt.Errorf("cluster: %w", err)
+		return err // named "cluster: …" by the cluster
 	}
 	d.mu.Lock()
 	d.sharer = s

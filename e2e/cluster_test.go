@@ -395,12 +395,14 @@ func TestClusterRestartCatchUp(t *testing.T) {
 	e.expectOpen(t, openWithin)
 }
 
-// TestClusterPartitionHeal: with B cut off the segment, a grant is made on
-// each side; once the link is back, both hold both.
+// TestClusterPartitionHeal: with B cut off the segment (A's status shows
+// it suspect), a grant is made on each side; once the link is back, both
+// hold both.
 func TestClusterPartitionHeal(t *testing.T) {
 	e := newHAEnv(t, haOptions{})
 	e.a().waitPeer(t, "b", "alive", clusterJoin)
 	e.setLink(t, e.h.B, false)
+	e.a().waitPeer(t, "b", "suspect", clusterJoin)
 	e.knock(t) // at A, which holds the VIP
 	if _, err := e.a().d.waitLog("grant", map[string]string{"src": e.h.Client4.String(), "service": "ssh"}, logTimeout); err != nil {
 		t.Fatal(err)

@@ -457,7 +457,7 @@ func (c *Core) Held() (entries, tokens int) {
 type PeerStatus struct {
 	Name     string
 	Addr     string
-	State    string // alive, suspect, dead, left
+	State    string // alive, suspect, dead
 	LastSync time.Time
 }
 

@@ -67,7 +67,10 @@ type Node struct {
 	cfg   NodeConfig
 
 	mu    sync.Mutex
-	known map[string]memberlist.Node // every node seen, its last state
+	known map[string]*peer // every other node seen
+
+	wasAlive   map[string]bool // the members alive at join's last call (loop's only)
+	probeEvery time.Duration
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -89,7 +92,7 @@ func Start(cfg NodeConfig) (*Node, error) {
 	if cfg.Core.Clock == nil {
 		cfg.Core.Clock = SystemClock{}
 	}
-	n := &Node{peers: cfg.Peers, known: map[string]memberlist.Node{}, stop: make(chan struct{})}
+	n := &Node{peers: cfg.Peers, known: map[string]*peer{}, stop: make(chan struct{})}
 	n.q = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return n.ml.NumMembers() }, RetransmitMult: retransmitMult}
 	cfg.Core.Send = n.send
 	n.cfg = cfg
@@ -119,8 +122,10 @@ func Start(cfg NodeConfig) (*Node, error) {
 	if cfg.ProbeEvery > 0 {
 		mc.ProbeInterval = cfg.ProbeEvery
 	}
+	n.probeEvery = mc.ProbeInterval
 	mc.Delegate = delegate{n}
 	mc.Events = events{n}
+	mc.Ping = pings{n}
 	mc.Logger = log.New(&logWriter{n: n, refused: lograte.Limiter{Every: RefusedLogEvery}}, "", 0)
 	if n.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
@@ -178,28 +183,42 @@ func (n *Node) loop() {
 	}
 }
 
-// join joins the configured peers that are not alive members; a join
-// exchanges the whole state with each.
+// join joins the configured peers that are not members, and exchanges the
+// whole state with every member that is alive again since the last call: a
+// short partition, in which memberlist only suspected the peer, ends with
+// no join, and the broadcasts sent meanwhile were spent on nobody. A join
+// is a push/pull with each node joined. Only loop calls it.
 func (n *Node) join() {
+	self := n.ml.LocalNode()
+	member := map[string]bool{}
 	alive := map[string]bool{}
+	var targets []string
+	states := n.states()
 	for _, m := range n.ml.Members() {
-		alive[m.Address()] = true
-	}
-	var missing []string
-	for _, p := range n.peers {
-		if !alive[p] && p != n.ml.LocalNode().Address() {
-			missing = append(missing, p)
+		member[m.Address()] = true
+		if m.Name == self.Name || states[m.Name].State != StateAlive {
+			continue
+		}
+		alive[m.Name] = true
+		if !n.wasAlive[m.Name] {
+			targets = append(targets, m.Address())
 		}
 	}
-	if len(missing) == 0 {
+	n.wasAlive = alive
+	for _, p := range n.peers {
+		if !member[p] && p != self.Address() {
+			targets = append(targets, p)
+		}
+	}
+	if len(targets) == 0 {
 		return
 	}
-	if got, err := n.ml.Join(missing); err != nil {
-		n.cfg.Core.Log.Debug("cluster: peers not reached; trying again", "peers", fmt.Sprint(missing), "reached", got, "err", err)
+	if got, err := n.ml.Join(targets); err != nil {
+		n.cfg.Core.Log.Debug("cluster: peers not reached; trying again", "peers", fmt.Sprint(targets), "reached", got, "err", err)
 	}
 }
 
-// Close leaves the cluster (peers see "left", not "dead") and closes
+// Close leaves the cluster (peers stop probing it at once) and closes
 // the sockets.
 func (n *Node) Close() error {
 	select {
@@ -211,43 +230,6 @@ func (n *Node) Close() error {
 	n.wg.Wait()
 	_ = n.ml.Leave(time.Second)
 	return n.ml.Shutdown()
-}
-
-// Stats is the cluster's state: peers as memberlist sees them, with the
-// last message accepted from each, and the counters.
-func (n *Node) Stats() Stats {
-	n.mu.Lock()
-	known := make(map[string]memberlist.Node, len(n.known))
-	for k, v := range n.known {
-		known[k] = v
-	}
-	n.mu.Unlock()
-	for _, m := range n.ml.Members() {
-		known[m.Name] = *m
-	}
-	self := n.ml.LocalNode().Name
-	peers := make([]PeerStatus, 0, len(known))
-	for name, m := range known {
-		if name == self {
-			continue
-		}
-		peers = append(peers, PeerStatus{Name: name, Addr: m.Address(), State: stateName(m.State)})
-	}
-	return n.Core.stats(peers)
-}
-
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
 }
 
 // Wait returns once a peer named name is alive, or ctx ends.
@@ -292,39 +274,6 @@ func (d delegate) LocalState(bool) []byte {
 
 // MergeRemoteState takes a peer's every live event.
 func (d delegate) MergeRemoteState(buf []byte, _ bool) { d.n.Receive(buf) }
-
-// events keeps the last state of every node seen, for status.
-type events struct{ n *Node }
-
-func (e events) NotifyJoin(m *memberlist.Node) {
-	if m.Name == e.n.cfg.Core.Name {
-		return
-	}
-	e.set(m)
-	e.n.cfg.Core.Log.Info("cluster: peer joined", "peer", m.Name, "addr", m.Address())
-}
-
-func (e events) NotifyLeave(m *memberlist.Node) {
-	if m.Name == e.n.cfg.Core.Name {
-		return
-	}
-	e.set(m)
-	e.n.cfg.Core.Log.Warn("cluster: peer gone", "peer", m.Name, "addr", m.Address(), "state", stateName(m.State))
-}
-
-func (e events) NotifyUpdate(m *memberlist.Node) {
-	if m.Name != e.n.cfg.Core.Name {
-		e.set(m)
-	}
-}
-
-func (e events) set(m *memberlist.Node) {
-	e.n.mu.Lock()
-	defer e.n.mu.Unlock()
-	if _, ok := e.n.known[m.Name]; ok || len(e.n.known) < maxPeers {
-		e.n.known[m.Name] = *m
-	}
-}
 
 // logWriter turns memberlist's log lines into slog records, and counts
 // the messages it refused for want of the key.

@@ -155,3 +155,34 @@ func TestWrongKeyIgnoredAndLogged(t *testing.T) {
 		t.Fatalf("a's log says nothing of the key:\n%s", logsA)
 	}
 }
+
+// TestPeerStates: a peer that stops answering is no longer alive, and
+// dead once memberlist declares it failed.
+func TestPeerStates(t *testing.T) {
+	key := bytes.Repeat([]byte{0x42}, KeySize)
+	a, _, _, addrA := startNode(t, "a", key)
+	b, _, _, _ := startNode(t, "b", key, addrA)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Wait(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		for _, p := range a.Stats().Peers {
+			if p.Name == "b" {
+				return p.State
+			}
+		}
+		return ""
+	}
+	waitFor(t, "b alive at a", func() bool { return state() == StateAlive })
+	// A crash: no leave. (Close then finds b stopped.)
+	close(b.stop)
+	b.wg.Wait()
+	b.ml.Shutdown()
+	// Suspect first, unless memberlist declares b failed sooner (its
+	// closed ports answer the probes at once here); the partition test in
+	// e2e sees suspect.
+	waitFor(t, "b suspect or dead at a", func() bool { return state() != StateAlive })
+	waitFor(t, "b dead at a", func() bool { return state() == StateDead })
+}

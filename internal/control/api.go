@@ -57,7 +57,7 @@ type Cluster struct {
 type ClusterPeer struct {
 	Name     string    `json:"name"`
 	Addr     string    `json:"addr"`
-	State    string    `json:"state"` // alive, suspect, dead, left
+	State    string    `json:"state"` // alive, suspect, dead
 	LastSync time.Time `json:"last_sync"`
 }
 

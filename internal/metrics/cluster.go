@@ -3,7 +3,7 @@ package metrics
 import "github.com/knockwall/knockwall/internal/daemon"
 
 // peerStates are the states a peer is counted in, each written.
-var peerStates = []string{"alive", "suspect", "dead", "left"}
+var peerStates = []string{"alive", "suspect", "dead"}
 
 // appendCluster writes the cluster's families (sorted by name; between
 // build_info and fast_path); nothing without a cluster.
@@ -13,7 +13,7 @@ func (w *writer) appendCluster(st *daemon.Stats) {
 		return
 	}
 	w.oneGauge("cluster_last_sync_seconds", "When a peer's message was last accepted, in seconds since the Unix epoch (0: never).", lastSync(c.LastSync.UnixNano(), c.LastSync.IsZero()))
-	w.family("cluster_peers", gauge, "Other nodes of the cluster, by state as memberlist sees them.")
+	w.family("cluster_peers", gauge, "Other nodes of the cluster, by state (alive; suspect: not answering probes; dead: failed or stopped).")
 	for _, s := range peerStates {
 		n := 0
 		for _, p := range c.Peers {

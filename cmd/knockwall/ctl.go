@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -193,8 +194,14 @@ func writeGrants(w io.Writer, gs []control.Grant) {
 		fmt.Fprintln(w, "no grants")
 		return
 	}
+	// ORIGIN only when a cluster names one: a daemon alone has none.
+	clustered := slices.ContainsFunc(gs, func(g control.Grant) bool { return g.Origin != "" })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "SOURCE\tSERVICE\tEXPIRES IN\tHOW\tCONNECTIONS LEFT\tORIGIN\n")
+	head := "SOURCE\tSERVICE\tEXPIRES IN\tHOW\tCONNECTIONS LEFT"
+	if clustered {
+		head += "\tORIGIN"
+	}
+	fmt.Fprintln(tw, head)
 	for _, g := range gs {
 		svc, left := g.Service, "-"
 		if svc == "" {
@@ -203,11 +210,15 @@ func writeGrants(w io.Writer, gs []control.Grant) {
 		if g.Limited {
 			left = fmt.Sprint(g.Left)
 		}
-		origin := g.Origin
-		if origin == "" {
-			origin = "-"
+		row := fmt.Sprintf("%s\t%s\t%s\t%s\t%s", g.Src, svc, seconds(g.ExpiresIn), g.How, left)
+		if clustered {
+			origin := g.Origin
+			if origin == "" {
+				origin = "-"
+			}
+			row += "\t" + origin
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Src, svc, seconds(g.ExpiresIn), g.How, left, origin)
+		fmt.Fprintln(tw, row)
 	}
 	tw.Flush()
 }

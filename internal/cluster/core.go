@@ -23,7 +23,6 @@
 package cluster
 
 import (
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -492,6 +491,3 @@ func (c *Core) stats(peers []PeerStatus) Stats {
 	st.Peers = peers
 	return st
 }
-
-// String is "name (state)" for logs.
-func (p PeerStatus) String() string { return fmt.Sprintf("%s (%s)", p.Name, p.State) }

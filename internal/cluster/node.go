@@ -232,11 +232,11 @@ func (n *Node) Close() error {
 	return n.ml.Shutdown()
 }
 
-// Wait returns once a peer named name is alive, or ctx ends.
+// Wait returns once a node named name is a member, or ctx ends.
 func (n *Node) Wait(ctx context.Context, name string) error {
 	for {
 		for _, m := range n.ml.Members() {
-			if m.Name == name && m.State == memberlist.StateAlive {
+			if m.Name == name {
 				return nil
 			}
 		}

@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/knockwall/knockwall/internal/cluster"
 	"github.com/knockwall/knockwall/spa"
 )
 
@@ -17,11 +16,7 @@ func newKeygenCmd() *cobra.Command {
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if clusterKey {
-				if err := cluster.WriteNewKeyFile(args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "wrote a %d-byte cluster key to %s with mode 0600; copy it to every node of the cluster (cluster.key_file) over a secure channel\n", cluster.KeySize, args[0])
-				return nil
+				return writeClusterKey(cmd.OutOrStdout(), args[0])
 			}
 			k, err := spa.WriteNewKeyFile(args[0])
 			if err != nil {

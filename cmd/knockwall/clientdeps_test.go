@@ -29,6 +29,8 @@ func TestClientBuildDeps(t *testing.T) {
 		"github.com/knockwall/knockwall/verdict",
 		"github.com/google/nftables",
 		"github.com/mdlayher/netlink",
+		"github.com/knockwall/knockwall/internal/cluster",
+		"github.com/hashicorp/memberlist",
 	}
 	for _, goos := range []string{"darwin", "windows", "freebsd"} {
 		cmd := exec.Command(goTool, "list", "-deps", ".")

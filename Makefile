@@ -25,7 +25,7 @@ build:
 
 # Static binaries for router targets (no cgo anywhere). The 32-bit MIPS
 # builds leave the cluster out (knockwall_omit_cluster): memberlist would
-# put them over their 8 MB budget (bench/RESULTS.md).
+# put them over their 10 MB budget (bench/RESULTS.md).
 cross:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -tags $(TAGS) -trimpath -ldflags='-s -w' -o bin/knockwall-linux-arm64 ./cmd/knockwall
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 $(GO) build -tags $(TAGS) -trimpath -ldflags='-s -w' -o bin/knockwall-linux-armv7 ./cmd/knockwall

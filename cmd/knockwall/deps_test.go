@@ -31,7 +31,7 @@ func TestBinaryDeps(t *testing.T) {
 		"github.com/prometheus/client_golang/prometheus": "brings protobuf: internal/metrics writes the text format",
 		"google.golang.org/protobuf/proto":               "its reflect.Value.MethodByName keeps every exported method",
 		"github.com/spf13/cobra/doc":                     "the man-page generator is in -tags genman builds only",
-		"github.com/hashicorp/memberlist":                "the cluster (~4.6 MB) is left out of the router builds by knockwall_omit_cluster",
+		"github.com/hashicorp/memberlist":                "the cluster (~2.1 MB) is left out of the router builds by knockwall_omit_cluster",
 	} {
 		if slices.Contains(deps, pkg) {
 			t.Errorf("cmd/knockwall imports %s (%s)", pkg, why)

@@ -210,8 +210,13 @@ func TestBinaries(t *testing.T) {
 				settings[s.Key] = s.Value
 			}
 			// nethttpomithttp2: the control socket and the metrics speak
-			// HTTP/1.1, and HTTP/2 would only cost room.
-			for k, want := range map[string]string{"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": tt.goarch, "-trimpath": "true", "-tags": "nethttpomithttp2"} {
+			// HTTP/1.1, and HTTP/2 would only cost room. The routers' builds
+			// (those with a budget) leave the cluster out too.
+			tags := "nethttpomithttp2"
+			if tt.maxBytes > 0 {
+				tags += ",knockwall_omit_cluster"
+			}
+			for k, want := range map[string]string{"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": tt.goarch, "-trimpath": "true", "-tags": tags} {
 				if settings[k] != want {
 					t.Errorf("build setting %s=%q, want %q", k, settings[k], want)
 				}
@@ -737,7 +742,7 @@ func TestOpenWrtMakefile(t *testing.T) {
 		"GO_PKG:=github.com/knockwall/knockwall",
 		"GO_PKG_BUILD_PKG:=$(GO_PKG)/cmd/knockwall",
 		"GO_PKG_LDFLAGS_X:=main.version=$(PKG_VERSION)",
-		"GO_PKG_TAGS:=knockwall_omit_cluster",
+		"GO_PKG_TAGS:=nethttpomithttp2,knockwall_omit_cluster",
 		"+kmod-nft-queue +kmod-nft-core",
 		"$(INSTALL_BIN) ./files/knockwall.init $(1)/etc/init.d/knockwall",
 		"$(INSTALL_CONF) ./files/knockwall.yaml $(1)/etc/knockwall/knockwall.yaml", // mode 0600

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/knockwall/knockwall/fwknop"
 	"github.com/knockwall/knockwall/internal/cluster"
 	"github.com/knockwall/knockwall/internal/lograte"
 	"github.com/knockwall/knockwall/internal/state"
@@ -232,9 +233,26 @@ func (h clusterHost) MarkTokenUsed(name string, method uint8, key []byte, until 
 	if !ok {
 		return
 	}
-	if err := h.d.eng.MarkUsed(svc.ID, tracker.Method(method), key, until, h.d.cfg.Now()); err != nil {
+	now := h.d.cfg.Now()
+	if limit := now.Add(tokenWindow(svc, tracker.Method(method))); until.After(limit) {
+		until = limit
+	}
+	if err := h.d.eng.MarkUsed(svc.ID, tracker.Method(method), key, until, now); err != nil {
 		h.d.log.Warn("cluster: a token spent at a peer could not be remembered", keyService, name, "err", err)
 	}
+}
+
+// tokenWindow is the longest a token of svc spent now is remembered here
+// (the engine's own rule): a peer's spent token is kept no longer, so a
+// peer cannot fill the replay memory for longer than a local token could.
+func tokenWindow(svc *rules.Service, m tracker.Method) time.Duration {
+	switch {
+	case m == tracker.MethodSPA && svc.SPA != nil:
+		return 2*svc.SPA.MaxSkew + time.Second
+	case m == tracker.MethodFwknop && svc.Fwknop != nil:
+		return fwknop.ReplayWindowFactor * svc.Fwknop.MaxAge
+	}
+	return 0
 }
 
 func (h clusterHost) GrantLeft(src netip.Addr, name string) (int, bool) {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/knockwall/knockwall/internal/nfq"
 	"github.com/knockwall/knockwall/internal/pkttest"
 	"github.com/knockwall/knockwall/rules"
+	"github.com/knockwall/knockwall/spa"
 	"github.com/knockwall/knockwall/tracker"
 )
 
@@ -228,5 +230,34 @@ func TestClusterOneShotCount(t *testing.T) {
 	core.Merge(cluster.Message{Sender: "b", Sent: t0.UnixNano(), Events: []cluster.Event{grant}})
 	if gs := h.d.Grants(); len(gs) != 0 {
 		t.Fatalf("used up at the peer, still here: %+v", gs)
+	}
+}
+
+// TestPeerTokenKeptNoLongerThanLocal: a spent token from a peer is
+// remembered no longer than a local one could be, whatever the peer says.
+func TestPeerTokenKeptNoLongerThanLocal(t *testing.T) {
+	key, err := spa.NewKey(bytes.Repeat([]byte{7}, spa.MinKeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rules.Defaults()
+	ssh := rules.ServiceDefaults()
+	ssh.Ports, ssh.Sequence, ssh.SPA.Port, ssh.SPA.KeyFile = []int{22}, nil, 62201, "ssh.key"
+	c.Services = map[string]rules.ServiceConfig{"ssh": ssh}
+	set, err := rules.Compile(c, rules.WithKeyReader(func(string) (*spa.Key, error) { return key, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{Set: set, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return t0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterHost{d}.MarkTokenUsed("ssh", uint8(tracker.MethodSPA), make([]byte, spa.NonceSize), t0.Add(365*24*time.Hour))
+	if n := d.eng.Remembered(); n != 1 {
+		t.Fatalf("remembered %d, want the peer's token", n)
+	}
+	d.eng.PurgeNonces(t0.Add(2*ssh.SPA.MaxSkew + 2*time.Second))
+	if n := d.eng.Remembered(); n != 0 {
+		t.Fatal("a peer's token outlived the longest a local one is kept")
 	}
 }

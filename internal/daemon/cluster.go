@@ -53,8 +53,10 @@ func (d *Daemon) share(ev shareEvent) {
 	}
 }
 
-// startCluster starts the cluster once the rules are in place, so that
-// the grants its peers hand over reach the kernel's sets at once.
+// startCluster starts the cluster, before the firewall's rules: a cluster
+// that cannot start stops the start with nothing changed. The grants its
+// peers hand over meanwhile wait in the tracker for the first write of
+// the kernel's sets.
 func (d *Daemon) startCluster() error {
 	if d.cfg.Cluster == nil {
 		return nil

@@ -126,8 +126,8 @@ type Config struct {
 	// control socket and metrics.
 	Ready func()
 	// Cluster starts sharing grants with peers (cluster.Start), given the
-	// daemon as the cluster's host; called once the rules are in place.
-	// nil runs alone.
+	// daemon as the cluster's host; called before the firewall's rules are
+	// applied. nil runs alone.
 	Cluster func(cluster.Host) (Sharer, error)
 }
 
@@ -236,10 +236,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.grants = newGrantSync(gw, d.tr, d.cfg.Now, d.log)
 		d.grants.setPlan(plan)
 	}
-	// The cluster before the firewall: a cluster that cannot start (its
-	// address taken) stops the start with nothing changed. Peers' grants
-	// that arrive meanwhile wait in the tracker for the first write of the
-	// kernel's sets.
 	if err := d.startCluster(); err != nil {
 		return err
 	}

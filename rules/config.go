@@ -53,6 +53,12 @@ type FirewallConfig struct {
 	// kernel sets, so that SYNs that need no decision never reach
 	// knockwall. false judges every SYN in user space.
 	FastPath bool `mapstructure:"fast_path" yaml:"fast_path"`
+	// OwnedTable (nftables only) makes knockwall's table owned and
+	// persistent where the kernel can (Linux 6.9 and later): no other
+	// process can change or delete it, `nft flush ruleset` passes it by,
+	// and it stays in place across a restart or a crash. false keeps an
+	// ordinary table, which the daemon puts back when others change it.
+	OwnedTable bool `mapstructure:"owned_table" yaml:"owned_table"`
 	// AcceptMark and RejectMark are the packet mark values knockwall sets on
 	// packets it accepts or wants rejected; MarkMask selects the bits of the
 	// packet mark that belong to knockwall. Change them only if the host
@@ -163,7 +169,7 @@ type RotateConfig struct {
 func Defaults() Config {
 	return Config{
 		Queue: QueueConfig{Num: 0, Count: 1, MaxLen: DefaultQueueMaxLen},
-		Firewall: FirewallConfig{Manage: true, KeepGuard: true, Backend: BackendAuto, FastPath: true,
+		Firewall: FirewallConfig{Manage: true, KeepGuard: true, Backend: BackendAuto, FastPath: true, OwnedTable: true,
 			AcceptMark: DefaultAcceptMark, RejectMark: DefaultRejectMark, MarkMask: DefaultMarkMask},
 		Log: LogConfig{Level: "info", Format: "text"},
 		Tracker: TrackerConfig{

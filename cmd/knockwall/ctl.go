@@ -19,6 +19,7 @@ import (
 
 	"github.com/knockwall/knockwall/internal/config"
 	"github.com/knockwall/knockwall/internal/control"
+	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/rules"
 )
 
@@ -139,6 +140,12 @@ func writeStatus(w io.Writer, st control.Status) {
 	fw := "not managed (firewall.manage: false)"
 	if st.Backend != "" {
 		fw = st.Backend + ", fast path " + onOff(st.FastPath)
+		switch st.FirewallMode {
+		case firewall.ModeOwned:
+			fw += ", owned table (no other process can change it)"
+		case firewall.ModeSelfHeal:
+			fw += ", self-heal (changes by others are put back)"
+		}
 	}
 	fmt.Fprintf(tw, "firewall\t%s\n", fw)
 	for _, q := range st.Queues {

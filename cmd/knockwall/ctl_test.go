@@ -36,7 +36,7 @@ type ctlDaemon struct {
 }
 
 func (d *ctlDaemon) Stats() daemon.Stats {
-	return daemon.Stats{Version: "9.9", Started: ctlNow.Add(-90 * time.Minute), Backend: "nftables", FastPath: true,
+	return daemon.Stats{Version: "9.9", Started: ctlNow.Add(-90 * time.Minute), Backend: "nftables", FastPath: true, Mode: "owned",
 		Queues: []daemon.QueueStats{{Num: 3, Packets: 1234, Overruns: 5}}, Heals: 2, Reloads: 1}
 }
 
@@ -126,7 +126,7 @@ func TestControlCommands(t *testing.T) {
 		wantErr  string
 	}{
 		{name: "status", args: []string{"status", "--socket", sock}, wantOut: []string{
-			"knockwall 9.9, up 1h30m0s", "firewall      nftables, fast path on", "queue 3       1234 packets, 5 overruns",
+			"knockwall 9.9, up 1h30m0s", "firewall      nftables, fast path on, owned table (no other process can change it)", "queue 3       1234 packets, 5 overruns",
 			"heals         2", "reloads       1", "SERVICE  PORTS     GRANTS  PENDING", "ssh      22, 2222  0       3"}},
 		{name: "socket from -c", args: []string{"status", "-c", cfg}, wantOut: []string{"knockwall 9.9"}},
 		{name: "socket from KNOCKWALL_CONFIG", env: []string{"KNOCKWALL_CONFIG=" + cfg}, args: []string{"status"}, wantOut: []string{"knockwall 9.9"}},

@@ -93,7 +93,7 @@ func resolveBackend(name string) string {
 func backends(set *rules.Set) (firewall.Backend, []firewall.Backend, error) {
 	switch name := resolveBackend(set.Firewall.Backend); name {
 	case rules.BackendNftables:
-		b, err := nft.New()
+		b, err := nft.New(nft.WithOwnedTable(set.Firewall.OwnedTable))
 		if err != nil {
 			return nil, nil, fmt.Errorf("firewall.backend nftables: %w", err)
 		}

@@ -23,12 +23,15 @@ type Status struct {
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Backend       string    `json:"backend"` // "" when firewall.manage is false
 	FastPath      bool      `json:"fast_path"`
-	Queues        []Queue   `json:"queues"`
-	Kernel        Kernel    `json:"kernel"`
-	Tracker       Tracker   `json:"tracker"`
-	Services      []Service `json:"services"`
-	Heals         uint64    `json:"heals"`
-	Reloads       uint64    `json:"reloads"`
+	// FirewallMode is "owned" (no other process can change the rules)
+	// or "self-heal" (changes are put back); "" when not managed.
+	FirewallMode string    `json:"firewall_mode,omitempty"`
+	Queues       []Queue   `json:"queues"`
+	Kernel       Kernel    `json:"kernel"`
+	Tracker      Tracker   `json:"tracker"`
+	Services     []Service `json:"services"`
+	Heals        uint64    `json:"heals"`
+	Reloads      uint64    `json:"reloads"`
 	// Counts since the start, non-zero only: verdicts by "verdict/reason",
 	// knocks by event, SPA tokens by result, grants made by method.
 	Verdicts   map[string]uint64 `json:"verdicts"`
@@ -145,7 +148,7 @@ type Error struct {
 
 func statusOf(st daemon.Stats, svcs []daemon.ServiceStatus, now time.Time) Status {
 	s := Status{Version: st.Version, Started: st.Started.UTC(), UptimeSeconds: now.Sub(st.Started).Seconds(),
-		Backend: st.Backend, FastPath: st.FastPath, Heals: st.Heals, Reloads: st.Reloads,
+		Backend: st.Backend, FastPath: st.FastPath, FirewallMode: st.Mode, Heals: st.Heals, Reloads: st.Reloads,
 		Queues:   []Queue{},
 		Services: []Service{},
 		Kernel:   Kernel{Waiting: st.Kernel.Waiting, QueueDropped: st.Kernel.QueueDropped, UserDropped: st.Kernel.UserDropped},

@@ -41,7 +41,7 @@ func (f *fakeDaemon) record(format string, args ...any) {
 }
 
 func (f *fakeDaemon) Stats() daemon.Stats {
-	st := daemon.Stats{Version: "1.2.3", Started: t0, Backend: "nftables", FastPath: true,
+	st := daemon.Stats{Version: "1.2.3", Started: t0, Backend: "nftables", FastPath: true, Mode: "owned",
 		Queues:  []daemon.QueueStats{{Num: 0, Packets: 10, Overruns: 1}},
 		Kernel:  nfq.KernelStats{QueueDropped: 2, UserDropped: 3},
 		Tracker: tracker.Stats{Pending: 4, Grants: 1, Limited: 5},

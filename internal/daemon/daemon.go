@@ -143,6 +143,8 @@ type Daemon struct {
 	set     *rules.Set
 	plan    *firewall.Plan
 	backend string
+	mode    string // firewall.ModeOwned or ModeSelfHeal
+	modeWhy error  // why not owned, when the backend could be
 
 	queues   []Queue
 	counters []*counters // one per handler
@@ -183,7 +185,10 @@ func New(cfg Config) (*Daemon, error) {
 	d.started = cfg.Now()
 	d.eng = verdict.New(set, tr, d.started)
 	if cfg.Firewall != nil {
-		d.backend = cfg.Firewall.Name()
+		d.backend, d.mode = cfg.Firewall.Name(), firewall.ModeSelfHeal
+		if m, ok := cfg.Firewall.(firewall.ModeReporter); ok {
+			d.mode, d.modeWhy = m.Mode()
+		}
 	}
 	return d, nil
 }
@@ -292,7 +297,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if err := fw.Apply(ctx, &start); err != nil {
 			return fmt.Errorf("install firewall rules (%s): %w; any guard already in place stays, so protected ports stay closed", fw.Name(), err)
 		}
-		d.log.Info("firewall rules installed", "backend", fw.Name(), "fast_path", plan.FastPath, "chains", len(plan.Chains))
+		d.log.Info("firewall rules installed", "backend", fw.Name(), "mode", d.mode, "fast_path", plan.FastPath, "chains", len(plan.Chains))
+		if d.modeWhy != nil {
+			d.log.Warn("the firewall rules are not owned: another process can change or remove them, and they are put back when it does",
+				"backend", fw.Name(), "reason", d.modeWhy.Error())
+		}
 		for _, o := range d.cfg.Others {
 			if err := o.Remove(ctx); err != nil {
 				d.log.Debug("no leftovers removed", "backend", o.Name(), "err", err)
@@ -550,8 +559,9 @@ func sameShape(a, b *rules.Set) error {
 		return errRestart("tracker")
 	case a.Log != b.Log:
 		return errRestart("log")
-	case a.Firewall.Manage != b.Firewall.Manage || a.Firewall.Backend != b.Firewall.Backend || a.Firewall.FastPath != b.Firewall.FastPath:
-		return errRestart("firewall.manage, backend or fast_path")
+	case a.Firewall.Manage != b.Firewall.Manage || a.Firewall.Backend != b.Firewall.Backend || a.Firewall.FastPath != b.Firewall.FastPath ||
+		a.Firewall.OwnedTable != b.Firewall.OwnedTable:
+		return errRestart("firewall.manage, backend, fast_path or owned_table")
 	case a.Firewall.AcceptMark != b.Firewall.AcceptMark || a.Firewall.RejectMark != b.Firewall.RejectMark || a.Firewall.MarkMask != b.Firewall.MarkMask:
 		return errRestart("firewall marks")
 	case a.Control != b.Control || a.Metrics != b.Metrics || a.State != b.State:

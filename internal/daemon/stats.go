@@ -16,6 +16,7 @@ type Stats struct {
 	Started  time.Time
 	Backend  string // "" when firewall.manage is false
 	FastPath bool
+	Mode     string // firewall.ModeOwned or ModeSelfHeal; "" when firewall.manage is false
 	Queues   []QueueStats
 	Kernel   nfq.KernelStats
 	Tracker  tracker.Stats
@@ -34,7 +35,7 @@ func (d *Daemon) Stats() Stats {
 	d.mu.Lock()
 	set, plan := d.set, d.plan
 	d.mu.Unlock()
-	st := Stats{Version: d.cfg.Version, Started: d.started, Backend: d.backend, Tracker: d.tr.Stats(),
+	st := Stats{Version: d.cfg.Version, Started: d.started, Backend: d.backend, Mode: d.mode, Tracker: d.tr.Stats(),
 		Heals: d.heals.Load(), Reloads: d.reloadN.Load()}
 	if plan != nil {
 		st.FastPath = plan.FastPath

@@ -35,6 +35,25 @@ type Backend interface {
 	Close() error
 }
 
+// ModeReporter is a backend that says how its rules are kept in place.
+type ModeReporter interface {
+	// Mode is ModeOwned or ModeSelfHeal; with ModeSelfHeal, the error
+	// says why the rules are not owned (nil when the backend never
+	// owns them).
+	Mode() (string, error)
+}
+
+// How a backend's rules are kept in place.
+const (
+	// ModeOwned: the kernel refuses every other process's change to the
+	// rules (an owned, persistent nftables table, Linux 6.9 and later),
+	// and they stay when knockwall exits.
+	ModeOwned = "owned"
+	// ModeSelfHeal: other processes may change or remove the rules; the
+	// daemon notices and puts them back (see daemon.WatchEvery).
+	ModeSelfHeal = "self-heal"
+)
+
 // GrantWriter mirrors grants into the kernel's fast-path sets. Only the
 // nftables backend implements it.
 type GrantWriter interface {

@@ -660,3 +660,7 @@ func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
 func shell(spec string) string {
 	return strings.ReplaceAll(spec, "! ", "'!' ")
 }
+
+// Mode implements firewall.ModeReporter: iptables has no owned rules, so
+// the daemon's self-heal keeps them in place.
+func (*Backend) Mode() (string, error) { return firewall.ModeSelfHeal, nil }

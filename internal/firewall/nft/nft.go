@@ -40,9 +40,22 @@ var Table = &nftables.Table{Name: firewall.Owner, Family: nftables.TableFamilyIN
 
 // Backend applies plans over netlink. It is safe for concurrent use: one
 // mutex orders the batches.
+//
+// Where the kernel has them (Linux 6.9), the table is owned and persistent
+// (owner.go): only this backend's socket may change it, and it stays when
+// the process ends, to be adopted by the next start. Elsewhere (or with
+// WithOwnedTable(false)) it is an ordinary table, and the daemon's
+// self-heal puts back what others change.
 type Backend struct {
 	mu   sync.Mutex
 	conn *nftables.Conn
+	// own is conn's socket: every write goes through it, so that in
+	// owned mode the kernel takes it from the table's owner.
+	own *netlink.Conn
+	// owned: Apply makes the table owned and persistent. ownedErr says
+	// why not, when the kernel refused.
+	owned    bool
+	ownedErr error
 	// nl reads rules' comments for Check: google/nftables decodes whole
 	// rules and fails on some it can write (a ct expression with a
 	// direction), so Check asks for the comments alone.
@@ -58,25 +71,42 @@ type Backend struct {
 // Option tunes New.
 type Option func(*options)
 
-type options struct{ netns int }
+type options struct {
+	netns int
+	owned bool
+}
 
 // WithNetNS makes the backend work in the network namespace open as fd
 // (tests); by default it works in the caller's.
 func WithNetNS(fd int) Option { return func(o *options) { o.netns = fd } }
 
+// WithOwnedTable says whether Apply makes the table owned and persistent
+// where the kernel can (the default), or an ordinary table that other
+// processes may change (firewall.owned_table: false). Remove adopts an
+// owned table left by another process either way.
+func WithOwnedTable(on bool) Option { return func(o *options) { o.owned = on } }
+
 // New opens a netlink connection and probes the kernel.
 func New(opts ...Option) (*Backend, error) {
-	o := options{netns: -1}
+	o := options{netns: -1, owned: true}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	copts := []nftables.ConnOption{nftables.AsLasting()}
+	var own *netlink.Conn
+	copts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
+		own = c
+		return nil
+	})}
 	if o.netns >= 0 {
 		copts = append(copts, nftables.WithNetNSFd(o.netns))
 	}
 	c, err := nftables.New(copts...)
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	if own == nil {
+		c.CloseLasting()
+		return nil, errors.New("nftables: no netlink socket")
 	}
 	ncfg := &netlink.Config{}
 	if o.netns >= 0 {
@@ -87,12 +117,26 @@ func New(opts ...Option) (*Backend, error) {
 		c.CloseLasting()
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	b := &Backend{conn: c, nl: nl, sets: map[string]*nftables.Set{}}
+	b := &Backend{conn: c, own: own, nl: nl, sets: map[string]*nftables.Set{}}
 	if err := b.probe(); err != nil {
 		b.Close()
 		return nil, err
 	}
+	if o.owned {
+		b.ownedErr = b.probeOwner()
+		b.owned = b.ownedErr == nil
+	} else {
+		b.ownedErr = errors.New("firewall.owned_table is false")
+	}
 	return b, nil
+}
+
+// Mode implements firewall.ModeReporter.
+func (b *Backend) Mode() (string, error) {
+	if b.owned {
+		return firewall.ModeOwned, nil
+	}
+	return firewall.ModeSelfHeal, b.ownedErr
 }
 
 // Available reports whether the kernel answers nf_tables netlink (for
@@ -186,6 +230,7 @@ func (b *Backend) ruleTags(chain string) ([]string, error) {
 // state is what the kernel holds of knockwall's table.
 type state struct {
 	exists bool
+	flags  uint32 // the table's
 	chains map[string]*nftables.Chain
 	sets   map[string]*nftables.Set
 }
@@ -198,7 +243,7 @@ func (b *Backend) read() (*state, error) {
 	}
 	for _, t := range tables {
 		if t.Name == Table.Name {
-			st.exists = true
+			st.exists, st.flags = true, tableFlags(t)
 		}
 	}
 	if !st.exists {
@@ -234,8 +279,19 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 	if err != nil {
 		return err
 	}
-	c := b.conn
-	c.AddTable(Table)
+	if st.exists && st.flags&tablePersist != 0 {
+		if err := b.adopt(); err != nil {
+			return err
+		}
+	}
+	head, fresh := b.tableHead(st)
+	if fresh {
+		st = &state{chains: map[string]*nftables.Chain{}, sets: map[string]*nftables.Set{}}
+	}
+	c, recorded, err := recorder()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
 	wanted := map[string]bool{}
 	for _, ch := range p.Chains {
 		wanted[ch.Name] = true
@@ -284,10 +340,8 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 	}
 	for ci := range p.Chains {
 		pc := &p.Chains[ci]
-		ch, ok := st.chains[pc.Name]
-		if !ok {
-			ch = c.AddChain(baseChain(pc))
-		}
+		// Added again when it exists: that sets its policy back.
+		ch := c.AddChain(baseChain(pc))
 		for ri, r := range chainRules(pc) {
 			ex, err := b.exprs(r, sets)
 			if err != nil {
@@ -297,6 +351,9 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 		}
 	}
 	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: apply: %w", err)
+	}
+	if err := b.send(append(head, *recorded...)); err != nil {
 		return fmt.Errorf("nftables: apply: %w", err)
 	}
 	b.sets = sets
@@ -353,7 +410,7 @@ func comment(tag string) []byte {
 }
 
 func sameHook(k *nftables.Chain, p *firewall.Chain) bool {
-	if p == nil || k.Hooknum == nil || k.Priority == nil {
+	if p == nil || k.Hooknum == nil || k.Priority == nil || k.Type != nftables.ChainTypeFilter {
 		return false
 	}
 	return *k.Hooknum == *hookOf(p.Hook) && int32(*k.Priority) == int32(p.Priority)
@@ -772,8 +829,12 @@ func (b *Backend) Remove(context.Context) error {
 	if !st.exists {
 		return nil
 	}
-	b.conn.DelTable(Table)
-	if err := b.conn.Flush(); err != nil && !errors.Is(err, syscall.ENOENT) {
+	if st.flags&tablePersist != 0 {
+		if err := b.adopt(); err != nil {
+			return err
+		}
+	}
+	if err := b.send([]netlink.Message{tableMsg(unix.NFT_MSG_DELTABLE, Table.Name, 0)}); err != nil && !errors.Is(err, syscall.ENOENT) {
 		return fmt.Errorf("nftables: delete table: %w", err)
 	}
 	b.sets = map[string]*nftables.Set{}

@@ -22,21 +22,38 @@ type kernel struct {
 	b  *Backend
 }
 
-func newKernel(t *testing.T) *kernel {
+func newKernel(t *testing.T, opts ...Option) *kernel {
 	t.Helper()
 	ns := fwtest.Namespace(t, "kwnft")
-	f, err := os.Open(ns.Path())
+	k := &kernel{ns: ns}
+	k.b = k.open(t, opts...)
+	t.Logf("kernel queue expression: compat %v; table mode %s", k.b.compatQueue, k.mode(t))
+	return k
+}
+
+// open is another backend in k's namespace (another process, as the
+// kernel sees it: a socket of its own).
+func (k *kernel) open(t *testing.T, opts ...Option) *Backend {
+	t.Helper()
+	f, err := os.Open(k.ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	b, err := New(WithNetNS(int(f.Fd())))
+	b, err := New(append([]Option{WithNetNS(int(f.Fd()))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	t.Logf("kernel queue expression: compat %v", b.compatQueue)
-	return &kernel{ns: ns, b: b}
+	return b
+}
+
+func (k *kernel) mode(t *testing.T) string {
+	m, err := k.b.Mode()
+	if err != nil {
+		return m + " (" + err.Error() + ")"
+	}
+	return m
 }
 
 // nft runs nft in the namespace and returns its standard output (nft's
@@ -120,7 +137,9 @@ func TestKernelLifecycle(t *testing.T) {
 			name = "fast path"
 		}
 		t.Run(name, func(t *testing.T) {
-			k := newKernel(t)
+			// An ordinary table, which nft may change: the owned one
+			// refuses (TestKernelOwned).
+			k := newKernel(t, WithOwnedTable(false))
 			ctx := context.Background()
 			p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: fast})
 			if err := k.b.Apply(ctx, p); err != nil {
@@ -309,7 +328,9 @@ func TestKernelRenderedScript(t *testing.T) {
 		router bool
 	}{{"inline", false, false}, {"fast path", true, false}, {"router inline", false, true}, {"router fast path", true, true}} {
 		t.Run(tt.name, func(t *testing.T) {
-			applied, printed := newKernel(t), newKernel(t)
+			// An ordinary table: nft cannot write an owned one's flags,
+			// and lists them.
+			applied, printed := newKernel(t, WithOwnedTable(false)), newKernel(t)
 			set := fwtest.Set(t, nil)
 			if tt.router {
 				set = fwtest.RouterSet(t)

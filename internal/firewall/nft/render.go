@@ -23,6 +23,9 @@ func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
 	fmt.Fprintln(w, "# knockwall's static rules, as `knockwall run` installs them. The guard chain keeps")
 	fmt.Fprintln(w, "# protected ports closed whenever knockwall is not deciding. Rerunning this file")
 	fmt.Fprintln(w, "# replaces knockwall's rules atomically; `knockwall rules remove` removes the table.")
+	fmt.Fprintln(w, "# `knockwall run` makes the table owned and persistent where the kernel can (Linux 6.9+),")
+	fmt.Fprintln(w, "# so that no other process can change it; nft cannot write those flags, so the table")
+	fmt.Fprintln(w, "# this script makes is an ordinary one, which any process (and `nft flush ruleset`) can change.")
 	fmt.Fprintf(w, "add table %s\n", t)
 	for i := range p.Sets {
 		s := &p.Sets[i]

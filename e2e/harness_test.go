@@ -73,13 +73,20 @@ type backend struct {
 	name     string // as in test names
 	firewall string // firewall.backend
 	fastPath bool   // firewall.fast_path
+	// selfHeal sets firewall.owned_table false: an ordinary nftables
+	// table that other processes may change and the daemon puts back.
+	selfHeal bool
 }
 
+// The inline nftables mode also runs without the owned table, so that
+// every eachBackend test proves nftables' self-heal mode as well as the
+// owned one (the default, which nftFast takes where the kernel has it).
 var (
-	nftFast   = backend{name: "nftables", firewall: "nftables", fastPath: true}
-	nftInline = backend{name: "nftables-inline", firewall: "nftables"}
-	iptBack   = backend{name: "iptables", firewall: "iptables"}
-	backends  = []backend{nftFast, nftInline, iptBack}
+	nftFast     = backend{name: "nftables", firewall: "nftables", fastPath: true}
+	nftInline   = backend{name: "nftables-inline", firewall: "nftables", selfHeal: true}
+	nftFastHeal = backend{name: "nftables-selfheal", firewall: "nftables", fastPath: true, selfHeal: true}
+	iptBack     = backend{name: "iptables", firewall: "iptables"}
+	backends    = []backend{nftFast, nftInline, iptBack}
 )
 
 // nft reports whether b is an nftables backend.
@@ -87,7 +94,7 @@ func (b backend) nft() bool { return b.firewall == "nftables" }
 
 // yaml is b's part of the firewall section.
 func (b backend) yaml() string {
-	return fmt.Sprintf("  backend: %s\n  fast_path: %t\n", b.firewall, b.fastPath)
+	return fmt.Sprintf("  backend: %s\n  fast_path: %t\n  owned_table: %t\n", b.firewall, b.fastPath, !b.selfHeal)
 }
 
 // eachBackend runs fn as a subtest per backend, in parallel with each

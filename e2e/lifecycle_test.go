@@ -185,7 +185,18 @@ func testRestart(t *testing.T, b backend) {
 // table deleted) are noticed and put back: a stranger's SYN to the
 // protected port is refused again within healWithin, the daemon logs the
 // repair at ERROR, grants made before survive, and a knock opens afterwards.
-func TestSelfHeal(t *testing.T) { eachBackend(t, testSelfHeal) }
+// It runs where other processes can change knockwall's rules: iptables and
+// nftables without the owned table (an owned one refuses them:
+// TestOwnedTable).
+func TestSelfHeal(t *testing.T) {
+	t.Parallel()
+	for _, b := range []backend{nftFastHeal, nftInline, iptBack} {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testSelfHeal(t, b)
+		})
+	}
+}
 
 func testSelfHeal(t *testing.T, b backend) {
 	// hits says whether the removal takes away knockwall's rules: an

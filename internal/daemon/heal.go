@@ -44,7 +44,7 @@ func (h *healer) poll(ctx context.Context) {
 	if plan == nil {
 		return
 	}
-	missing, err := fw.Check(ctx, plan)
+	missing, err := fw.Check(ctx, plan) // differences, in words
 	if err != nil {
 		d.log.Error("cannot check the firewall rules", "backend", fw.Name(), "err", err)
 		return
@@ -56,7 +56,7 @@ func (h *healer) poll(ctx context.Context) {
 	if h.brokenSince.IsZero() {
 		h.brokenSince = now
 	}
-	d.log.Error("firewall rules were changed by someone else; putting them back", "backend", fw.Name(), "missing", missing)
+	d.log.Error("firewall rules were changed by someone else; putting them back", "backend", fw.Name(), "differences", missing)
 	if err := fw.Apply(ctx, plan); err != nil {
 		d.log.Error("could not put the firewall rules back; will retry", "backend", fw.Name(), "err", err)
 		return

@@ -66,6 +66,9 @@ type Backend struct {
 	// sets are the sets of the table as last applied, by name, for
 	// element writes.
 	sets map[string]*nftables.Set
+	// installed is each chain's rules as the kernel listed them right
+	// after the last Apply, for Check to compare their bodies with.
+	installed map[string][]kernelRule
 }
 
 // Option tunes New.
@@ -186,45 +189,6 @@ func (b *Backend) Close() error {
 		errs = append(errs, b.conn.CloseLasting())
 	}
 	return errors.Join(errs...)
-}
-
-// ruleTags lists the comments of chain's rules, in order.
-func (b *Backend) ruleTags(chain string) ([]string, error) {
-	attrs, err := netlink.MarshalAttributes([]netlink.Attribute{
-		{Type: unix.NFTA_RULE_TABLE, Data: append([]byte(Table.Name), 0)},
-		{Type: unix.NFTA_RULE_CHAIN, Data: append([]byte(chain), 0)},
-	})
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := b.nl.Execute(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("nftables: rules of %s: %w", chain, err)
-	}
-	var out []string
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
-		if err != nil {
-			return nil, err
-		}
-		tag := ""
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_RULE_USERDATA {
-				tag, _ = userdata.GetString(ad.Bytes(), userdata.TypeComment)
-			}
-		}
-		out = append(out, tag)
-	}
-	return out, nil
 }
 
 // state is what the kernel holds of knockwall's table.
@@ -357,7 +321,7 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 		return fmt.Errorf("nftables: apply: %w", err)
 	}
 	b.sets = sets
-	return nil
+	return b.snapshot(p)
 }
 
 // taggedRule is a plan rule, or one of the chain's own entry rules, with
@@ -838,6 +802,7 @@ func (b *Backend) Remove(context.Context) error {
 		return fmt.Errorf("nftables: delete table: %w", err)
 	}
 	b.sets = map[string]*nftables.Set{}
+	b.installed = nil
 	return nil
 }
 
@@ -855,6 +820,9 @@ func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
 		return []string{"table inet " + Table.Name + " missing"}, nil
 	}
 	var out []string
+	if want := b.wantFlags(); st.flags != want {
+		out = append(out, fmt.Sprintf("table inet %s has flags %s, want %s", Table.Name, flagNames(st.flags), flagNames(want)))
+	}
 	for i := range p.Sets {
 		ps := &p.Sets[i]
 		ks, ok := st.sets[ps.Name]
@@ -867,7 +835,7 @@ func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
 			return nil, err
 		}
 		if !sameSet(ks, ws) {
-			out = append(out, "set "+ps.Name+" has another type")
+			out = append(out, fmt.Sprintf("set %s is %s, want %s", ps.Name, setText(ks), setText(ws)))
 			continue
 		}
 		if ps.Dynamic {
@@ -888,20 +856,12 @@ func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
 			out = append(out, "chain "+pc.Name+" missing")
 			continue
 		}
-		if !sameHook(kc, pc) {
-			out = append(out, "chain "+pc.Name+" is on another hook or priority")
-		}
-		got, err := b.ruleTags(kc.Name)
+		out = append(out, chainDiff(kc, pc)...)
+		got, err := b.listRules(kc.Name)
 		if err != nil {
 			return nil, err
 		}
-		var want []string
-		for _, tr := range chainRules(pc) {
-			want = append(want, tr.tag)
-		}
-		if !slices.Equal(got, want) {
-			out = append(out, fmt.Sprintf("chain %s holds %d rules, not the %d knockwall installs", pc.Name, len(got), len(want)))
-		}
+		out = append(out, b.ruleDiff(pc, got)...)
 	}
 	for name := range st.chains {
 		if p.Chain(name) == nil {

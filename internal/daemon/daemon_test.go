@@ -188,25 +188,62 @@ func planKind(p *firewall.Plan) string {
 	return "stopped"
 }
 
-// fakeFastBackend is a backend with the kernel fast path.
+// fakeFastBackend is a backend with the kernel fast path. Its grant sets
+// are a map, element → timeout; failWrites makes that many next writes
+// fail, as a netlink error would, changing nothing.
 type fakeFastBackend struct {
 	*fakeBackend
-	gmu     sync.Mutex
-	written []firewall.GrantElem // what the last ReplaceGrants wrote
+	gmu        sync.Mutex
+	written    []firewall.GrantElem // what the last ReplaceGrants wrote, and UpdateGrants added since
+	sets       map[netip.AddrPort]time.Duration
+	failWrites int
+	writes     int // attempts, failed ones included
 }
 
-func (b *fakeFastBackend) UpdateGrants(_ context.Context, add, _ []firewall.GrantElem) error {
+var errWriteFault = errors.New("netlink: injected fault")
+
+// fault counts a write and says whether it fails. Called with gmu held.
+func (b *fakeFastBackend) fault() error {
+	b.writes++
+	if b.failWrites > 0 {
+		b.failWrites--
+		b.ev.add("%s grant write failed", b.name)
+		return errWriteFault
+	}
+	if b.sets == nil {
+		b.sets = map[netip.AddrPort]time.Duration{}
+	}
+	return nil
+}
+
+func (b *fakeFastBackend) UpdateGrants(_ context.Context, add, del []firewall.GrantElem) error {
 	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	if err := b.fault(); err != nil {
+		return err
+	}
+	for _, e := range del {
+		delete(b.sets, netip.AddrPortFrom(e.Src, e.Port))
+	}
+	for _, e := range add {
+		b.sets[netip.AddrPortFrom(e.Src, e.Port)] = e.Timeout
+	}
 	b.written = append(b.written, add...)
-	b.gmu.Unlock()
 	b.ev.add("%s update grants", b.name)
 	return nil
 }
 
 func (b *fakeFastBackend) ReplaceGrants(_ context.Context, all []firewall.GrantElem) error {
 	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	if err := b.fault(); err != nil {
+		return err
+	}
+	clear(b.sets)
+	for _, e := range all {
+		b.sets[netip.AddrPortFrom(e.Src, e.Port)] = e.Timeout
+	}
 	b.written = slices.Clone(all)
-	b.gmu.Unlock()
 	var s []string
 	for _, e := range all {
 		s = append(s, netip.AddrPortFrom(e.Src, e.Port).String())
@@ -214,6 +251,24 @@ func (b *fakeFastBackend) ReplaceGrants(_ context.Context, all []firewall.GrantE
 	slices.Sort(s)
 	b.ev.add("%s replace grants [%s]", b.name, strings.Join(s, " "))
 	return nil
+}
+
+func (b *fakeFastBackend) ReadGrants(context.Context) ([]firewall.GrantElem, error) {
+	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	var out []firewall.GrantElem
+	for ap, d := range b.sets {
+		out = append(out, firewall.GrantElem{Src: ap.Addr(), Port: ap.Port(), Timeout: d})
+	}
+	return out, nil
+}
+
+// holds reports whether the grant sets hold ap.
+func (b *fakeFastBackend) holds(ap netip.AddrPort) bool {
+	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	_, ok := b.sets[ap]
+	return ok
 }
 
 // fakeState is a state store in memory.
@@ -816,4 +871,41 @@ func TestGrantEntry(t *testing.T) {
 	if gs := h.d.Grants(); len(gs) != 1 || !same(gs[0], got) {
 		t.Errorf("Grants() = %+v, want [%+v]", gs, got)
 	}
+}
+
+// TestRevokeRetried: a revoke whose kernel writes fail (a fault behind the
+// backend interface, twice: the revoke's own rewrite and the retry it
+// kicks) tells the operator, and still ends in the kernel: the grant
+// sets are reconciled with the tracker after a backoff.
+func TestRevokeRetried(t *testing.T) {
+	h := start(t, harnessOptions{fastPath: true})
+	src := netip.MustParseAddr("10.0.0.9")
+	ctx := context.Background()
+	if _, err := h.d.Grant(ctx, src, "ssh", time.Hour, "test"); err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom(src, 22)
+	if !h.fast.holds(ap) {
+		t.Fatalf("the grant is not in the grant sets")
+	}
+	h.fast.gmu.Lock()
+	h.fast.failWrites = 2
+	h.fast.gmu.Unlock()
+	if _, err := h.d.Revoke(ctx, src, "ssh", "test"); err == nil || !strings.Contains(err.Error(), "could not be updated") {
+		t.Fatalf("Revoke with a failing kernel write = %v; want the operator told", err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for h.fast.holds(ap) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.fast.holds(ap) {
+		t.Fatalf("%v is still in the grant sets %v after the revoke", ap, waitFor)
+	}
+	h.fast.gmu.Lock()
+	writes := h.fast.writes
+	h.fast.gmu.Unlock()
+	if writes < 4 { // the grant, two failures, the retry
+		t.Errorf("%d writes; want the failed ones retried", writes)
+	}
+	h.ev.waitN(t, "nftables grant write failed", 2)
 }

@@ -25,6 +25,16 @@ const (
 	grantMargin = 50 * time.Millisecond
 	// pruneEvery is how often add forgets elements the kernel has expired.
 	pruneEvery = time.Second
+	// ReconcileEvery is how often the grant sets are read back and made
+	// to hold what the tracker grants: an element a failed revoke left,
+	// or one another process added to an ordinary table, lasts at most
+	// this long (or until the next retry).
+	ReconcileEvery = 2 * time.Second
+	// retryFirst and retryMax bound the backoff after a failed write:
+	// the next attempt is a reconcile, retryFirst later, doubling up to
+	// retryMax while writes keep failing.
+	retryFirst = 100 * time.Millisecond
+	retryMax   = ReconcileEvery
 )
 
 // grantSync mirrors the tracker's grants into the kernel's grant sets, off
@@ -92,6 +102,22 @@ func (g *grantSync) poke() {
 }
 
 func (g *grantSync) run(ctx context.Context) {
+	every := time.NewTicker(ReconcileEvery)
+	defer every.Stop()
+	retry := time.NewTimer(retryFirst)
+	retry.Stop()
+	defer retry.Stop()
+	backoff := retryFirst
+	// done takes the outcome of a write: a failure is retried, by a
+	// reconcile, after a backoff that doubles while writes keep failing.
+	done := func(err error) {
+		if err == nil {
+			backoff = retryFirst
+			return
+		}
+		retry.Reset(backoff)
+		backoff = min(2*backoff, retryMax)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -107,17 +133,21 @@ func (g *grantSync) run(ctx context.Context) {
 				}
 			}
 			if g.overflow.Load() {
-				g.replace(ctx)
+				done(g.replace(ctx))
 				continue
 			}
 			if err := g.add(ctx, batch); err != nil {
 				g.log.Debug("fast path: incremental grant write failed; rewriting the sets", "err", err)
-				g.replace(ctx)
+				done(g.replace(ctx))
 			}
 		case <-g.kick:
 			if g.overflow.Load() {
-				g.replace(ctx)
+				done(g.replace(ctx))
 			}
+		case <-retry.C:
+			done(g.reconcileLogged(ctx))
+		case <-every.C:
+			done(g.reconcileLogged(ctx))
 		}
 	}
 }
@@ -186,19 +216,26 @@ func (g *grantSync) add(ctx context.Context, batch []grantEvent) error {
 }
 
 // replace rewrites the grant sets from the tracker.
-func (g *grantSync) replace(ctx context.Context) {
-	if err := g.replaceNow(ctx); err != nil {
-		g.log.Error("fast path: could not write the grant sets; granted sources are judged in user space", "err", err)
+func (g *grantSync) replace(ctx context.Context) error {
+	err := g.replaceNow(ctx)
+	if err != nil {
+		g.log.Error("fast path: could not write the grant sets; granted sources are judged in user space; will retry", "err", err)
 	}
+	return err
 }
 
-// replaceNow rewrites the grant sets from the tracker and returns once the
-// kernel holds them (a revoke waits for this).
-func (g *grantSync) replaceNow(ctx context.Context) error {
-	g.overflow.Store(false)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	now := g.now()
+func (g *grantSync) reconcileLogged(ctx context.Context) error {
+	err := g.reconcile(ctx)
+	if err != nil {
+		g.log.Error("fast path: could not reconcile the grant sets with the tracker; will retry", "err", err)
+	}
+	return err
+}
+
+// wanted is what the grant sets should hold now: per element, when it
+// ends there (the latest of the grants that open it, less the margin).
+// Called with mu held.
+func (g *grantSync) wanted(now time.Time) map[netip.AddrPort]time.Time {
 	best := map[netip.AddrPort]time.Time{}
 	for _, gi := range g.tr.Grants(now) {
 		for _, p := range g.ports[gi.ID] {
@@ -208,8 +245,72 @@ func (g *grantSync) replaceNow(ctx context.Context) error {
 			}
 		}
 	}
+	return best
+}
+
+// reconcile reads the grant sets back and makes them hold what the
+// tracker grants: an element the tracker does not grant (a revoke whose
+// write failed, an element someone else added) is deleted, one that would
+// outlive its grant is written again with the right timeout, and a missing
+// one is added.
+func (g *grantSync) reconcile(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	have, err := g.w.ReadGrants(ctx)
+	if err != nil {
+		return err
+	}
+	// After the read: the kernel's timeouts only shrink meanwhile.
+	now := g.now()
+	want := g.wanted(now)
+	var add, del []firewall.GrantElem
+	held := make(map[netip.AddrPort]bool, len(have))
+	stray := 0
+	for _, e := range have {
+		ap := netip.AddrPortFrom(e.Src, e.Port)
+		held[ap] = true
+		ends, ok := want[ap]
+		switch {
+		case !ok:
+			del = append(del, firewall.GrantElem{Src: e.Src, Port: e.Port})
+			delete(g.written, ap)
+			stray++
+		case e.Timeout > ends.Sub(now)+grantMargin:
+			// It would outlive its grant (a shortened grant whose write
+			// failed): delete and add in one batch.
+			del = append(del, firewall.GrantElem{Src: e.Src, Port: e.Port})
+			add = append(add, firewall.GrantElem{Src: e.Src, Port: e.Port, Timeout: ends.Sub(now)})
+			g.written[ap] = ends
+		}
+	}
+	for ap, ends := range want {
+		if !held[ap] {
+			add = append(add, firewall.GrantElem{Src: ap.Addr(), Port: ap.Port(), Timeout: ends.Sub(now)})
+			g.written[ap] = ends
+		}
+	}
+	if len(add) == 0 && len(del) == 0 {
+		return nil
+	}
+	if stray > 0 {
+		g.log.Warn("fast path: the grant sets held elements the tracker does not grant; removing them", "elements", stray)
+	}
+	if err := g.w.UpdateGrants(ctx, add, del); err != nil {
+		g.overflow.Store(true)
+		return err
+	}
+	return nil
+}
+
+// replaceNow rewrites the grant sets from the tracker and returns once the
+// kernel holds them (a revoke waits for this).
+func (g *grantSync) replaceNow(ctx context.Context) error {
+	g.overflow.Store(false)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	best := g.wanted(g.now())
 	all := make([]firewall.GrantElem, 0, len(best))
-	now = g.now() // timeouts start when the kernel takes the batch
+	now := g.now() // timeouts start when the kernel takes the batch
 	for ap, ends := range best {
 		if ends.After(now) {
 			all = append(all, firewall.GrantElem{Src: ap.Addr(), Port: ap.Port(), Timeout: ends.Sub(now)})
@@ -218,7 +319,9 @@ func (g *grantSync) replaceNow(ctx context.Context) error {
 		}
 	}
 	if err := g.w.ReplaceGrants(ctx, all); err != nil {
+		// Rewritten again soon (run retries with a backoff).
 		g.overflow.Store(true)
+		g.poke()
 		return err
 	}
 	g.written = best

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ func (w *recordingWriter) UpdateGrants(_ context.Context, add, del []firewall.Gr
 }
 
 func (w *recordingWriter) ReplaceGrants(context.Context, []firewall.GrantElem) error { return nil }
+
+func (w *recordingWriter) ReadGrants(context.Context) ([]firewall.GrantElem, error) { return nil, nil }
 
 // TestGrantSyncFollowsTheTracker: the kernel's element ends with the
 // tracker's grant (less the margin) whether the grant grows or shrinks,
@@ -81,5 +84,54 @@ func TestGrantSyncFollowsTheTracker(t *testing.T) {
 	}
 	if len(g.written) != 0 {
 		t.Errorf("written still holds %v an hour later", g.written)
+	}
+}
+
+// TestGrantSyncReconcile: the grant sets read back are made to hold what
+// the tracker grants: a stray element (a revoke whose write failed, one
+// added by someone else) goes, one that would outlive its grant is written
+// again with the grant's end, a missing one is added, and a second
+// reconcile finds nothing to do.
+func TestGrantSyncReconcile(t *testing.T) {
+	tr, err := tracker.New(tracker.Config{MaxPending: 16, MaxGrants: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	ev := newEvents()
+	w := &fakeFastBackend{fakeBackend: &fakeBackend{name: "nftables", ev: ev}}
+	g := newGrantSync(w, tr, func() time.Time { return now }, slog.New(slog.DiscardHandler))
+	const id = 7
+	g.setPlan(&firewall.Plan{GrantPorts: map[uint64][]uint16{id: {22}}})
+	kept, shortened, missing, stray := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("fd00::3"), netip.MustParseAddr("10.0.0.4")
+	for _, gi := range []tracker.GrantInfo{
+		{Src: kept, ID: id, Expires: now.Add(time.Minute)},
+		{Src: shortened, ID: id, Expires: now.Add(10 * time.Second)},
+		{Src: missing, ID: id, Expires: now.Add(time.Minute)},
+	} {
+		if !tr.Put(gi, now) {
+			t.Fatal("Put refused")
+		}
+	}
+	w.sets = map[netip.AddrPort]time.Duration{
+		netip.AddrPortFrom(kept, 22):      time.Minute - grantMargin,
+		netip.AddrPortFrom(shortened, 22): time.Hour,
+		netip.AddrPortFrom(stray, 22):     time.Hour,
+	}
+	ctx := context.Background()
+	if err := g.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.AddrPort]time.Duration{
+		netip.AddrPortFrom(kept, 22):      time.Minute - grantMargin,
+		netip.AddrPortFrom(shortened, 22): 10*time.Second - grantMargin,
+		netip.AddrPortFrom(missing, 22):   time.Minute - grantMargin,
+	}
+	if !maps.Equal(w.sets, want) {
+		t.Errorf("after reconcile the sets hold %v, want %v", w.sets, want)
+	}
+	writes := w.writes
+	if err := g.reconcile(ctx); err != nil || w.writes != writes {
+		t.Errorf("a second reconcile: %v, %d writes; want nothing to do", err, w.writes-writes)
 	}
 }

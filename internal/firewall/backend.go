@@ -61,6 +61,9 @@ type GrantWriter interface {
 	UpdateGrants(ctx context.Context, add, del []GrantElem) error
 	// ReplaceGrants makes the grant sets hold exactly all.
 	ReplaceGrants(ctx context.Context, all []GrantElem) error
+	// ReadGrants lists what the grant sets hold, each element with the
+	// time it has left there.
+	ReadGrants(ctx context.Context) ([]GrantElem, error)
 }
 
 // GrantElem is one (source, protected port) element of a grant set, with

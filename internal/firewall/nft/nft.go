@@ -986,6 +986,35 @@ func (b *Backend) UpdateGrants(_ context.Context, add, del []firewall.GrantElem)
 	return b.writeElems(ops, nil)
 }
 
+// ReadGrants implements firewall.GrantWriter.
+func (b *Backend) ReadGrants(context.Context) ([]firewall.GrantElem, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []firewall.GrantElem
+	for _, name := range []string{firewall.SetGrants4, firewall.SetGrants6} {
+		s, ok := b.sets[name]
+		if !ok {
+			return nil, errNoGrantSets
+		}
+		els, err := b.conn.GetSetElements(s)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: set %s elements: %w", name, err)
+		}
+		n := 4
+		if name == firewall.SetGrants6 {
+			n = 16
+		}
+		for _, e := range els {
+			if len(e.Key) < n+2 {
+				continue
+			}
+			a, _ := netip.AddrFromSlice(e.Key[:n])
+			out = append(out, firewall.GrantElem{Src: a, Port: binary.BigEndian.Uint16(e.Key[n:]), Timeout: e.Expires})
+		}
+	}
+	return out, nil
+}
+
 var errNoGrantSets = errors.New("nftables: no grant sets (apply a fast-path plan first)")
 
 // ReplaceGrants implements firewall.GrantWriter: both grant sets flushed

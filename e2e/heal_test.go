@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHealContent: on an ordinary nftables table (owned_table false:
@@ -63,4 +64,49 @@ func TestHealContent(t *testing.T) {
 	}
 	e.knock(t, e.pair.Server4, defaultSequence...)
 	e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
+}
+
+// TestJumpFirst: on the iptables backend, a rule of the host's inserted
+// ahead of knockwall's jump into the guard (`iptables -t security -I INPUT
+// 1 ... -j ACCEPT`, which would let SYNs past the guard whenever the
+// daemon is not deciding) is noticed: the jump is first again within
+// healWithin, the host's rule stays after it, and with the daemon killed
+// the protected port is closed by the guard.
+func TestJumpFirst(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{backend: iptBack, secondClient: true, svc: service{closed: reject}})
+	mark := e.d.mark()
+	ahead := []string{"-t", "security", "-I", "INPUT", "1", "-p", "tcp", "--dport", fmt.Sprint(protectedPort), "-j", "ACCEPT"}
+	if out, err := e.run(e.pair.Server, "iptables", ahead...); err != nil {
+		t.Fatalf("iptables %v: %v %s", ahead, err, out)
+	}
+	inserted := time.Now()
+	first := func() string {
+		for _, l := range ruleLines(e.iptablesSave(t, "iptables")) {
+			if strings.HasPrefix(l, "*security -A INPUT ") {
+				return l
+			}
+		}
+		return ""
+	}
+	for time.Since(inserted) < healWithin && !strings.Contains(first(), "knockwall guard jump") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := first(); !strings.Contains(l, "knockwall guard jump") {
+		t.Fatalf("security INPUT starts with %q %v after the insert; want knockwall's jump", l, healWithin)
+	}
+	t.Logf("the jump was first again after %v", time.Since(inserted).Round(time.Millisecond))
+	l, err := e.d.waitLogFrom(mark, "firewall rules were changed by someone else; putting them back", nil, logTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := l.str("differences"); !strings.Contains(d, "a rule is ahead of knockwall's jump") {
+		t.Errorf("logged differences %s; want the rule ahead named", d)
+	}
+	if !strings.Contains(strings.Join(ruleLines(e.iptablesSave(t, "iptables")), "\n"), fmt.Sprintf("--dport %d -j ACCEPT", protectedPort)) {
+		t.Error("the host's rule was removed; want it kept after knockwall's jump")
+	}
+	e.expectClosed(t, reject, e.pair.Client2v4, e.server4(protectedPort))
+	e.d.kill(t)
+	e.expectClosed(t, drop, e.pair.Client2v4, e.server4(protectedPort))
 }

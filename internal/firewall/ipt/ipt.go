@@ -391,10 +391,12 @@ type current struct {
 	// jumps: per table, lines in built-in chains that carry knockwall's
 	// comment or jump to one of its chains, as "-A CHAIN spec".
 	jumps map[string][]string
+	// builtins: per table and built-in chain, every rule line, in order.
+	builtins map[string]map[string][]string
 }
 
 func parseSave(out []byte) *current {
-	c := &current{chains: map[string]map[string][]string{}, jumps: map[string][]string{}}
+	c := &current{chains: map[string]map[string][]string{}, jumps: map[string][]string{}, builtins: map[string]map[string][]string{}}
 	table := ""
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -424,6 +426,10 @@ func parseSave(out []byte) *current {
 				c.chains[table][chain] = append(c.chains[table][chain], commentOf(line))
 				continue
 			}
+			if c.builtins[table] == nil {
+				c.builtins[table] = map[string][]string{}
+			}
+			c.builtins[table][chain] = append(c.builtins[table][chain], line)
 			if strings.Contains(line, "-j "+chainPrefix) || strings.HasPrefix(commentOf(line), firewall.Owner) {
 				c.jumps[table] = append(c.jumps[table], line)
 			}
@@ -508,11 +514,14 @@ func applyInput(want *rendered, cur *current, addJumps bool) string {
 				fmt.Fprintf(&b, "-A %s %s\n", c.name, r)
 			}
 		}
-		// Jumps: keep one copy of each wanted jump, delete the rest.
+		// Jumps: keep one copy of each wanted jump, delete the rest. A
+		// jump that goes first in its chain but has a rule of someone
+		// else's ahead of it is deleted and inserted at the top again, in
+		// the same commit: never absent.
 		seen := map[string]bool{}
 		for _, line := range cur.jumps[table] {
 			key := normalizeJump(line, wantJump)
-			if _, ok := wantJump[key]; ok && !seen[key] {
+			if j, ok := wantJump[key]; ok && !seen[key] && (!j.insert || leading(cur.builtins[table][j.builtin])[line]) {
 				seen[key] = true
 				continue
 			}
@@ -545,6 +554,26 @@ func applyInput(want *rendered, cur *current, addJumps bool) string {
 		b.WriteString("COMMIT\n")
 	}
 	return b.String()
+}
+
+// leading is the run of knockwall's jumps at the top of a built-in
+// chain's lines, where the jumps into the reject and guard chains belong:
+// a rule ahead of them would decide before the guard does.
+func leading(lines []string) map[string]bool {
+	out := map[string]bool{}
+	for _, l := range lines {
+		if !isJumpTag(commentOf(l)) {
+			break
+		}
+		out[l] = true
+	}
+	return out
+}
+
+// isJumpTag reports whether a comment is a firewall.JumpTag.
+func isJumpTag(c string) bool {
+	f := strings.Fields(c)
+	return len(f) == 4 && f[0] == firewall.Owner && f[2] == "jump"
 }
 
 // normalizeJump maps a saved jump line to the wanted jump with the same
@@ -617,6 +646,18 @@ func diff(bin string, want *rendered, cur *current) []string {
 				}
 				if n != 1 {
 					out = append(out, fmt.Sprintf("%s -t %s: %d jumps from %s to %s, want 1", bin, table, n, j.builtin, c.name))
+					continue
+				}
+				if !j.insert {
+					continue
+				}
+				lines := cur.builtins[table][j.builtin]
+				lead := leading(lines)
+				for _, line := range lines {
+					if j.is(line) && !lead[line] {
+						out = append(out, fmt.Sprintf("%s -t %s: a rule is ahead of knockwall's jump to %s, which goes first in %s: %s",
+							bin, table, c.name, j.builtin, lines[len(lead)]))
+					}
 				}
 			}
 		}

@@ -80,9 +80,10 @@ func (b *Backend) listRules(chain string) ([]kernelRule, error) {
 // snapshot keeps the rules of p's chains as the kernel lists them now,
 // right after Apply.
 func (b *Backend) snapshot(p *firewall.Plan) error {
-	installed := make(map[string][]kernelRule, len(p.Chains))
-	for ci := range p.Chains {
-		name := p.Chains[ci].Name
+	chains := layout(p)
+	installed := make(map[string][]kernelRule, len(chains))
+	for _, rc := range chains {
+		name := rc.name
 		rs, err := b.listRules(name)
 		if err != nil {
 			return err
@@ -96,20 +97,20 @@ func (b *Backend) snapshot(p *firewall.Plan) error {
 // ruleDiff says how the rules of a chain in the kernel differ from pc's:
 // other tags (a rule missing, added or moved), or the same tags with other
 // expressions (a rule's body changed, its comment kept).
-func (b *Backend) ruleDiff(pc *firewall.Chain, got []kernelRule) []string {
-	want := chainRules(pc)
+func (b *Backend) ruleDiff(pc *rchain, got []kernelRule) []string {
+	want := pc.rules
 	var out []string
 	if len(got) != len(want) {
-		out = append(out, fmt.Sprintf("chain %s holds %d rules, not the %d knockwall installs", pc.Name, len(got), len(want)))
+		out = append(out, fmt.Sprintf("chain %s holds %d rules, not the %d knockwall installs", pc.name, len(got), len(want)))
 	}
-	installed := b.installed[pc.Name]
+	installed := b.installed[pc.name]
 	for i := range min(len(got), len(want)) {
 		if got[i].tag != want[i].tag {
-			out = append(out, fmt.Sprintf("chain %s rule %d is %q, want %q", pc.Name, i, got[i].tag, want[i].tag))
+			out = append(out, fmt.Sprintf("chain %s rule %d is %q, want %q", pc.name, i, got[i].tag, want[i].tag))
 			continue
 		}
 		if i < len(installed) && installed[i].tag == got[i].tag && !bytes.Equal(installed[i].exprs, got[i].exprs) {
-			out = append(out, fmt.Sprintf("chain %s rule %d (%q): its expressions were changed, its comment kept", pc.Name, i, got[i].tag))
+			out = append(out, fmt.Sprintf("chain %s rule %d (%q): its expressions were changed, its comment kept", pc.name, i, got[i].tag))
 		}
 	}
 	return out

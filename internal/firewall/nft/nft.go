@@ -256,15 +256,18 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	wanted := map[string]bool{}
-	for _, ch := range p.Chains {
-		wanted[ch.Name] = true
+	chains := layout(p)
+	wanted := map[string]*rchain{}
+	for i := range chains {
+		wanted[chains[i].name] = &chains[i]
 	}
 	// First empty every chain of ours, so no rule refers to a set that
-	// changes below.
-	for name, ch := range st.chains {
+	// changes below, or to a chain deleted below.
+	for name := range st.chains {
 		c.FlushChain(&nftables.Chain{Name: name, Table: Table})
-		if !wanted[name] || !sameHook(ch, p.Chain(name)) {
+	}
+	for name, ch := range st.chains {
+		if w := wanted[name]; w == nil || !sameKind(ch, w) {
 			c.DelChain(&nftables.Chain{Name: name, Table: Table})
 			delete(st.chains, name)
 		}
@@ -298,18 +301,25 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 		sets[ps.Name] = ns
 	}
 	for name, s := range st.sets {
-		if !wantSet[name] {
+		// An anonymous set (the dispatch map) goes with its rule.
+		if !wantSet[name] && !s.Anonymous {
 			c.DelSet(s)
 		}
 	}
-	for ci := range p.Chains {
-		pc := &p.Chains[ci]
-		// Added again when it exists: that sets its policy back.
-		ch := c.AddChain(baseChain(pc))
-		for ri, r := range chainRules(pc) {
-			ex, err := b.exprs(r, sets)
+	for _, rc := range chains {
+		// Added again when it exists: that sets a base chain's policy
+		// back.
+		ch := c.AddChain(installedChain(&rc))
+		for ri, r := range rc.rules {
+			var ex []expr.Any
+			var err error
+			if r.entry == entryDispatch {
+				ex, err = dispatchExprs(c, r.jumps)
+			} else {
+				ex, err = b.exprs(r, sets)
+			}
 			if err != nil {
-				return fmt.Errorf("nftables: chain %s rule %d: %w", pc.Name, ri, err)
+				return fmt.Errorf("nftables: chain %s rule %d: %w", rc.name, ri, err)
 			}
 			c.AddRule(&nftables.Rule{Table: Table, Chain: ch, Exprs: ex, UserData: comment(r.tag)})
 		}
@@ -329,6 +339,7 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 type taggedRule struct {
 	r     *firewall.Rule // nil: an entry rule, as entry says
 	entry entry
+	jumps []portJump // entryDispatch's verdict map
 	tag   string
 }
 
@@ -342,9 +353,12 @@ const (
 	entryIfaces       // iifname != @ifaces accept
 	entryScope4       // meta nfproto ipv4 fib daddr type != local ip daddr != @routed4 accept
 	entryScope6       // the same for IPv6
+	// entryDispatch: TCP SYNs jump by destination port to the chain of
+	// their port set (dispatch.go).
+	entryDispatch
 )
 
-var entryNames = [...]string{"", "lo", "ifaces", "scope4", "scope6"}
+var entryNames = [...]string{"", "lo", "ifaces", "scope4", "scope6", "dispatch"}
 
 // chainRules lists the rules of c as installed: the entry rules (loopback,
 // interfaces, destination scope) first.
@@ -849,22 +863,28 @@ func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
 			out = append(out, fmt.Sprintf("set %s holds %d elements, not the %d knockwall put there", ps.Name, len(got), len(elems)))
 		}
 	}
-	for ci := range p.Chains {
-		pc := &p.Chains[ci]
-		kc, ok := st.chains[pc.Name]
+	chains := layout(p)
+	mine := map[string]bool{}
+	for _, rc := range chains {
+		mine[rc.name] = true
+		kc, ok := st.chains[rc.name]
 		if !ok {
-			out = append(out, "chain "+pc.Name+" missing")
+			out = append(out, "chain "+rc.name+" missing")
 			continue
 		}
-		out = append(out, chainDiff(kc, pc)...)
+		if rc.base != nil {
+			out = append(out, chainDiff(kc, rc.base)...)
+		} else if kc.Hooknum != nil {
+			out = append(out, "chain "+rc.name+" is a base chain, want a regular one")
+		}
 		got, err := b.listRules(kc.Name)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, b.ruleDiff(pc, got)...)
+		out = append(out, b.ruleDiff(&rc, got)...)
 	}
 	for name := range st.chains {
-		if p.Chain(name) == nil {
+		if !mine[name] {
 			out = append(out, "chain "+name+" is not knockwall's")
 		}
 	}

@@ -42,16 +42,19 @@ func (b *Backend) Render(w io.Writer, p *firewall.Plan) error {
 			fmt.Fprintf(w, "add element %s %s { %s }\n", t, s.Name, elems)
 		}
 	}
-	for ci := range p.Chains {
-		c := &p.Chains[ci]
-		fmt.Fprintf(w, "add chain %s %s { type filter hook %s priority %d; policy accept; }\n", t, c.Name, c.Hook, c.Priority)
-		fmt.Fprintf(w, "flush chain %s %s\n", t, c.Name)
-		for _, tr := range chainRules(c) {
+	for _, rc := range layout(p) {
+		if c := rc.base; c != nil {
+			fmt.Fprintf(w, "add chain %s %s { type filter hook %s priority %d; policy accept; }\n", t, c.Name, c.Hook, c.Priority)
+		} else {
+			fmt.Fprintf(w, "add chain %s %s\n", t, rc.name)
+		}
+		fmt.Fprintf(w, "flush chain %s %s\n", t, rc.name)
+		for _, tr := range rc.rules {
 			text, err := ruleText(p, tr)
 			if err != nil {
-				return fmt.Errorf("chain %s: %w", c.Name, err)
+				return fmt.Errorf("chain %s: %w", rc.name, err)
 			}
-			fmt.Fprintf(w, "add rule %s %s %s comment %q\n", t, c.Name, text, tr.tag)
+			fmt.Fprintf(w, "add rule %s %s %s comment %q\n", t, rc.name, text, tr.tag)
 		}
 	}
 	return nil
@@ -112,6 +115,12 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 		return "meta nfproto ipv4 fib daddr type != local ip daddr != @" + firewall.SetRouted4 + " accept", nil
 	case entryScope6:
 		return "meta nfproto ipv6 fib daddr type != local ip6 daddr != @" + firewall.SetRouted6 + " accept", nil
+	case entryDispatch:
+		els := make([]string, len(tr.jumps))
+		for i, j := range tr.jumps {
+			els[i] = fmt.Sprintf("%d : jump %s", j.port, j.chain)
+		}
+		return "meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn tcp dport vmap { " + strings.Join(els, ", ") + " }", nil
 	}
 	r := tr.r
 	var s []string

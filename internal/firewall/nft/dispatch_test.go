@@ -1,0 +1,66 @@
+package nft
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/knockwall/knockwall/internal/firewall"
+	"github.com/knockwall/knockwall/internal/firewall/fwtest"
+)
+
+// TestLayout: the fast path's divert chain is dispatched by port, every
+// plan rule installed in exactly the chains it decides in; plans where
+// dispatch could decide otherwise (a port in two sets) or that have no
+// fast path are installed as they are.
+func TestLayout(t *testing.T) {
+	names := func(rs []rchain) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.name)
+		}
+		return out
+	}
+	fast := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: true})
+	got := layout(fast)
+	if want := []string{"guard", "refuse", "divert_knock_tcp", "divert_protected", "divert"}; !slices.Equal(names(got), want) {
+		t.Fatalf("fast path chains %q, want %q", names(got), want)
+	}
+	divert := got[len(got)-1]
+	var jumps []portJump
+	for _, tr := range divert.rules {
+		if tr.entry == entryDispatch {
+			jumps = tr.jumps
+		}
+	}
+	wantJumps := []portJump{{7000, "divert_knock_tcp"}, {8000, "divert_knock_tcp"}, {22, "divert_protected"}, {2222, "divert_protected"}}
+	if !slices.Equal(jumps, wantJumps) {
+		t.Errorf("dispatch map %v, want %v", jumps, wantJumps)
+	}
+	// Every plan rule of the divert chain once (the grant rules once per
+	// chain of ports grants are written for: here the protected ports).
+	count := map[string]int{}
+	for _, rc := range got[2:] {
+		for _, tr := range rc.rules {
+			count[tr.tag]++
+		}
+	}
+	for _, tr := range chainRules(fast.Chain(firewall.ChainDivert)) {
+		if count[tr.tag] != 1 {
+			t.Errorf("rule %q installed %d times", tr.tag, count[tr.tag])
+		}
+	}
+
+	inline := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{})
+	if n := names(layout(inline)); slices.Contains(n, "divert_protected") {
+		t.Errorf("inline plan dispatched: %q", n)
+	}
+	overlap := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: true})
+	for i := range overlap.Sets {
+		if overlap.Sets[i].Name == firewall.SetKnockTCP {
+			overlap.Sets[i].Ports = append(overlap.Sets[i].Ports, firewall.PortRange{Lo: 22, Hi: 22})
+		}
+	}
+	if n := names(layout(overlap)); slices.Contains(n, "divert_protected") {
+		t.Errorf("a port in two sets dispatched: %q", n)
+	}
+}

@@ -170,6 +170,7 @@ func (b *Backend) probe() error {
 	case err == nil:
 	case errors.Is(err, syscall.ENOENT):
 		b.compatQueue = true
+		drain(b.own)
 	default:
 		return fmt.Errorf("nftables: probe: %w", err)
 	}
@@ -971,6 +972,10 @@ func (b *Backend) writeElems(ops []elemOp, first func()) error {
 			i = j
 		}
 		if err := b.conn.Flush(); err != nil {
+			// google/nftables stops reading at some errors: the rest
+			// of the batch's answers must not be taken for the next
+			// request's.
+			drain(b.own)
 			return fmt.Errorf("nftables: grant elements: %w", err)
 		}
 		if end == len(ops) {

@@ -141,7 +141,6 @@ func recorder() (*nftables.Conn, *[]netlink.Message, error) {
 // drained, so that the next request on the socket reads its own answers.
 func (b *Backend) send(msgs []netlink.Message) error {
 	c := b.own
-	drain(c)
 	req := make([]netlink.Message, 0, len(msgs)+2)
 	req = append(req, batchMsg(unix.NFNL_MSG_BATCH_BEGIN))
 	want := 0

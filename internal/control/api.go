@@ -23,15 +23,13 @@ type Status struct {
 	UptimeSeconds float64   `json:"uptime_seconds"`
 	Backend       string    `json:"backend"` // "" when firewall.manage is false
 	FastPath      bool      `json:"fast_path"`
-	// FirewallMode is "owned" (no other process can change the rules)
-	// or "self-heal" (changes are put back); "" when not managed.
-	FirewallMode string    `json:"firewall_mode,omitempty"`
-	Queues       []Queue   `json:"queues"`
-	Kernel       Kernel    `json:"kernel"`
-	Tracker      Tracker   `json:"tracker"`
-	Services     []Service `json:"services"`
-	Heals        uint64    `json:"heals"`
-	Reloads      uint64    `json:"reloads"`
+	FirewallMode  string    `json:"firewall_mode,omitempty"` // "owned" (no other process can change the rules), "self-heal"; "" when not managed
+	Queues        []Queue   `json:"queues"`
+	Kernel        Kernel    `json:"kernel"`
+	Tracker       Tracker   `json:"tracker"`
+	Services      []Service `json:"services"`
+	Heals         uint64    `json:"heals"`
+	Reloads       uint64    `json:"reloads"`
 	// Counts since the start, non-zero only: verdicts by "verdict/reason",
 	// knocks by event, SPA tokens by result, grants made by method.
 	Verdicts   map[string]uint64 `json:"verdicts"`

@@ -144,16 +144,20 @@ func TestOwnedTableFlush(t *testing.T) {
 	e.expectOpen(t, e.pair.Client4, e.server4(protectedPort)).Close()
 }
 
-// TestOwnedTable: while the daemon runs another process can neither
-// delete knockwall's table nor make it dormant (EPERM), and `knockwall
-// rules remove` refuses to take it from the daemon; after a SIGKILL the
+// TestOwnedTable: `knockwall status` says the table is owned; while the
+// daemon runs another process can neither delete knockwall's table nor
+// make it dormant (EPERM), and `knockwall rules remove` refuses to take it
+// from the daemon; after a SIGKILL the
 // table stays, the next start adopts it (other processes are refused
 // again) and a stranger never connects in between; a knock works after;
 // after a clean stop `knockwall rules remove` adopts and deletes it.
 func TestOwnedTable(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{backend: nftFast, secondClient: true, svc: service{closed: reject}})
+	e := newEnv(t, envOptions{backend: nftFast, secondClient: true, svc: service{closed: reject}, operate: true})
 	requireOwned(t, e)
+	if out := e.ctlOK(t, "status", "-c", e.cfgPath); !strings.Contains(out, "firewall      nftables, fast path on, owned table") {
+		t.Errorf("knockwall status does not say the table is owned:\n%s", out)
+	}
 	refused := func(what string) {
 		t.Helper()
 		for _, cmd := range [][]string{

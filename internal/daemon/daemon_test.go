@@ -909,3 +909,38 @@ func TestRevokeRetried(t *testing.T) {
 	}
 	h.ev.waitN(t, "nftables grant write failed", 2)
 }
+
+// modeBackend is a fake backend that says how its rules are kept.
+type modeBackend struct {
+	*fakeBackend
+	mode string
+	why  error
+}
+
+func (b modeBackend) Mode() (string, error) { return b.mode, b.why }
+
+// TestStatsMode: status reports how the rules are kept, as the backend
+// says; a backend that says nothing is self-healed; no backend, nothing.
+func TestStatsMode(t *testing.T) {
+	set := testSet(t, nil)
+	for _, tt := range []struct {
+		name string
+		fw   firewall.Backend
+		want string
+	}{
+		{"owned", modeBackend{&fakeBackend{name: "nftables", ev: newEvents()}, firewall.ModeOwned, nil}, firewall.ModeOwned},
+		{"not owned", modeBackend{&fakeBackend{name: "nftables", ev: newEvents()}, firewall.ModeSelfHeal, errors.New("kernel too old")}, firewall.ModeSelfHeal},
+		{"says nothing", &fakeBackend{name: "iptables", ev: newEvents()}, firewall.ModeSelfHeal},
+		{"not managed", nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := New(Config{Set: set, Firewall: tt.fw, Log: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.Stats().Mode; got != tt.want {
+				t.Errorf("Stats().Mode = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

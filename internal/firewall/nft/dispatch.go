@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"slices"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -27,8 +29,8 @@ import (
 // rules appear in the plan's divert chain.
 var dispatchSets = []string{firewall.SetKnockTCP, firewall.SetProtected, firewall.SetFwdPorts}
 
-// dispatchMaxPorts bounds the verdict map's elements.
-const dispatchMaxPorts = 1024
+// dispatchMaxRanges bounds the verdict map's elements.
+const dispatchMaxRanges = 1024
 
 // rchain is a chain as installed: a plan chain's base chain, or a regular
 // chain the divert chain's verdict map jumps to (base nil).
@@ -38,10 +40,11 @@ type rchain struct {
 	rules []taggedRule
 }
 
-// portJump is one element of the dispatch verdict map.
+// portJump is one element of the dispatch verdict map: a port or a range
+// of ports (a rotating sequence's).
 type portJump struct {
-	port  uint16
-	chain string
+	lo, hi uint16
+	chain  string
 }
 
 // dispatchChain is the regular chain of a port set's rules.
@@ -118,8 +121,8 @@ func dispatch(p *firewall.Plan, pc *firewall.Chain) (subs []rchain, base []tagge
 		}
 		name := dispatchChain(set)
 		subs = append(subs, rchain{name: name, rules: rs})
-		for _, port := range ports[set] {
-			jumps = append(jumps, portJump{port: port, chain: name})
+		for _, r := range ports[set] {
+			jumps = append(jumps, portJump{lo: r.Lo, hi: r.Hi, chain: name})
 		}
 	}
 	if len(grants) > 0 && len(bySet[firewall.SetProtected]) == 0 {
@@ -174,30 +177,46 @@ func terminalQueue(r *firewall.Rule) bool {
 		r.ClearMark == 0 && r.OrMark == 0 && r.Verdict.Kind == firewall.VerdictQueue
 }
 
-// dispatchPorts lists each dispatched set's ports; ok is false when a port
-// is in two sets (the plain chain's order would decide) or there are more
-// than dispatchMaxPorts.
-func dispatchPorts(p *firewall.Plan) (map[string][]uint16, bool) {
-	out := map[string][]uint16{}
-	seen := map[uint16]bool{}
-	n := 0
+// dispatchPorts lists each dispatched set's port ranges; ok is false when
+// a port is in two sets or twice in one (the plain chain's order would
+// decide), or there are more than dispatchMaxRanges.
+func dispatchPorts(p *firewall.Plan) (map[string][]firewall.PortRange, bool) {
+	out := map[string][]firewall.PortRange{}
+	var all []firewall.PortRange
 	for _, name := range dispatchSets {
-		s := p.Set(name)
-		if s == nil {
-			continue
+		if s := p.Set(name); s != nil {
+			out[name] = s.Ports
+			all = append(all, s.Ports...)
 		}
-		for _, r := range s.Ports {
-			for port := int(r.Lo); port <= int(r.Hi); port++ {
-				n++
-				if seen[uint16(port)] || n > dispatchMaxPorts {
-					return nil, false
-				}
-				seen[uint16(port)] = true
-				out[name] = append(out[name], uint16(port))
-			}
+	}
+	if len(all) > dispatchMaxRanges {
+		return nil, false
+	}
+	slices.SortFunc(all, func(a, b firewall.PortRange) int { return int(a.Lo) - int(b.Lo) })
+	for i := 1; i < len(all); i++ {
+		if all[i].Lo <= all[i-1].Hi {
+			return nil, false
 		}
 	}
 	return out, true
+}
+
+// mapElems are the verdict map's elements: each range's first port with
+// its jump and, in an interval map, the port after its last as the end of
+// the interval (left out where the next range starts there, or past 65535).
+func mapElems(jumps []portJump) (elems []nftables.SetElement, interval bool) {
+	js := slices.Clone(jumps)
+	slices.SortFunc(js, func(a, b portJump) int { return int(a.lo) - int(b.lo) })
+	for _, j := range js {
+		interval = interval || j.lo != j.hi
+	}
+	for i, j := range js {
+		elems = append(elems, nftables.SetElement{Key: port(j.lo), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: j.chain}})
+		if interval && j.hi < 65535 && (i+1 == len(js) || js[i+1].lo != j.hi+1) {
+			elems = append(elems, nftables.SetElement{Key: port(j.hi + 1), IntervalEnd: true})
+		}
+	}
+	return elems, interval
 }
 
 // installedChain is rc as the kernel makes it.
@@ -221,12 +240,9 @@ func sameKind(k *nftables.Chain, rc *rchain) bool {
 // looked up in an anonymous verdict map (made in the same batch, deleted
 // with the rule) that jumps to the chain of its port set.
 func dispatchExprs(c *nftables.Conn, jumps []portJump) ([]expr.Any, error) {
-	m := &nftables.Set{Table: Table, Anonymous: true, Constant: true, IsMap: true,
+	elems, interval := mapElems(jumps)
+	m := &nftables.Set{Table: Table, Anonymous: true, Constant: true, IsMap: true, Interval: interval,
 		KeyType: nftables.TypeInetService, DataType: nftables.TypeVerdict}
-	elems := make([]nftables.SetElement, 0, len(jumps))
-	for _, j := range jumps {
-		elems = append(elems, nftables.SetElement{Key: port(j.port), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: j.chain}})
-	}
 	if err := c.AddSet(m, elems); err != nil {
 		return nil, err
 	}

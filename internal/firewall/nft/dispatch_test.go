@@ -1,7 +1,10 @@
 package nft
 
 import (
+	"context"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/knockwall/knockwall/internal/firewall"
@@ -32,7 +35,7 @@ func TestLayout(t *testing.T) {
 			jumps = tr.jumps
 		}
 	}
-	wantJumps := []portJump{{7000, "divert_knock_tcp"}, {8000, "divert_knock_tcp"}, {22, "divert_protected"}, {2222, "divert_protected"}}
+	wantJumps := []portJump{{7000, 7000, "divert_knock_tcp"}, {8000, 8000, "divert_knock_tcp"}, {22, 22, "divert_protected"}, {2222, 2222, "divert_protected"}}
 	if !slices.Equal(jumps, wantJumps) {
 		t.Errorf("dispatch map %v, want %v", jumps, wantJumps)
 	}
@@ -62,5 +65,46 @@ func TestLayout(t *testing.T) {
 	}
 	if n := names(layout(overlap)); slices.Contains(n, "divert_protected") {
 		t.Errorf("a port in two sets dispatched: %q", n)
+	}
+}
+
+// TestKernelDispatchRanges: a rotating sequence's range of knock ports, and
+// a protected port right after it, go in an interval verdict map; the
+// table checks clean, and the printed script installs the same.
+func TestKernelDispatchRanges(t *testing.T) {
+	p := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: true})
+	for i := range p.Sets {
+		switch p.Sets[i].Name {
+		case firewall.SetKnockTCP:
+			p.Sets[i].Ports = append(p.Sets[i].Ports, firewall.PortRange{Lo: 20000, Hi: 20999})
+		case firewall.SetProtected:
+			p.Sets[i].Ports = append(p.Sets[i].Ports, firewall.PortRange{Lo: 21000, Hi: 21000}, firewall.PortRange{Lo: 65535, Hi: 65535})
+		}
+	}
+	applied, printed := newKernel(t, WithOwnedTable(false)), newKernel(t)
+	if err := applied.b.Apply(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, applied.b, p, "after Apply")
+	want := applied.listing(t)
+	if !strings.Contains(want, "20000-20999 : jump divert_knock_tcp, 21000 : jump divert_protected") {
+		t.Errorf("no interval verdict map in:\n%s", want)
+	}
+	var script strings.Builder
+	if err := applied.b.Render(&script, p); err != nil {
+		t.Fatal(err)
+	}
+	text := script.String()
+	if applied.b.compatQueue {
+		text = queueStmt.ReplaceAllString(text, "accept")
+		want = queueStmt.ReplaceAllString(want, "accept")
+	}
+	cmd := exec.Command("ip", "netns", "exec", string(printed.ns), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft -f: %v\n%s\n%s", err, out, text)
+	}
+	if got := printed.listing(t); got != want {
+		t.Errorf("the printed script installs\n%s\nbut Apply installs\n%s", got, want)
 	}
 }

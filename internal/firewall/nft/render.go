@@ -118,7 +118,7 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 	case entryDispatch:
 		els := make([]string, len(tr.jumps))
 		for i, j := range tr.jumps {
-			els[i] = fmt.Sprintf("%d : jump %s", j.port, j.chain)
+			els[i] = fmt.Sprintf("%s : jump %s", firewall.PortRange{Lo: j.lo, Hi: j.hi}, j.chain)
 		}
 		return "meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn tcp dport vmap { " + strings.Join(els, ", ") + " }", nil
 	}

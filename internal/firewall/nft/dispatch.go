@@ -22,8 +22,8 @@ import (
 // stay in the base chain after it.
 //
 // The layout is used only where it decides exactly as the plain chain
-// does; the conditions are checked on the plan (dispatchable), and any
-// plan that does not meet them is installed as it is.
+// does; dispatch checks the conditions on the plan, and a plan that does
+// not meet them is installed as it is.
 
 // dispatchSets are the port sets whose rules move, in the order their
 // rules appear in the plan's divert chain.
@@ -89,7 +89,7 @@ func dispatch(p *firewall.Plan, pc *firewall.Chain) (subs []rchain, base []tagge
 		case k == kindPort:
 			bySet[tr.r.DPortSet] = append(bySet[tr.r.DPortSet], tr)
 		default:
-			if first >= 0 && !independent(tr.r, pc) {
+			if first >= 0 && !independent(tr.r) {
 				return nil, nil, false
 			}
 			kept = append(kept, tr)
@@ -160,7 +160,7 @@ func dispatchKind(r *firewall.Rule) int {
 // before the rules moved: it does not match TCP at all, or it only queues
 // (as each dispatched chain but the knocks' ends by doing), touching
 // nothing.
-func independent(r *firewall.Rule, pc *firewall.Chain) bool {
+func independent(r *firewall.Rule) bool {
 	if r == nil {
 		return false
 	}

@@ -5,8 +5,12 @@
 //
 // Base chains are never deleted while the daemon runs: the kernel drops
 // everything waiting in the namespace's queues when a hook goes away, so a
-// reload changes rules and set elements in place. Every rule carries a
-// comment (firewall.Tag) by which Check finds it again.
+// reload changes rules and set elements in place (only a start that turns
+// an ordinary table into an owned one, or back, makes the table afresh).
+// Every rule carries a comment (firewall.Tag) by which Check finds it
+// again, and Check compares content too (check.go). Where the kernel can,
+// the table is owned and persistent (owner.go); on the fast path SYNs are
+// dispatched by destination port (dispatch.go).
 //
 // Kernels built without the native queue expression (CONFIG_NFT_QUEUE) get
 // the xtables NFQUEUE target through nft_compat instead; `nft list` prints

@@ -38,8 +38,10 @@ var ErrHeld = errors.New("table inet knockwall is held by another process (is a 
 // a batch that creates one and deletes it again either fails (an older
 // kernel refuses the flags) or changes nothing.
 func (b *Backend) probeOwner() error {
-	t := &nftables.Table{Name: probeOwnerTable, Family: nftables.TableFamilyINet}
-	return b.send([]netlink.Message{tableMsg(unix.NFT_MSG_NEWTABLE, t.Name, tableOwned), tableMsg(unix.NFT_MSG_DELTABLE, t.Name, 0)})
+	return b.send([]netlink.Message{
+		tableMsg(unix.NFT_MSG_NEWTABLE, probeOwnerTable, tableOwned),
+		tableMsg(unix.NFT_MSG_DELTABLE, probeOwnerTable, 0),
+	})
 }
 
 // wantFlags are the flags Apply gives knockwall's table.

@@ -130,8 +130,8 @@ func TestOwnedTableFlush(t *testing.T) {
 	if n := p.connects.Load(); n > 0 {
 		t.Errorf("the stranger connected %d times to the protected port during the flushes", n)
 	}
-	if p.tries.Load() < flushes {
-		t.Errorf("only %d connects tried during %d flushes", p.tries.Load(), flushes)
+	if p.tries.Load() < flushes/4 {
+		t.Errorf("only %d connects tried during %d flushes: the attack did not overlap them", p.tries.Load(), flushes)
 	}
 	if after := e.knockwallRules(t); strings.Join(after, "\n") != strings.Join(before, "\n") {
 		t.Errorf("the flushes changed knockwall's table:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))

@@ -110,3 +110,29 @@ func TestJumpFirst(t *testing.T) {
 	e.d.kill(t)
 	e.expectClosed(t, drop, e.pair.Client2v4, e.server4(protectedPort))
 }
+
+// TestReconcileStrayGrant: on an ordinary nftables table, a grant element
+// that another process adds for a stranger (which lets the stranger's SYNs
+// past in the kernel) is removed by the reconcile with the tracker: the
+// daemon warns, and the stranger is refused again within a few seconds.
+// (An owned table refuses the add: TestKernelOwned.)
+func TestReconcileStrayGrant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{backend: nftFastHeal, secondClient: true, svc: service{closed: reject}})
+	stranger := e.pair.Client2v4
+	mark := e.d.mark()
+	elem := fmt.Sprintf("add element inet knockwall grants4 { %s . %d timeout 1h }", stranger, protectedPort)
+	if out, err := e.run(e.pair.Server, "nft", elem); err != nil {
+		t.Fatalf("nft %s: %v %s", elem, err, out)
+	}
+	added := time.Now()
+	const within = 3 * 2 * time.Second // a few reconcile periods
+	if _, err := e.d.waitLogFrom(mark, "fast path: the grant sets held elements the tracker does not grant; removing them", nil, within); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the stray element was removed after %v", time.Since(added).Round(time.Millisecond))
+	if out, _ := e.run(e.pair.Server, "nft", "list", "set", "inet", "knockwall", "grants4"); strings.Contains(string(out), stranger.String()) {
+		t.Errorf("the grant set still holds the stranger:\n%s", out)
+	}
+	e.expectClosed(t, reject, stranger, e.server4(protectedPort))
+}

@@ -66,9 +66,18 @@ func layout(p *firewall.Plan) []rchain {
 	return out
 }
 
-// dispatch splits the fast path's divert chain pc into regular chains per
-// port set and a base chain with the dispatch rule; ok is false when pc is
-// not such a chain or not one that dispatch can install unchanged.
+// synChain is the regular chain of the divert chain's TCP SYN rules.
+const synChain = firewall.ChainDivert + "_syn"
+
+// dispatch lays out the fast path's divert chain pc: its rules about TCP
+// SYNs in a chain of their own (synChain, reached by one goto, so other
+// packets pass one rule instead of each SYN rule), and within it the rules
+// of each port set in a regular chain reached through the verdict map.
+// Rules in those chains leave out the protocol, SYN and port matches the
+// way there already made. ok is false when pc is not such a chain or not
+// one dispatch can install unchanged. A divert chain with a rule for other
+// TCP packets, or for any protocol, gets the verdict map without the SYN
+// chain.
 func dispatch(p *firewall.Plan, pc *firewall.Chain) (subs []rchain, base []taggedRule, ok bool) {
 	if !p.FastPath || pc.Name != firewall.ChainDivert {
 		return nil, nil, false
@@ -78,11 +87,42 @@ func dispatch(p *firewall.Plan, pc *firewall.Chain) (subs []rchain, base []tagge
 		return nil, nil, false
 	}
 	all := chainRules(pc)
+	var entries, syn, other []taggedRule
+	synOnly := true
+	for _, tr := range all {
+		switch {
+		case tr.r == nil:
+			entries = append(entries, tr)
+		case tr.r.Proto == rules.ProtoTCP && tr.r.SYN:
+			syn = append(syn, tr)
+		case tr.r.Proto == rules.ProtoUDP:
+			other = append(other, tr)
+		default:
+			synOnly = false
+		}
+	}
+	if !synOnly {
+		return split(all, ports, false)
+	}
+	subs, kept, ok := split(syn, ports, true)
+	if !ok {
+		return nil, nil, false
+	}
+	subs = append(subs, rchain{name: synChain, rules: kept})
+	base = append(append(entries, taggedRule{entry: entrySYN, tag: firewall.Owner + " " + pc.Name + " syn"}), other...)
+	return subs, base, true
+}
+
+// split moves the rules of dispatchSets out of rules into a chain per set
+// and puts the dispatch rule where the first of them was. With th, every
+// rule is about TCP SYNs alone and reached only by them: their protocol
+// and SYN matches are left out, and in a set's chain the port match too.
+func split(rs []taggedRule, ports map[string][]firewall.PortRange, th bool) (subs []rchain, base []taggedRule, ok bool) {
 	var grants []taggedRule
 	bySet := map[string][]taggedRule{}
 	first := -1
 	var kept []taggedRule
-	for _, tr := range all {
+	for _, tr := range rs {
 		switch k := dispatchKind(tr.r); {
 		case k == kindGrant:
 			grants = append(grants, tr)
@@ -92,7 +132,7 @@ func dispatch(p *firewall.Plan, pc *firewall.Chain) (subs []rchain, base []tagge
 			if first >= 0 && !independent(tr.r) {
 				return nil, nil, false
 			}
-			kept = append(kept, tr)
+			kept = append(kept, implied(tr, th, false))
 			continue
 		}
 		if first < 0 {
@@ -120,7 +160,11 @@ func dispatch(p *firewall.Plan, pc *firewall.Chain) (subs []rchain, base []tagge
 			rs = append(append([]taggedRule(nil), grants...), rs...)
 		}
 		name := dispatchChain(set)
-		subs = append(subs, rchain{name: name, rules: rs})
+		moved := make([]taggedRule, len(rs))
+		for i, tr := range rs {
+			moved[i] = implied(tr, th, true)
+		}
+		subs = append(subs, rchain{name: name, rules: moved})
 		for _, r := range ports[set] {
 			jumps = append(jumps, portJump{lo: r.Lo, hi: r.Hi, chain: name})
 		}
@@ -128,9 +172,24 @@ func dispatch(p *firewall.Plan, pc *firewall.Chain) (subs []rchain, base []tagge
 	if len(grants) > 0 && len(bySet[firewall.SetProtected]) == 0 {
 		return nil, nil, false
 	}
-	d := taggedRule{entry: entryDispatch, jumps: jumps, tag: firewall.Owner + " " + pc.Name + " dispatch"}
+	d := taggedRule{entry: entryDispatch, jumps: jumps, th: th, tag: firewall.Owner + " " + firewall.ChainDivert + " dispatch"}
 	base = append(append(append([]taggedRule(nil), kept[:first]...), d), kept[first:]...)
 	return subs, base, true
+}
+
+// implied is tr in a chain only TCP SYNs reach (th), and with port, only
+// those to its port set: the matches that makes true are left out.
+func implied(tr taggedRule, th, port bool) taggedRule {
+	if !th || tr.r == nil {
+		return tr
+	}
+	r := *tr.r
+	r.Proto, r.SYN = 0, false
+	if port {
+		r.DPortSet = ""
+	}
+	tr.r, tr.th = &r, true
+	return tr
 }
 
 const (
@@ -239,20 +298,31 @@ func sameKind(k *nftables.Chain, rc *rchain) bool {
 // dispatchExprs renders the dispatch rule: a TCP SYN's destination port
 // looked up in an anonymous verdict map (made in the same batch, deleted
 // with the rule) that jumps to the chain of its port set.
-func dispatchExprs(c *nftables.Conn, jumps []portJump) ([]expr.Any, error) {
+func dispatchExprs(c *nftables.Conn, jumps []portJump, th bool) ([]expr.Any, error) {
 	elems, interval := mapElems(jumps)
 	m := &nftables.Set{Table: Table, Anonymous: true, Constant: true, IsMap: true, Interval: interval,
 		KeyType: nftables.TypeInetService, DataType: nftables.TypeVerdict}
 	if err := c.AddSet(m, elems); err != nil {
 		return nil, err
 	}
+	var e []expr.Any
+	if !th {
+		e = synMatch()
+	}
+	return append(e,
+		&expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: reg1},
+		&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
+	), nil
+}
+
+// synMatch matches a TCP SYN: the protocol, then SYN alone of FIN, SYN,
+// RST and ACK.
+func synMatch() []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
 		&expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1, DestRegister: reg1},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpFlags}, Xor: []byte{0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0x02}},
-		&expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: reg1},
-		&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: m.Name, SetID: m.ID},
-	}, nil
+	}
 }

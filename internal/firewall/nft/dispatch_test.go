@@ -9,6 +9,7 @@ import (
 
 	"github.com/knockwall/knockwall/internal/firewall"
 	"github.com/knockwall/knockwall/internal/firewall/fwtest"
+	"github.com/knockwall/knockwall/rules"
 )
 
 // TestLayout: the fast path's divert chain is dispatched by port, every
@@ -25,14 +26,20 @@ func TestLayout(t *testing.T) {
 	}
 	fast := firewall.NewPlan(fwtest.Set(t, nil), firewall.Options{FastPath: true})
 	got := layout(fast)
-	if want := []string{"guard", "refuse", "divert_knock_tcp", "divert_protected", "divert"}; !slices.Equal(names(got), want) {
+	if want := []string{"guard", "refuse", "divert_knock_tcp", "divert_protected", "divert_syn", "divert"}; !slices.Equal(names(got), want) {
 		t.Fatalf("fast path chains %q, want %q", names(got), want)
 	}
-	divert := got[len(got)-1]
 	var jumps []portJump
-	for _, tr := range divert.rules {
+	for _, tr := range got[len(got)-2].rules {
 		if tr.entry == entryDispatch {
 			jumps = tr.jumps
+		}
+	}
+	// The base chain: the loopback rule, the goto to the SYN chain, the
+	// UDP rules.
+	for i, tr := range got[len(got)-1].rules {
+		if r := tr.r; i > 1 && (r == nil || r.Proto != rules.ProtoUDP) || i == 1 && tr.entry != entrySYN {
+			t.Errorf("divert rule %d is %q; want lo, the goto to %s, then UDP rules", i, tr.tag, synChain)
 		}
 	}
 	wantJumps := []portJump{{7000, 7000, "divert_knock_tcp"}, {8000, 8000, "divert_knock_tcp"}, {22, 22, "divert_protected"}, {2222, 2222, "divert_protected"}}

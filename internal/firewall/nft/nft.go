@@ -319,7 +319,7 @@ func (b *Backend) Apply(_ context.Context, p *firewall.Plan) error {
 			var ex []expr.Any
 			var err error
 			if r.entry == entryDispatch {
-				ex, err = dispatchExprs(c, r.jumps)
+				ex, err = dispatchExprs(c, r.jumps, r.th)
 			} else {
 				ex, err = b.exprs(r, sets)
 			}
@@ -345,7 +345,11 @@ type taggedRule struct {
 	r     *firewall.Rule // nil: an entry rule, as entry says
 	entry entry
 	jumps []portJump // entryDispatch's verdict map
-	tag   string
+	// th: the rule sits in a chain only TCP SYNs reach (dispatch.go): its
+	// own protocol, SYN and port matches are left out, and the script
+	// names the TCP header as nft does without them.
+	th  bool
+	tag string
 }
 
 // entry is a rule a chain's properties make: packets that skip the chain
@@ -361,9 +365,11 @@ const (
 	// entryDispatch: TCP SYNs jump by destination port to the chain of
 	// their port set (dispatch.go).
 	entryDispatch
+	// entrySYN: TCP SYNs go to the chain of the rules about them.
+	entrySYN
 )
 
-var entryNames = [...]string{"", "lo", "ifaces", "scope4", "scope6", "dispatch"}
+var entryNames = [...]string{"", "lo", "ifaces", "scope4", "scope6", "dispatch", "syn"}
 
 // chainRules lists the rules of c as installed: the entry rules (loopback,
 // interfaces, destination scope) first.
@@ -597,7 +603,7 @@ func (b *Backend) exprs(tr taggedRule, sets map[string]*nftables.Set) ([]expr.An
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)})
 	}
 	if r.DPortSet != "" {
-		if r.Proto == 0 {
+		if r.Proto == 0 && !tr.th {
 			return nil, errors.New("a port match needs a protocol")
 		}
 		e = append(e, &expr.Payload{Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2, DestRegister: reg1})
@@ -780,6 +786,8 @@ func entryExprs(en entry, sets map[string]*nftables.Set) ([]expr.Any, error) {
 			return nil, err
 		}
 		return []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1}, l, accept}, nil
+	case entrySYN:
+		return append(synMatch(), &expr.Verdict{Kind: expr.VerdictGoto, Chain: synChain}), nil
 	case entryScope4, entryScope6:
 		v6 := en == entryScope6
 		fam, set := firewall.FamilyIPv4, firewall.SetRouted4

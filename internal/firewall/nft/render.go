@@ -120,7 +120,12 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 		for i, j := range tr.jumps {
 			els[i] = fmt.Sprintf("%s : jump %s", firewall.PortRange{Lo: j.lo, Hi: j.hi}, j.chain)
 		}
+		if tr.th {
+			return "th dport vmap { " + strings.Join(els, ", ") + " }", nil
+		}
 		return "meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn tcp dport vmap { " + strings.Join(els, ", ") + " }", nil
+	case entrySYN:
+		return "meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn goto " + synChain, nil
 	}
 	r := tr.r
 	var s []string
@@ -141,6 +146,12 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 	case rules.ProtoUDP:
 		l4 = "udp"
 	}
+	// tp names the TCP header where the chain already says the packet is
+	// TCP: without the protocol match nft would add.
+	tp, dp := "tcp", l4
+	if tr.th {
+		tp, dp = "th", "th"
+	}
 	if l4 != "" {
 		s = append(s, "meta l4proto "+l4)
 	}
@@ -151,14 +162,14 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 		s = append(s, "fib daddr type local")
 	}
 	if r.DPortSet != "" {
-		s = append(s, fmt.Sprintf("%s dport @%s", l4, r.DPortSet))
+		s = append(s, fmt.Sprintf("%s dport @%s", dp, r.DPortSet))
 	}
 	if r.DstPortSet != "" {
 		dip := "ip"
 		if ps := p.Set(r.DstPortSet); ps != nil && ps.Kind == firewall.KindPrefixPort6 {
 			dip = "ip6"
 		}
-		s = append(s, fmt.Sprintf("%s daddr . tcp dport @%s", dip, r.DstPortSet))
+		s = append(s, fmt.Sprintf("%s daddr . %s dport @%s", dip, tp, r.DstPortSet))
 	}
 	if r.CtDNAT {
 		s = append(s, "ct status dnat ct original proto-dst @"+r.CtOrigDPortSet)
@@ -170,7 +181,7 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 		s = append(s, fmt.Sprintf("%s saddr @%s", ip, r.SrcSet))
 	}
 	if r.SrcDPortSet != "" {
-		s = append(s, fmt.Sprintf("%s saddr . tcp dport @%s", ip, r.SrcDPortSet))
+		s = append(s, fmt.Sprintf("%s saddr . %s dport @%s", ip, tp, r.SrcDPortSet))
 	}
 	if m := r.Mark; m != nil {
 		op := "=="

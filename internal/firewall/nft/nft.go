@@ -57,12 +57,12 @@ type Backend struct {
 	// owned mode the kernel takes it from the table's owner.
 	own *netlink.Conn
 	// owned: Apply makes the table owned and persistent. ownedErr says
-	// why not, when the kernel refused.
+	// why not: the kernel refused, or the configuration said no.
 	owned    bool
 	ownedErr error
-	// nl reads rules' comments for Check: google/nftables decodes whole
-	// rules and fails on some it can write (a ct expression with a
-	// direction), so Check asks for the comments alone.
+	// nl lists rules for Check, their comments and their expressions
+	// undecoded: google/nftables decodes whole rules and fails on some it
+	// can write (a ct expression with a direction).
 	nl *netlink.Conn
 	// compatQueue: the kernel lacks the native queue expression; use
 	// the xtables NFQUEUE target.

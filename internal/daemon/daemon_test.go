@@ -944,3 +944,29 @@ func TestStatsMode(t *testing.T) {
 		})
 	}
 }
+
+// TestGrantWriteBackoff: while every kernel write fails, the retries back
+// off instead of spinning: a few attempts in a second and a half, where a
+// loop without a pause would make thousands.
+func TestGrantWriteBackoff(t *testing.T) {
+	h := start(t, harnessOptions{fastPath: true})
+	src := netip.MustParseAddr("10.0.0.9")
+	ctx := context.Background()
+	if _, err := h.d.Grant(ctx, src, "ssh", time.Hour, "test"); err != nil {
+		t.Fatal(err)
+	}
+	h.fast.gmu.Lock()
+	h.fast.failWrites = 1 << 30
+	start := h.fast.writes
+	h.fast.gmu.Unlock()
+	if _, err := h.d.Revoke(ctx, src, "ssh", "test"); err == nil {
+		t.Fatal("Revoke with every kernel write failing succeeded")
+	}
+	time.Sleep(1500 * time.Millisecond)
+	h.fast.gmu.Lock()
+	n := h.fast.writes - start
+	h.fast.gmu.Unlock()
+	if n < 2 || n > 12 {
+		t.Errorf("%d write attempts in 1.5 s while every one fails; want a few retries with a backoff (100 ms doubling)", n)
+	}
+}

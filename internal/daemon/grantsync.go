@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -50,6 +51,7 @@ type grantSync struct {
 	events   chan grantEvent
 	overflow atomic.Bool // an event was dropped: rewrite everything
 	kick     chan struct{}
+	failed   chan struct{} // a write outside run failed: retry after a backoff
 
 	mu    sync.Mutex
 	ports map[uint64][]uint16 // service id → ports mirrored (none for one-shot services)
@@ -65,7 +67,7 @@ type grantEvent struct {
 
 func newGrantSync(w firewall.GrantWriter, tr *tracker.Tracker, now func() time.Time, log *slog.Logger) *grantSync {
 	return &grantSync{w: w, tr: tr, now: now, log: log, events: make(chan grantEvent, grantEvents),
-		kick: make(chan struct{}, 1), written: map[netip.AddrPort]time.Time{}}
+		kick: make(chan struct{}, 1), failed: make(chan struct{}, 1), written: map[netip.AddrPort]time.Time{}}
 }
 
 // setPlan takes the ports each service's grant opens.
@@ -144,6 +146,8 @@ func (g *grantSync) run(ctx context.Context) {
 			if g.overflow.Load() {
 				done(g.replace(ctx))
 			}
+		case <-g.failed:
+			done(errWriteFailed)
 		case <-retry.C:
 			done(g.reconcileLogged(ctx))
 		case <-every.C:
@@ -215,9 +219,12 @@ func (g *grantSync) add(ctx context.Context, batch []grantEvent) error {
 	return g.w.UpdateGrants(ctx, elems, del)
 }
 
+// errWriteFailed stands for a write that failed outside run.
+var errWriteFailed = errors.New("a grant write failed")
+
 // replace rewrites the grant sets from the tracker.
 func (g *grantSync) replace(ctx context.Context) error {
-	err := g.replaceNow(ctx)
+	err := g.rewrite(ctx)
 	if err != nil {
 		g.log.Error("fast path: could not write the grant sets; granted sources are judged in user space; will retry", "err", err)
 	}
@@ -303,8 +310,21 @@ func (g *grantSync) reconcile(ctx context.Context) error {
 }
 
 // replaceNow rewrites the grant sets from the tracker and returns once the
-// kernel holds them (a revoke waits for this).
+// kernel holds them (a revoke waits for this). When the write fails, run
+// retries it after a backoff.
 func (g *grantSync) replaceNow(ctx context.Context) error {
+	err := g.rewrite(ctx)
+	if err != nil {
+		select {
+		case g.failed <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// rewrite rewrites the grant sets from the tracker.
+func (g *grantSync) rewrite(ctx context.Context) error {
 	g.overflow.Store(false)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -319,9 +339,7 @@ func (g *grantSync) replaceNow(ctx context.Context) error {
 		}
 	}
 	if err := g.w.ReplaceGrants(ctx, all); err != nil {
-		// Rewritten again soon (run retries with a backoff).
 		g.overflow.Store(true)
-		g.poke()
 		return err
 	}
 	g.written = best

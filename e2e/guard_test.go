@@ -143,3 +143,66 @@ func TestGuardBadConfig(t *testing.T) {
 	e.expectClosed(t, drop, e.pair.Client4, e.server4(protectedPort))
 	e.expectOpen(t, netip.Addr{}, e.server4(openPort)).Close()
 }
+
+// TestGuardHostAcceptRules: `knockwall config check` names the host's own
+// accept rules that would open the protected port whenever knockwall's
+// rules are absent (nftables, iptables-nft through netlink, iptables-legacy
+// through iptables-legacy-save), and not those that ask for knockwall's
+// accept mark or open an unprotected port.
+func TestGuardHostAcceptRules(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{noDaemon: true})
+	if _, err := exec.LookPath("iptables-legacy"); err != nil {
+		t.Fatalf("iptables-legacy: %v (Debian's iptables package has it)", err)
+	}
+	for _, cmd := range [][]string{
+		{"nft", `add table inet host
+add chain inet host input { type filter hook input priority 0; policy drop; }
+add rule inet host input ct state established,related accept
+add rule inet host input tcp dport 2222 accept comment "host ssh"
+add rule inet host input tcp dport 2222 meta mark & 0x30000000 == 0x10000000 accept comment "marked ssh"
+add rule inet host input tcp dport 4080 accept comment "web"`},
+		{"iptables-nft", "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "ACCEPT"},
+		{"iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-m", "comment", "--comment", "legacy ssh", "-j", "ACCEPT"},
+		{"iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-m", "mark", "--mark", "0x10000000/0x30000000", "-j", "ACCEPT"},
+	} {
+		if out, err := e.run(e.pair.Server, cmd[0], cmd[1:]...); err != nil {
+			t.Fatalf("%v: %v %s", cmd, err, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", string(e.pair.Server), e.bin, "config", "check", "-c", e.cfgPath)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("config check: %v\n%s", err, stderr.String())
+	}
+	var found []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(l, "without knockwall's accept mark") {
+			found = append(found, l)
+		}
+	}
+	for _, want := range []string{
+		"nftables table inet host chain input handle",
+		"nftables table ip filter chain INPUT handle",
+		"iptables -t filter INPUT accepts TCP to protected port(s) 2222",
+	} {
+		if !slices.ContainsFunc(found, func(l string) bool { return strings.Contains(l, want) }) {
+			t.Errorf("no warning for %q in:\n%s", want, stderr.String())
+		}
+	}
+	if len(found) != 3 {
+		t.Errorf("%d warnings about host rules, want 3:\n%s", len(found), strings.Join(found, "\n"))
+	}
+	for _, l := range found {
+		rule, recipe, _ := strings.Cut(l, ": whenever")
+		if strings.Contains(rule, "marked ssh") || strings.Contains(rule, "(web)") || strings.Contains(rule, "-m mark") {
+			t.Errorf("warned about a rule that fails closed or opens no protected port: %s", l)
+		}
+		if !strings.Contains(recipe, "meta mark & 0x30000000 == 0x10000000 accept") {
+			t.Errorf("the warning does not say how to write the rule: %s", l)
+		}
+	}
+}

@@ -84,7 +84,7 @@ func newConfigCmd(env environment) *cobra.Command {
 					return err
 				}
 			}
-			for _, w := range warnings(set, rep) {
+			for _, w := range append(warnings(set, rep), hostRuleWarnings(cmd.Context(), set)...) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "knockwall: warning: %s\n", w)
 			}
 			writeEffective(cmd.OutOrStdout(), set)

@@ -7,6 +7,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -205,4 +206,45 @@ add rule inet host input tcp dport 4080 accept comment "web"`},
 			t.Errorf("the warning does not say how to write the rule: %s", l)
 		}
 	}
+}
+
+// TestGuardHostRecipe: a host whose own rules (policy drop) accept the
+// protected port only with knockwall's accept mark, as the docs say to
+// write them, works while knockwall runs (a knock opens the port through
+// the host's rule) and stays closed when knockwall's rules are gone (the
+// daemon killed, `knockwall rules remove`), even for the source that
+// knocked; the plain accept rule the docs warn against opens it.
+func TestGuardHostRecipe(t *testing.T) { eachBackend(t, testGuardHostRecipe) }
+
+func testGuardHostRecipe(t *testing.T, b backend) {
+	e := newEnv(t, envOptions{backend: b, secondClient: true, beforeStart: func(t *testing.T, e *env) {
+		script := fmt.Sprintf(`add table inet host
+add chain inet host input { type filter hook input priority 0; policy drop; }
+add rule inet host input ct state established,related accept
+add rule inet host input iif "lo" accept
+add rule inet host input meta l4proto ipv6-icmp accept
+add rule inet host input tcp dport %d accept
+add rule inet host input tcp dport %d meta mark & 0x30000000 == 0x10000000 accept comment "the recipe"`, openPort, protectedPort)
+		if out, err := e.run(e.pair.Server, "nft", script); err != nil {
+			t.Fatalf("host rules: %v %s", err, out)
+		}
+	}})
+	e.expectClosed(t, reject, e.pair.Client2v4, e.server4(protectedPort))
+	e.knockOpen(t).Close() // through the host's mark rule
+
+	e.d.kill(t)
+	e.rulesRemove(t)
+	if got := e.knockwallRules(t); len(got) > 0 {
+		t.Fatalf("knockwall's rules left: %q", got)
+	}
+	e.expectClosed(t, drop, e.pair.Client4, e.server4(protectedPort))
+	e.expectClosed(t, drop, e.pair.Client2v4, e.server4(protectedPort))
+	e.expectOpen(t, e.pair.Client4, e.server4(openPort)).Close()
+
+	// What the recipe replaces: a plain accept opens the port to anyone
+	// while knockwall is absent.
+	if out, err := e.run(e.pair.Server, "nft", "add", "rule", "inet", "host", "input", "tcp", "dport", fmt.Sprint(protectedPort), "accept"); err != nil {
+		t.Fatalf("plain accept: %v %s", err, out)
+	}
+	e.expectOpen(t, e.pair.Client2v4, e.server4(protectedPort)).Close()
 }

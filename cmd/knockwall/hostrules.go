@@ -20,7 +20,7 @@ import (
 // (not root) are not judged.
 func hostRuleWarnings(ctx context.Context, set *rules.Set) []string {
 	ports := slices.Concat(set.ProtectedPorts(), set.ForwardPorts())
-	if !set.Firewall.Manage || len(ports) == 0 {
+	if len(ports) == 0 {
 		return nil
 	}
 	slices.Sort(ports)

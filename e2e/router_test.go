@@ -27,6 +27,7 @@ const (
 	fwdPort     = 22222 // on the router's WAN address, forwarded to the LAN host's 22
 	fwdOpenPort = 28080 // forwarded to the LAN host's 8080, unprotected
 	relayPort   = 22223 // forwarded to the LAN host's 22 by socat on the router: no DNAT
+	markedPort  = 22224 // forwarded to the LAN host's 22 by a DNAT rule that asks for knockwall's accept mark
 	lanSSH      = 22    // the LAN host's SSH: behind fwdPort, and lab6's routed port
 	lanWeb      = 80    // lab4's routed port on the LAN host
 	lanOpen     = 8080  // unprotected on the LAN host
@@ -59,6 +60,7 @@ func newRouterEnv(t *testing.T, b backend, openFor time.Duration, opts ...netns.
 	for _, rule := range [][]string{
 		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(fwdPort), "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanSSH)},
 		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(fwdOpenPort), "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanOpen)},
+		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(markedPort), "-m", "mark", "--mark", "0x10000000/0x30000000", "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanSSH)},
 		{"-t", "nat", "-A", "POSTROUTING", "-o", r.RtrWANIf, "-s", netns.LANPrefix4, "-j", "MASQUERADE"},
 	} {
 		if out, err := r.Rtr.Run(ctx, "iptables", append([]string{"-w"}, rule...)...); err != nil {
@@ -86,7 +88,7 @@ log:
 services:
   nas:
     forward: true
-    ports: [%d, %d]
+    ports: [%d, %d, %d]
     sequence: [7100, 7200, 7300]
     open_for: %s
     closed: reject
@@ -110,7 +112,7 @@ services:
     ports: [%d]
     sequence: [7700, 7800, 7900]
     closed: reject
-`, b.yaml(), r.RtrLANIf, fwdPort, relayPort, openFor, netns.LANPrefix6, lanSSH, openFor, labSPAPort, key, netns.LANPrefix4, lanWeb, openFor, lanWeb)
+`, b.yaml(), r.RtrLANIf, fwdPort, relayPort, markedPort, openFor, netns.LANPrefix6, lanSSH, openFor, labSPAPort, key, netns.LANPrefix4, lanWeb, openFor, lanWeb)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -402,4 +404,33 @@ func testRouterForwarderFailClosed(t *testing.T, b backend) {
 	if err := echo(held, "after the daemon died"); err != nil {
 		t.Errorf("the connection opened before the daemon died: %v", err)
 	}
+}
+
+// TestRouterMarkedForward: a port forward whose DNAT rule asks for
+// knockwall's accept mark (as docs/router.md says to write it) forwards a
+// knocked source's connection, and with knockwall's rules gone (the daemon
+// killed, `knockwall rules remove`) forwards nothing, while a plain DNAT
+// port forward is then open to anyone.
+func TestRouterMarkedForward(t *testing.T) { eachBackend(t, testRouterMarkedForward) }
+
+func testRouterMarkedForward(t *testing.T, b backend) {
+	re := newRouterEnv(t, b, 30*time.Second)
+	c4, other := re.r.WANClient4, re.r.WANClient24
+	re.expectClosed(t, reject, c4, re.router4(markedPort))
+	re.knock(t, re.r.RouterWAN4, "7100", "7200", "7300")
+	held := re.expectOpen(t, c4, re.router4(markedPort))
+	if err := echo(held, "through the marked port forward"); err != nil {
+		t.Fatal(err)
+	}
+
+	re.d.kill(t)
+	re.rulesRemove(t)
+	if got := re.knockwallRules(t); len(got) > 0 {
+		t.Fatalf("knockwall's rules left: %q", got)
+	}
+	// No DNAT without the mark: the router's own closed port answers.
+	re.expectClosed(t, reject, other, re.router4(markedPort))
+	re.expectClosed(t, reject, c4, re.router4(markedPort))
+	// What the mark test replaces: the plain port forward is open.
+	re.expectOpen(t, other, re.router4(fwdPort)).Close()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"slices"
 
@@ -28,15 +29,11 @@ func hostRuleWarnings(ctx context.Context, set *rules.Set) []string {
 	w := hostrules.Want{Ports: slices.Compact(ports), Trusted: set.Firewall.TrustedInterfaces, Marks: m}
 	var found []hostrules.Finding
 	var notes []string
-	viaNetlink := false
-	if c, err := nftables.New(); err == nil {
-		if f, unread, err := hostrules.Nftables(c, w); err == nil {
-			viaNetlink = true
-			found = append(found, f...)
-			for _, u := range unread {
-				notes = append(notes, "could not judge the host's rules in "+u)
-			}
-		}
+	f, unread, err := readNftables(w)
+	viaNetlink := err == nil
+	found = append(found, f...)
+	for _, u := range unread {
+		notes = append(notes, "could not judge the host's rules in "+u)
 	}
 	for _, bin := range []string{"iptables", "ip6tables"} {
 		// iptables-nft keeps its rules in nftables tables, judged above;
@@ -60,4 +57,20 @@ func hostRuleWarnings(ctx context.Context, set *rules.Set) []string {
 			hostrules.Recipe(m))
 	}
 	return append(out, notes...)
+}
+
+// readNftables judges the host's nftables rules. The rules are decoded by
+// google/nftables; a rule it cannot decode must not stop config check, so
+// a panic there is an error like any other.
+func readNftables(w hostrules.Want) (found []hostrules.Finding, unread []string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			found, unread, err = nil, []string{fmt.Sprintf("nftables: decoding failed: %v", r)}, fmt.Errorf("nftables: decoding failed: %v", r)
+		}
+	}()
+	c, err := nftables.New()
+	if err != nil {
+		return nil, nil, err
+	}
+	return hostrules.Nftables(c, w)
 }

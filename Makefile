@@ -14,7 +14,7 @@ PKGS    := ./...
 # deadline exceeded" from the fuzz coordinator (golang/go#75804).
 FUZZTIME ?= 20000x
 # Fuzz targets: package:Target, each run for FUZZTIME by `make fuzz`.
-FUZZ    := ./cmd/knockwall:FuzzClientConfig ./cmd/knockwall:FuzzCheckOutput ./internal/nfq:FuzzProcess ./internal/inet:FuzzWalkIPv6 ./internal/inet:FuzzChecksum ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode ./fwknop:FuzzVerify ./fwknop:FuzzPlaintext ./internal/knockdconf:FuzzConvert ./internal/state:FuzzDecode ./internal/cluster:FuzzDecode ./internal/firewall/ipt:FuzzParseSave
+FUZZ    := ./cmd/knockwall:FuzzClientConfig ./cmd/knockwall:FuzzCheckOutput ./internal/nfq:FuzzProcess ./internal/inet:FuzzWalkIPv6 ./internal/inet:FuzzChecksum ./spa:FuzzParse ./internal/rst:FuzzBuild ./verdict:FuzzDecode ./verdict:FuzzDecide ./rules:FuzzParseKnock ./internal/config:FuzzDecode ./fwknop:FuzzVerify ./fwknop:FuzzPlaintext ./internal/knockdconf:FuzzConvert ./internal/state:FuzzDecode ./internal/cluster:FuzzDecode ./internal/firewall/ipt:FuzzParseSave ./internal/firewall/hostrules:FuzzIptables
 
 .PHONY: all build cross cross-check dist deps demo test unit unit-mips vet vet32 fmt-check fuzz bench bench-e2e package-test clean
 

@@ -1,9 +1,11 @@
 package e2e
 
 // Router mode: knockwall on a router guards a port forward (DNAT from the
-// router's WAN address to a LAN host) and routed hosts (a LAN prefix the
-// WAN side reaches through the router), in three namespaces: a WAN client
-// (which also plays an internet server), the router, and a LAN host.
+// router's WAN address to a LAN host, or a forwarder in user space) and
+// routed hosts (a LAN prefix the WAN side reaches through the router), in
+// three namespaces: a WAN client (which also plays an internet server),
+// the router, and a LAN host; a fourth for a second WAN link that no
+// config names. The router's LAN interface is its one trusted interface.
 
 import (
 	"context"
@@ -11,7 +13,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +26,8 @@ import (
 const (
 	fwdPort     = 22222 // on the router's WAN address, forwarded to the LAN host's 22
 	fwdOpenPort = 28080 // forwarded to the LAN host's 8080, unprotected
+	relayPort   = 22223 // forwarded to the LAN host's 22 by socat on the router: no DNAT
+	markedPort  = 22224 // forwarded to the LAN host's 22 by a DNAT rule that asks for knockwall's accept mark
 	lanSSH      = 22    // the LAN host's SSH: behind fwdPort, and lab6's routed port
 	lanWeb      = 80    // lab4's routed port on the LAN host
 	lanOpen     = 8080  // unprotected on the LAN host
@@ -36,12 +42,12 @@ type routerEnv struct {
 	key string // lab6's SPA key file
 }
 
-func newRouterEnv(t *testing.T, b backend, openFor time.Duration) *routerEnv {
+func newRouterEnv(t *testing.T, b backend, openFor time.Duration, opts ...netns.RouterOptions) *routerEnv {
 	t.Helper()
 	bin := requireBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	r, err := netns.NewRouter(ctx, "kwr")
+	r, err := netns.NewRouter(ctx, "kwr", opts...)
 	if err != nil {
 		t.Fatalf("router namespaces: %v", err)
 	}
@@ -54,6 +60,7 @@ func newRouterEnv(t *testing.T, b backend, openFor time.Duration) *routerEnv {
 	for _, rule := range [][]string{
 		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(fwdPort), "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanSSH)},
 		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(fwdOpenPort), "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanOpen)},
+		{"-t", "nat", "-A", "PREROUTING", "-i", r.RtrWANIf, "-d", netns.RouterWAN4, "-p", "tcp", "--dport", fmt.Sprint(markedPort), "-m", "mark", "--mark", "0x10000000/0x30000000", "-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", netns.LANHost4, lanSSH)},
 		{"-t", "nat", "-A", "POSTROUTING", "-o", r.RtrWANIf, "-s", netns.LANPrefix4, "-j", "MASQUERADE"},
 	} {
 		if out, err := r.Rtr.Run(ctx, "iptables", append([]string{"-w"}, rule...)...); err != nil {
@@ -74,14 +81,14 @@ func newRouterEnv(t *testing.T, b backend, openFor time.Duration) *routerEnv {
 	cfg := filepath.Join(dir, "knockwall.yaml")
 	yaml := operate{}.yaml() + fmt.Sprintf(`firewall:
   manage: true
-%s  interfaces: [%s]
+%s  trusted_interfaces: [%s]
 log:
   level: info
   format: text
 services:
   nas:
     forward: true
-    ports: [%d]
+    ports: [%d, %d, %d]
     sequence: [7100, 7200, 7300]
     open_for: %s
     closed: reject
@@ -105,7 +112,7 @@ services:
     ports: [%d]
     sequence: [7700, 7800, 7900]
     closed: reject
-`, b.yaml(), r.RtrWANIf, fwdPort, openFor, netns.LANPrefix6, lanSSH, openFor, labSPAPort, key, netns.LANPrefix4, lanWeb, openFor, lanWeb)
+`, b.yaml(), r.RtrLANIf, fwdPort, relayPort, markedPort, openFor, netns.LANPrefix6, lanSSH, openFor, labSPAPort, key, netns.LANPrefix4, lanWeb, openFor, lanWeb)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -269,4 +276,161 @@ func testRouterLANOutbound(t *testing.T, b backend) {
 	if n := re.queued(t) - before; n != 0 {
 		t.Errorf("LAN traffic to the WAN side queued %d packets, want 0", n)
 	}
+}
+
+// dialFrom connects from ns, as env.dial does from the client namespace.
+func dialFrom(ns netns.NS, remote netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", remote.String(), timeout)
+		return err
+	})
+	return c, err
+}
+
+// expectClosedFrom dials once from ns and requires mode's kind of failure.
+func expectClosedFrom(t *testing.T, ns netns.NS, mode closedMode, remote netip.AddrPort) {
+	t.Helper()
+	c, err := dialFrom(ns, remote, dropTimeout)
+	if err := closedErr(mode, c, err); err != nil {
+		t.Errorf("%s -> %v: %v", ns, remote, err)
+	}
+}
+
+// expectOpenFrom retries from ns for up to openWithin until a connection
+// echoes.
+func expectOpenFrom(t *testing.T, ns netns.NS, remote netip.AddrPort) {
+	t.Helper()
+	deadline := time.Now().Add(openWithin)
+	var last error
+	for attempt := 0; attempt < 50 && time.Now().Before(deadline); attempt++ {
+		c, err := dialFrom(ns, remote, attemptTimeout)
+		if err == nil {
+			err = echo(c, "hello from "+string(ns))
+			c.Close()
+			if err == nil {
+				return
+			}
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s -> %v not open within %v: %v", ns, remote, openWithin, last)
+}
+
+// TestRouterSecondWAN: every interface but the trusted LAN is protected,
+// one that no config names included (a second WAN link, an LTE uplink, a
+// PPPoE session): a SYN to the router's protected port arriving there is
+// refused, over IPv4 and IPv6, by the daemon and, with the daemon killed,
+// by the guard; a knock arriving there is seen. The LAN on its trusted
+// interface reaches the same port, never diverted (the queue counter does
+// not move), with the daemon running and without.
+func TestRouterSecondWAN(t *testing.T) { eachBackend(t, testRouterSecondWAN) }
+
+func testRouterSecondWAN(t *testing.T, b backend) {
+	re := newRouterEnv(t, b, 30*time.Second, netns.RouterOptions{SecondWAN: true})
+	// The router's own web service (the "web" service's port) and an
+	// unprotected port.
+	echoServer(t, re.r.Rtr, lanWeb)
+	echoServer(t, re.r.Rtr, openPort)
+	wan2 := re.r.WAN2
+	web4 := netip.AddrPortFrom(netip.MustParseAddr(netns.RouterWAN24), lanWeb)
+	web6 := netip.AddrPortFrom(netip.MustParseAddr(netns.RouterWAN26), lanWeb)
+	lanWebAddr := netip.AddrPortFrom(netip.MustParseAddr(netns.RouterLAN4), lanWeb)
+
+	before := re.queued(t)
+	expectOpenFrom(t, re.r.LAN, lanWebAddr)
+	if n := re.queued(t) - before; n != 0 {
+		t.Errorf("the trusted LAN's SYNs to the router queued %d packets, want 0", n)
+	}
+
+	expectClosedFrom(t, wan2, reject, web4)
+	expectClosedFrom(t, wan2, reject, web6)
+	expectOpenFrom(t, wan2, netip.AddrPortFrom(netip.MustParseAddr(netns.RouterWAN24), openPort))
+
+	// A knock on the second WAN opens the port for its source.
+	mark := re.d.mark()
+	if out, err := re.run(wan2, re.bin, "knock", netns.RouterWAN24, "7700", "7800", "7900"); err != nil {
+		t.Fatalf("knock from the second WAN: %v %s", err, out)
+	}
+	if _, err := re.d.waitLogFrom(mark, "grant", map[string]string{"src": netns.WAN2Client4, "service": "web"}, logTimeout); err != nil {
+		t.Fatal(err)
+	}
+	expectOpenFrom(t, wan2, web4)
+	expectClosedFrom(t, wan2, reject, web6) // another source: no grant
+
+	re.d.kill(t)
+	expectClosedFrom(t, wan2, drop, web6)
+	expectOpenFrom(t, re.r.LAN, lanWebAddr)
+}
+
+// TestRouterForwarderFailClosed: a port forward done in user space (socat
+// on the router, no DNAT: the SYN arrives on the router's input) is
+// guarded like a DNAT one: closed before the knock, open after it through
+// the forwarder, and closed with the daemon killed.
+func TestRouterForwarderFailClosed(t *testing.T) { eachBackend(t, testRouterForwarderFailClosed) }
+
+func testRouterForwarderFailClosed(t *testing.T, b backend) {
+	if _, err := exec.LookPath("socat"); err != nil {
+		t.Fatalf("socat: %v (scripts/deps.sh installs it)", err)
+	}
+	re := newRouterEnv(t, b, 30*time.Second)
+	relay := re.r.Rtr.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,fork,reuseaddr", relayPort), fmt.Sprintf("TCP:%s:%d", netns.LANHost4, lanSSH))
+	relay.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := relay.Start(); err != nil {
+		t.Fatalf("socat: %v", err)
+	}
+	t.Cleanup(func() {
+		relay.Process.Kill()
+		relay.Wait()
+	})
+	// The forwarder works (from the router itself: lo is always trusted).
+	expectOpenFrom(t, re.r.Rtr, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), relayPort))
+
+	c4, other := re.r.WANClient4, re.r.WANClient24
+	re.expectClosed(t, reject, c4, re.router4(relayPort))
+	re.knock(t, re.r.RouterWAN4, "7100", "7200", "7300")
+	held := re.expectOpen(t, c4, re.router4(relayPort))
+	if err := echo(held, "through the forwarder"); err != nil {
+		t.Fatal(err)
+	}
+	re.expectClosed(t, reject, other, re.router4(relayPort))
+
+	re.d.kill(t)
+	re.knock(t, re.r.RouterWAN4, "7100", "7200", "7300") // nobody to judge it
+	time.Sleep(settle)
+	re.expectClosed(t, drop, other, re.router4(relayPort))
+	re.expectClosed(t, drop, other, re.router4(fwdPort))
+	if err := echo(held, "after the daemon died"); err != nil {
+		t.Errorf("the connection opened before the daemon died: %v", err)
+	}
+}
+
+// TestRouterMarkedForward: a port forward whose DNAT rule asks for
+// knockwall's accept mark (as docs/router.md says to write it) forwards a
+// knocked source's connection, and with knockwall's rules gone (the daemon
+// killed, `knockwall rules remove`) forwards nothing, while a plain DNAT
+// port forward is then open to anyone.
+func TestRouterMarkedForward(t *testing.T) { eachBackend(t, testRouterMarkedForward) }
+
+func testRouterMarkedForward(t *testing.T, b backend) {
+	re := newRouterEnv(t, b, 30*time.Second)
+	c4, other := re.r.WANClient4, re.r.WANClient24
+	re.expectClosed(t, reject, c4, re.router4(markedPort))
+	re.knock(t, re.r.RouterWAN4, "7100", "7200", "7300")
+	held := re.expectOpen(t, c4, re.router4(markedPort))
+	if err := echo(held, "through the marked port forward"); err != nil {
+		t.Fatal(err)
+	}
+
+	re.d.kill(t)
+	re.rulesRemove(t)
+	if got := re.knockwallRules(t); len(got) > 0 {
+		t.Fatalf("knockwall's rules left: %q", got)
+	}
+	// No DNAT without the mark: the router's own closed port answers.
+	re.expectClosed(t, reject, other, re.router4(markedPort))
+	re.expectClosed(t, reject, c4, re.router4(markedPort))
+	// What the mark test replaces: the plain port forward is open.
+	re.expectOpen(t, other, re.router4(fwdPort)).Close()
 }

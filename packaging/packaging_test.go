@@ -72,6 +72,7 @@ func built() []target {
 const (
 	confPath   = "/etc/knockwall/knockwall.yaml"
 	unitPath   = "/lib/systemd/system/knockwall.service"
+	guardPath  = "/lib/systemd/system/knockwall-guard.service"
 	binPath    = "/usr/sbin/knockwall"
 	marker     = "# knockwall-unconfigured"
 	repoRoot   = ".."
@@ -347,6 +348,8 @@ func TestDebContents(t *testing.T) {
 		{binPath, "-rwxr-xr-x"},
 		{confPath, "-rw-------"},
 		{unitPath, "-rw-r--r--"},
+		{guardPath, "-rw-r--r--"},
+		{"/usr/share/man/man8/knockwall-rules-guard.8.gz", "-rw-r--r--"},
 		{"/usr/share/man/man8/knockwall.8.gz", "-rw-r--r--"},
 		{"/usr/share/man/man8/knockwall-run.8.gz", "-rw-r--r--"},
 		{"/usr/share/doc/knockwall/copyright", "-rw-r--r--"},
@@ -384,6 +387,7 @@ func TestDebContents(t *testing.T) {
 				binPath:                              filepath.Join(dist, "knockwall-linux-"+tt.name),
 				confPath:                             "knockwall.yaml",
 				unitPath:                             "knockwall.service",
+				guardPath:                            "knockwall-guard.service",
 				"/usr/share/doc/knockwall/copyright": "copyright",
 			} {
 				if !bytes.Equal(data[path].body, readFile(t, src)) {
@@ -409,7 +413,7 @@ func TestManPages(t *testing.T) {
 			t.Errorf("groff on %s: %v\n%s", filepath.Base(p), err, out)
 		}
 	}
-	for _, name := range []string{"knockwall", "knockwall-run", "knockwall-knock", "knockwall-config-check", "knockwall-rules-print", "knockwall-keygen", "knockwall-example"} {
+	for _, name := range []string{"knockwall", "knockwall-run", "knockwall-knock", "knockwall-config-check", "knockwall-rules-print", "knockwall-rules-guard", "knockwall-keygen", "knockwall-example"} {
 		if !have[name] {
 			t.Errorf("no man page %s.8.gz in %s", name, dir)
 		}
@@ -433,7 +437,7 @@ func TestManPages(t *testing.T) {
 	}
 }
 
-// TestUnitVerify runs systemd-analyze verify on the unit, with the binary
+// TestUnitVerify runs systemd-analyze verify on the units, with the binary
 // path pointing at the built binary and MANPATH at the built man pages, so
 // Documentation= is checked as well.
 func TestUnitVerify(t *testing.T) {
@@ -444,24 +448,30 @@ func TestUnitVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	tmp := t.TempDir()
-	unit := filepath.Join(tmp, "knockwall.service")
-	body := strings.ReplaceAll(string(readFile(t, "knockwall.service")), binPath, bin)
-	if err := os.WriteFile(unit, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
+	var units []string
+	for _, name := range []string{"knockwall.service", "knockwall-guard.service"} {
+		unit := filepath.Join(tmp, name)
+		body := strings.ReplaceAll(string(readFile(t, name)), binPath, bin)
+		if err := os.WriteFile(unit, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		units = append(units, unit)
 	}
 	man, _ := filepath.Abs(filepath.Join(dist, "build", "man"))
 	if err := os.Symlink(man, filepath.Join(tmp, "man8")); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("systemd-analyze", "verify", unit)
+	cmd := exec.Command("systemd-analyze", append([]string{"verify"}, units...)...)
 	cmd.Env = append(os.Environ(), "MANPATH="+tmp)
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
-	cmd = exec.Command("systemd-analyze", "security", "--offline=yes", unit)
-	if out, err := cmd.CombinedOutput(); err == nil {
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		t.Log(lines[len(lines)-1])
+	for _, unit := range units {
+		cmd = exec.Command("systemd-analyze", "security", "--offline=yes", unit)
+		if out, err := cmd.CombinedOutput(); err == nil {
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			t.Log(filepath.Base(unit), lines[len(lines)-1])
+		}
 	}
 }
 
@@ -503,19 +513,65 @@ func TestUnitHardening(t *testing.T) {
 			t.Errorf("knockwall.service has %q (see packaging/README.md)", l)
 		}
 	}
+	for _, want := range []string{"Wants=knockwall-guard.service", "After=knockwall-guard.service", "Also=knockwall-guard.service"} {
+		if !lines[want] {
+			t.Errorf("knockwall.service lacks %q", want)
+		}
+	}
 }
 
-// TestUnitRefusesUnconfigured runs the unit's ExecCondition against
-// configurations: the shipped one must keep the daemon from starting.
+// TestGuardUnit keeps the boot guard's contract: a oneshot that runs
+// `knockwall rules guard` before the network comes up (before
+// network-pre.target, with no default dependencies that would order it
+// after basic.target), after the loaders that flush the ruleset, whose
+// guard stays when the unit stops.
+func TestGuardUnit(t *testing.T) {
+	lines := map[string]bool{}
+	for l := range strings.Lines(string(readFile(t, "knockwall-guard.service"))) {
+		lines[strings.TrimSpace(l)] = true
+	}
+	for _, want := range []string{
+		"DefaultDependencies=no",
+		"Wants=network-pre.target",
+		"Before=network-pre.target shutdown.target",
+		"After=local-fs.target nftables.service netfilter-persistent.service",
+		"Type=oneshot",
+		"RemainAfterExit=yes",
+		"ExecStart=/usr/sbin/knockwall rules guard -c /etc/knockwall/knockwall.yaml",
+		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW",
+		"NoNewPrivileges=yes",
+		"ProtectSystem=strict",
+		"WantedBy=sysinit.target",
+	} {
+		if !lines[want] {
+			t.Errorf("knockwall-guard.service lacks %q", want)
+		}
+	}
+	for l := range lines {
+		if strings.HasPrefix(l, "ExecStop") || strings.HasPrefix(l, "PrivateTmp=") {
+			t.Errorf("knockwall-guard.service has %q: a stop must leave the guard; early boot has no /tmp to rely on", l)
+		}
+	}
+}
+
+// TestUnitRefusesUnconfigured runs the units' ExecCondition against
+// configurations: the shipped one must keep the daemon from starting, and
+// the boot guard from closing the ports with nobody to open them.
 func TestUnitRefusesUnconfigured(t *testing.T) {
+	for _, unit := range []string{"knockwall.service", "knockwall-guard.service"} {
+		t.Run(unit, func(t *testing.T) { testUnitRefusesUnconfigured(t, unit) })
+	}
+}
+
+func testUnitRefusesUnconfigured(t *testing.T, unit string) {
 	var cond string
-	for l := range strings.Lines(string(readFile(t, "knockwall.service"))) {
+	for l := range strings.Lines(string(readFile(t, unit))) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "ExecCondition="); ok {
 			cond = v
 		}
 	}
 	if cond == "" {
-		t.Fatal("knockwall.service has no ExecCondition")
+		t.Fatalf("%s has no ExecCondition", unit)
 	}
 	shipped := readFile(t, "knockwall.yaml")
 	_, edited, _ := bytes.Cut(shipped, []byte("\n"))
@@ -706,7 +762,8 @@ func openwrtScripts(t *testing.T) map[string]string {
 
 func TestShellScripts(t *testing.T) {
 	need(t, "sh", "shellcheck")
-	files := []string{"deb/postinst", "deb/prerm", "deb/postrm", "version.sh", "dist.sh", filepath.Join(openwrtDir, "files", "knockwall.init")}
+	files := []string{"deb/postinst", "deb/prerm", "deb/postrm", "version.sh", "dist.sh", filepath.Join(openwrtDir, "files", "knockwall.init"),
+		filepath.Join(openwrtDir, "files", "knockwall-guard.init")}
 	tmp := t.TempDir()
 	for name, body := range openwrtScripts(t) {
 		path := filepath.Join(tmp, "openwrt-"+name)
@@ -745,6 +802,7 @@ func TestOpenWrtMakefile(t *testing.T) {
 		"GO_PKG_TAGS:=nethttpomithttp2,knockwall_omit_cluster",
 		"+kmod-nft-queue +kmod-nft-core",
 		"$(INSTALL_BIN) ./files/knockwall.init $(1)/etc/init.d/knockwall",
+		"$(INSTALL_BIN) ./files/knockwall-guard.init $(1)/etc/init.d/knockwall-guard",
 		"$(INSTALL_CONF) ./files/knockwall.yaml $(1)/etc/knockwall/knockwall.yaml", // mode 0600
 		"$(eval $(call BuildPackage,knockwall))",
 	} {
@@ -846,6 +904,84 @@ exit $rc
 			calls, _ := os.ReadFile(log)
 			// The harness runs with CONF pointing at the test file; the
 			// recorded command line names the real path.
+			got := strings.ReplaceAll(string(calls), conf, confPath)
+			if rc != tt.wantRC {
+				t.Errorf("%s exit %d, want %d\n%s%s", tt.call, rc, tt.wantRC, out, got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("calls lack %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("calls have %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+}
+
+// TestOpenWrtGuardInit runs the boot guard's init script as rc.common
+// would, with a stand-in knockwall: it runs `knockwall rules guard` before
+// the firewall and the network start, not with the shipped configuration,
+// logs what went wrong, and leaves the guard when stopped.
+func TestOpenWrtGuardInit(t *testing.T) {
+	need(t, "sh")
+	init := string(readFile(t, filepath.Join(openwrtDir, "files", "knockwall-guard.init")))
+	shipped := readFile(t, "knockwall.yaml")
+	_, edited, _ := bytes.Cut(shipped, []byte("\n"))
+	tests := []struct {
+		name    string
+		config  []byte
+		call    string // start | stop
+		guardRC int    // exit status of the stand-in `knockwall rules guard`
+		wantRC  int
+		want    []string
+		notWant []string
+	}{
+		{name: "configured: guard", config: edited, call: "start",
+			want: []string{"knockwall rules guard -c /etc/knockwall/knockwall.yaml", "logger -t knockwall -p daemon.notice knockwall: guard installed"}},
+		{name: "unconfigured: no guard", config: shipped, call: "start",
+			want: []string{"logger -t knockwall -p daemon.notice guard not installed"}, notWant: []string{"rules guard"}},
+		{name: "bad config: logged, non-zero", config: edited, call: "start", guardRC: 2, wantRC: 1,
+			want: []string{"knockwall rules guard", "logger -t knockwall -p daemon.err"}},
+		{name: "stop leaves the guard", config: edited, call: "stop", notWant: []string{"knockwall"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			conf := filepath.Join(tmp, "knockwall.yaml")
+			if err := os.WriteFile(conf, tt.config, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			log := filepath.Join(tmp, "calls")
+			harness := `
+rec() { echo "$*" >>"$CALLS"; }
+logger() { rec logger "$@"; }
+` + init + `
+CONF=$TEST_CONF
+[ "$START" -lt 19 ] || { echo "START=$START is not before fw4 (19) and the network (20)"; exit 99; }
+[ "$START" -gt 10 ] || { echo "START=$START is not after boot (10)"; exit 98; }
+PROG=knockwall_stub
+knockwall_stub() {
+	rec knockwall "$@"
+	if [ "$GUARD_RC" = 0 ]; then echo "knockwall: guard installed (nftables)"; else echo "knockwall: bad config; no rule changed" >&2; fi
+	return "$GUARD_RC"
+}
+"$1"
+`
+			cmd := exec.Command("sh", "-c", harness, "harness", tt.call)
+			cmd.Env = append(os.Environ(), "CALLS="+log, "TEST_CONF="+conf, "GUARD_RC="+strconv.Itoa(tt.guardRC))
+			out, err := cmd.CombinedOutput()
+			rc := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				rc = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			calls, _ := os.ReadFile(log)
 			got := strings.ReplaceAll(string(calls), conf, confPath)
 			if rc != tt.wantRC {
 				t.Errorf("%s exit %d, want %d\n%s%s", tt.call, rc, tt.wantRC, out, got)

@@ -215,7 +215,7 @@ type Set struct {
 
 var serviceName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
-// ifName is what an interface name in firewall.interfaces may be: what
+// ifName is what an interface name in firewall.trusted_interfaces may be: what
 // Linux allows and iptables and nft take as a plain name.
 var ifName = regexp.MustCompile(`^[A-Za-z0-9._@:-]{1,15}$`)
 
@@ -440,9 +440,11 @@ func validateGlobal(c Config) error {
 		return keyErr("tracker.knock_rate", "must be 0 (no limit) or positive, got %g", c.Tracker.KnockRate)
 	case c.Tracker.KnockRate > 0 && c.Tracker.KnockBurst < 1:
 		return keyErr("tracker.knock_burst", "must be at least 1 when tracker.knock_rate is set, got %d", c.Tracker.KnockBurst)
-	case badInterface(c.Firewall.Interfaces) >= 0:
-		i := badInterface(c.Firewall.Interfaces)
-		return keyErr(fmt.Sprintf("firewall.interfaces[%d]", i), "%q is not an interface name (1 to 15 of A-Z a-z 0-9 . _ - @ :)", c.Firewall.Interfaces[i])
+	case len(c.Firewall.Interfaces) > 0:
+		return keyErr("firewall.interfaces", "is replaced by firewall.trusted_interfaces: list the interfaces knockwall leaves alone (a router's LAN, for example [br-lan]); every other interface, one that appears later included, is protected")
+	case badInterface(c.Firewall.TrustedInterfaces) >= 0:
+		i := badInterface(c.Firewall.TrustedInterfaces)
+		return keyErr(fmt.Sprintf("firewall.trusted_interfaces[%d]", i), "%q is not an interface name (1 to 15 of A-Z a-z 0-9 . _ - @ :)", c.Firewall.TrustedInterfaces[i])
 	case c.Firewall.Backend != BackendAuto && c.Firewall.Backend != BackendNftables && c.Firewall.Backend != BackendIptables:
 		return keyErr("firewall.backend", "must be auto, nftables or iptables, got %q", c.Firewall.Backend)
 	case c.Firewall.MarkMask <= 0 || c.Firewall.MarkMask > 0xffffffff:

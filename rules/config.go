@@ -42,9 +42,14 @@ type FirewallConfig struct {
 	// stay closed between a stop and the next start. On by default;
 	// `knockwall rules remove` removes everything.
 	KeepGuard bool `mapstructure:"keep_guard" yaml:"keep_guard"`
-	// Interfaces, when set, limits diversion and guard to packets arriving
-	// on these interfaces (a router's WAN side; the LAN side stays
-	// trusted). Empty: every interface but lo.
+	// TrustedInterfaces are the interfaces whose traffic knockwall neither
+	// diverts nor guards (a router's LAN, for example br-lan). Every other
+	// interface is protected, one that appears later (PPPoE, LTE,
+	// WireGuard) included; lo is always trusted.
+	TrustedInterfaces []string `mapstructure:"trusted_interfaces" yaml:"trusted_interfaces"`
+	// Interfaces is refused: a list of the interfaces to protect fails
+	// open for every interface it does not name. It is decoded only so
+	// that a config setting it is told about TrustedInterfaces.
 	Interfaces []string `mapstructure:"interfaces" yaml:"interfaces"`
 	// Backend is auto, nftables or iptables. auto picks nftables when the
 	// kernel answers nf_tables netlink.

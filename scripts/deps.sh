@@ -19,6 +19,7 @@ command -v gcc        >/dev/null || need+=(gcc)   # go test -race needs cgo
 # e2e/ssh_test.go: the real OpenSSH through `knockwall connect`.
 [ -x /usr/sbin/sshd ]              || need+=(openssh-server)
 command -v ssh        >/dev/null || need+=(openssh-client)
+command -v socat      >/dev/null || need+=(socat) # e2e: a port forward in user space
 # make package-test: lint the maintainer and init scripts, verify the
 # systemd unit and run it in a systemd container, render the man pages.
 command -v shellcheck      >/dev/null || need+=(shellcheck)

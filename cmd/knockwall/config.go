@@ -84,7 +84,7 @@ func newConfigCmd(env environment) *cobra.Command {
 					return err
 				}
 			}
-			for _, w := range warnings(set, rep) {
+			for _, w := range append(warnings(set, rep), hostRuleWarnings(cmd.Context(), set)...) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "knockwall: warning: %s\n", w)
 			}
 			writeEffective(cmd.OutOrStdout(), set)
@@ -152,8 +152,8 @@ func writeEffective(w io.Writer, s *rules.Set) {
 	fmt.Fprintf(w, "queue:\n  num: %d\n  count: %d\n  max_len: %d\n", s.Queue.Num, s.Queue.Count, s.Queue.MaxLen)
 	fmt.Fprintf(w, "firewall:\n  manage: %t\n  backend: %s\n  fast_path: %t\n  keep_guard: %t\n  accept_mark: 0x%x\n  reject_mark: 0x%x\n  mark_mask: 0x%x\n",
 		s.Firewall.Manage, s.Firewall.Backend, s.Firewall.FastPath, s.Firewall.KeepGuard, s.Firewall.AcceptMark, s.Firewall.RejectMark, s.Firewall.MarkMask)
-	if len(s.Firewall.Interfaces) > 0 {
-		fmt.Fprintf(w, "  interfaces: [%s]\n", strings.Join(s.Firewall.Interfaces, ", "))
+	if len(s.Firewall.TrustedInterfaces) > 0 {
+		fmt.Fprintf(w, "  trusted_interfaces: [%s]\n", strings.Join(s.Firewall.TrustedInterfaces, ", "))
 	}
 	fmt.Fprintf(w, "log:\n  level: %s\n  format: %s\n", s.Log.Level, s.Log.Format)
 	fmt.Fprintf(w, "tracker:\n  max_pending: %d\n  max_grants: %d\n  max_nonces: %d\n  knock_rate: %g\n  knock_burst: %d\n",
@@ -261,9 +261,9 @@ func warnings(set *rules.Set, rep config.Report) []string {
 	if set.Firewall.Manage && !set.Firewall.KeepGuard {
 		out = append(out, "firewall.keep_guard is false: a clean stop removes the guard, and protected ports are then open to whatever the host's own firewall allows")
 	}
-	for _, ifc := range set.Firewall.Interfaces {
+	for _, ifc := range set.Firewall.TrustedInterfaces {
 		if _, err := net.InterfaceByName(ifc); err != nil {
-			out = append(out, fmt.Sprintf("firewall.interfaces names %q, which does not exist (yet): nothing arriving on it is diverted or guarded until it does", ifc))
+			out = append(out, fmt.Sprintf("firewall.trusted_interfaces names %q, which does not exist (yet): once it does, nothing arriving on it is diverted or guarded", ifc))
 		}
 	}
 	if set.Tracker.KnockRate == 0 {

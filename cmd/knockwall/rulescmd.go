@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -88,8 +89,82 @@ not an error. Needs no configuration.`,
 			return errors.Join(errs...)
 		},
 	}
-	cmd.AddCommand(print, remove)
+	guard := &cobra.Command{
+		Use:   "guard",
+		Short: "Install only the guard: protected ports closed until the daemon takes over",
+		Long: `Install only knockwall's guard from the configuration: SYNs to protected
+ports (and to port-forwarded ports) that knockwall did not accept are
+dropped, and knockwall's mark bits are cleared on what arrives. Nothing is
+sent to NFQUEUE and no daemon runs: this is what the boot units run before
+the network comes up (knockwall-guard.service, OpenWrt's init script), so
+that no protected port is open between boot and ` + "`knockwall run`" + `, or when
+the daemon fails to start. The daemon replaces the guard in one atomic step
+when it starts. Interfaces in firewall.trusted_interfaces and lo are left
+alone, as by the daemon.
+
+If knockwall's full rules for this configuration are already in place (a
+daemon runs), nothing is changed. If the configuration cannot be read or
+does not validate, nothing is changed either (a guard already in place
+stays) and the exit status is 2; a failure to install is exit status 1.
+With firewall.manage: false nothing is installed.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			set, _, err := f.load(env)
+			if err != nil {
+				return fmt.Errorf("%w; no rule changed: a guard already in place stays", err)
+			}
+			if !set.Firewall.Manage {
+				fmt.Fprintln(cmd.ErrOrStderr(), "knockwall: firewall.manage is false: no guard installed; protected ports are only as closed as rules you install (knockwall rules print)")
+				return nil
+			}
+			b, fast, err := guardBackend(set)
+			if err != nil {
+				return fmt.Errorf("%w; no rule changed: a guard already in place stays", err)
+			}
+			defer b.Close()
+			return installGuard(cmd.Context(), b, set, fast, cmd.OutOrStdout())
+		},
+	}
+	f.register(guard)
+	cmd.AddCommand(print, remove, guard)
 	return cmd
+}
+
+// guardBackend opens the backend firewall.backend names, and says whether
+// the daemon would use the fast path on it: the guard is then installed
+// with the sets the daemon's plan has, which its start keeps.
+func guardBackend(set *rules.Set) (firewall.Backend, bool, error) {
+	if resolveBackend(set.Firewall.Backend) == rules.BackendNftables {
+		b, err := nft.New()
+		if err != nil {
+			return nil, false, fmt.Errorf("firewall.backend nftables: %w", err)
+		}
+		return b, set.Firewall.FastPath, nil
+	}
+	return ipt.New(ipt.Run), false, nil
+}
+
+// installGuard puts the guard of set's plan in the kernel in one atomic
+// step, unless the kernel already holds the whole plan (a daemon runs, and
+// its rules include the guard).
+func installGuard(ctx context.Context, b firewall.Backend, set *rules.Set, fast bool, w io.Writer) error {
+	full := firewall.NewPlan(set, firewall.Options{FastPath: fast})
+	if missing, err := b.Check(ctx, full); err == nil && len(missing) == 0 {
+		fmt.Fprintf(w, "knockwall: the daemon's rules for this configuration are in place (%s), guard included: nothing changed\n", b.Name())
+		return nil
+	}
+	if err := b.Apply(ctx, full.Stopped()); err != nil {
+		return fmt.Errorf("install the guard (%s): %w; whatever was in place stays", b.Name(), err)
+	}
+	ports := joinInts(set.ProtectedPorts())
+	if fwd := set.ForwardPorts(); len(fwd) > 0 {
+		ports += "; port forwards from " + joinInts(fwd)
+	}
+	if len(set.RoutedPrefixes()) > 0 {
+		ports += "; routed hosts in " + joinPrefixes(set.RoutedPrefixes())
+	}
+	fmt.Fprintf(w, "knockwall: guard installed (%s): protected TCP ports (%s) closed until knockwall run takes over\n", b.Name(), ports)
+	return nil
 }
 
 func removeWith(ctx context.Context, b firewall.Backend) error {

@@ -96,7 +96,7 @@ func Tag(chain string, i int, r *Rule) string {
 // JumpTag names an iptables jump into chain the same way.
 func JumpTag(c *Chain, variant int) string {
 	h := fnv.New32a()
-	fmt.Fprintf(h, "jump/%s/%d/%v/%v/%v/%v/%d", c.Name, c.Hook, c.SkipLoopback, c.Ifaces, c.SYNOnly, c.Priority, variant)
+	fmt.Fprintf(h, "jump/%s/%d/%v/%v/%v/%d", c.Name, c.Hook, c.SkipLoopback, c.SYNOnly, c.Priority, variant)
 	return fmt.Sprintf("%s %s jump %08x", Owner, c.Name, h.Sum32())
 }
 

@@ -135,7 +135,7 @@ const (
 	SetHosts6    = "fwd_hosts6" // ipv6_addr . inet_service (interval)
 	SetRouted4   = "routed4"    // ipv4_addr (interval): prefixes of routed hosts
 	SetRouted6   = "routed6"    // ipv6_addr (interval)
-	SetIfaces    = "ifaces"     // ifname: the interfaces diversion and guard look at
+	SetTrusted   = "trusted"    // ifname: the interfaces diversion and guard leave alone
 )
 
 // SetKind is the key type of a set.
@@ -270,9 +270,9 @@ type Chain struct {
 	// SkipLoopback: packets arriving on lo (the host talking to itself)
 	// skip the chain.
 	SkipLoopback bool
-	// Ifaces, when set, limits the chain to packets arriving on these
-	// interfaces.
-	Ifaces []string
+	// Trusted: packets arriving on these interfaces skip the chain. Every
+	// other interface is covered, one that appears later included.
+	Trusted []string
 	// SYNOnly: only TCP SYNs enter the chain (iptables puts this on the
 	// jump, so other packets cost one rule).
 	SYNOnly bool
@@ -373,9 +373,9 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 	m := p.Marks
 	queue := Verdict{Kind: VerdictQueue, QueueNum: uint16(s.Queue.Num), QueueCount: uint16(s.Queue.Count)}
 
-	ifaces := slices.Clone(s.Firewall.Interfaces)
-	if len(ifaces) > 0 {
-		p.Sets = append(p.Sets, Set{Name: SetIfaces, Kind: KindIfnames, Ifnames: ifaces})
+	trusted := trustedIfaces(s.Firewall.TrustedInterfaces)
+	if len(trusted) > 0 {
+		p.Sets = append(p.Sets, Set{Name: SetTrusted, Kind: KindIfnames, Ifnames: trusted})
 	}
 	router := s.RouterMode()
 	// A router's forwarded ports: port forwards (before DNAT, on this
@@ -389,11 +389,14 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 		}
 		fwd.hosts4, fwd.hosts6 = splitFamily(hps, func(hp HostPort) netip.Addr { return hp.Prefix.Addr() })
 	}
+	if len(fwd.ports) > 0 {
+		p.Sets = append(p.Sets, Set{Name: SetFwdPorts, Kind: KindPorts, Ports: ranges(fwd.ports)})
+	}
 
 	// Divert: clear knockwall's bits, then (fast path) answer what the
 	// kernel can, then queue. On a router it runs before routing and DNAT
 	// (prerouting), for this host's own addresses and routed hosts.
-	divert := Chain{Name: ChainDivert, Hook: HookInput, Priority: PrioDivert, SkipLoopback: true, Ifaces: ifaces}
+	divert := Chain{Name: ChainDivert, Hook: HookInput, Priority: PrioDivert, SkipLoopback: true, Trusted: trusted}
 	if router {
 		divert.Hook = HookPrerouting
 		divert.Scope = &Scope{Prefixes: s.RoutedPrefixes()}
@@ -422,9 +425,16 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 	}
 
 	notAccepted := &MarkMatch{Value: m.Accept, Mask: m.Mask, Not: true}
-	guard := Chain{Name: ChainGuard, Hook: HookInput, Priority: PrioGuard, SkipLoopback: true, SYNOnly: true, Ifaces: ifaces}
+	guard := Chain{Name: ChainGuard, Hook: HookInput, Priority: PrioGuard, SkipLoopback: true, SYNOnly: true, Trusted: trusted}
 	guard.Rules = []Rule{{Role: RoleGuard, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected,
 		Mark: notAccepted, Verdict: Verdict{Kind: VerdictDrop}}}
+	if len(fwd.ports) > 0 {
+		// A port forward's port on this host's own input: a forwarder in
+		// user space (socat, rinetd) takes the SYN here, where the
+		// forward guard's conntrack DNAT test never sees it.
+		guard.Rules = append(guard.Rules, Rule{Role: RoleGuard, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetFwdPorts,
+			Mark: notAccepted, Verdict: Verdict{Kind: VerdictDrop}})
+	}
 
 	// Guard first: a backend that applies chains in order never diverts
 	// a protected port it does not guard yet.
@@ -434,9 +444,8 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 		// protected port, or to a routed host's protected port, that
 		// knockwall did not accept is dropped, after the host's own
 		// filter rules; rejects are answered before them.
-		gf := Chain{Name: ChainGuardFwd, Hook: HookForward, Priority: PrioGuard, SYNOnly: true, Ifaces: ifaces}
+		gf := Chain{Name: ChainGuardFwd, Hook: HookForward, Priority: PrioGuard, SYNOnly: true, Trusted: trusted}
 		if len(fwd.ports) > 0 {
-			p.Sets = append(p.Sets, Set{Name: SetFwdPorts, Kind: KindPorts, Ports: ranges(fwd.ports)})
 			gf.Rules = append(gf.Rules, Rule{Role: RoleGuard, Proto: rules.ProtoTCP, SYN: true, CtDNAT: true, CtOrigDPortSet: SetFwdPorts,
 				Mark: notAccepted, Verdict: Verdict{Kind: VerdictDrop}})
 		}
@@ -593,6 +602,14 @@ func (p *Plan) Set(name string) *Set {
 		}
 	}
 	return nil
+}
+
+// trustedIfaces is names sorted, without repeats and without lo, which
+// every chain that needs it skips anyway (SkipLoopback).
+func trustedIfaces(names []string) []string {
+	out := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "lo" })
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // ranges turns sorted ports into ranges of one port each.

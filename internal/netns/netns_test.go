@@ -390,8 +390,8 @@ func TestSolicitedNode(t *testing.T) {
 	}
 }
 
-// TestRouter: the router topology forwards both ways: the WAN client
-// reaches the LAN host's routed addresses, over IPv4 and IPv6.
+// TestRouter: the router topology forwards: each WAN client, the second
+// WAN's too, reaches the LAN host's routed addresses, over IPv4 and IPv6.
 func TestRouter(t *testing.T) {
 	kerneltest.Require(t)
 	if err := Check(); err != nil {
@@ -399,7 +399,7 @@ func TestRouter(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	r, err := NewRouter(ctx, "kwtr")
+	r, err := NewRouter(ctx, "kwtr", RouterOptions{SecondWAN: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,16 +422,18 @@ func TestRouter(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for _, dst := range []string{LANHost4, LANHost6} {
-		err := r.WAN.Do(func() error {
-			c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, "7777"), 2*time.Second)
-			if err == nil {
-				c.Close()
+	for _, wan := range []NS{r.WAN, r.WAN2} {
+		for _, dst := range []string{LANHost4, LANHost6} {
+			err := wan.Do(func() error {
+				c, err := net.DialTimeout("tcp", net.JoinHostPort(dst, "7777"), 2*time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if err != nil {
+				t.Errorf("connect to %s from %s: %v", dst, wan, err)
 			}
-			return err
-		})
-		if err != nil {
-			t.Errorf("connect to %s from the WAN side: %v", dst, err)
 		}
 	}
 }

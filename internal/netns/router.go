@@ -26,13 +26,23 @@ const (
 	LANHost6    = "fd00:89::10"
 	LANPrefix4  = "10.89.0.0/24"
 	LANPrefix6  = "fd00:89::/64"
+	// A second WAN link (RouterOptions.SecondWAN), like an LTE uplink or
+	// a PPPoE session beside the first: its own client namespace.
+	RouterWAN24 = "10.87.0.1"
+	WAN2Client4 = "10.87.0.2"
+	RouterWAN26 = "fd00:87::1"
+	WAN2Client6 = "fd00:87::2"
 )
 
-// Router is three namespaces: WAN client, router and LAN host.
+// Router is three namespaces: WAN client, router and LAN host; four with
+// a second WAN.
 type Router struct {
 	ID          string
 	WAN, Rtr    NS
 	LAN         NS
+	WAN2        NS     // "" without RouterOptions.SecondWAN
+	WAN2If      string // the second WAN client's veth end
+	RtrWAN2If   string // the router's second WAN interface
 	WANIf       string // the client's veth end
 	RtrWANIf    string // the router's WAN interface
 	RtrLANIf    string // the router's LAN interface
@@ -55,9 +65,16 @@ func (r *Router) WANPair() *Pair {
 		Server6: r.RouterWAN6, Client6: r.WANClient6, Client2v6: r.WANClient26}
 }
 
+// RouterOptions shape a Router beyond the three namespaces.
+type RouterOptions struct {
+	// SecondWAN adds a fourth namespace, a client on a second WAN link
+	// of the router (RouterWAN24 / WAN2Client4, RouterWAN26 / WAN2Client6).
+	SecondWAN bool
+}
+
 // NewRouter creates the topology, forwarding on in the router. The caller
 // must Close it.
-func NewRouter(ctx context.Context, prefix string) (*Router, error) {
+func NewRouter(ctx context.Context, prefix string, opts ...RouterOptions) (*Router, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
@@ -77,7 +94,48 @@ func NewRouter(ctx context.Context, prefix string) (*Router, error) {
 	if err := r.setup(ctx); err != nil {
 		return nil, errors.Join(err, r.Close())
 	}
+	for _, o := range opts {
+		if o.SecondWAN && r.WAN2 == "" {
+			r.WAN2, r.WAN2If, r.RtrWAN2If = NS(id+"-wn2"), id+"-x", id+"-rx"
+			if err := r.setupWAN2(ctx); err != nil {
+				return nil, errors.Join(err, r.Close())
+			}
+		}
+	}
 	return r, nil
+}
+
+// setupWAN2 adds the second WAN client and its link to the router.
+func (r *Router) setupWAN2(ctx context.Context) error {
+	w, rt := string(r.WAN2), string(r.Rtr)
+	if err := ip(ctx, "netns", "add", w); err != nil {
+		return err
+	}
+	for _, kv := range []string{"net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.all.accept_dad=0"} {
+		if _, err := r.WAN2.Run(ctx, "sysctl", "-qw", kv); err != nil {
+			return err
+		}
+	}
+	for _, args := range [][]string{
+		{"link", "add", r.WAN2If, "netns", w, "type", "veth", "peer", "name", r.RtrWAN2If, "netns", rt},
+		{"-n", w, "link", "set", "lo", "up"},
+		{"-n", w, "link", "set", r.WAN2If, "up"},
+		{"-n", rt, "link", "set", r.RtrWAN2If, "up"},
+		{"-n", w, "addr", "add", WAN2Client4 + "/24", "dev", r.WAN2If},
+		{"-n", w, "addr", "add", WAN2Client6 + "/64", "dev", r.WAN2If, "nodad"},
+		{"-n", rt, "addr", "add", RouterWAN24 + "/24", "dev", r.RtrWAN2If},
+		{"-n", rt, "addr", "add", RouterWAN26 + "/64", "dev", r.RtrWAN2If, "nodad"},
+		{"-n", w, "route", "add", LANPrefix4, "via", RouterWAN24},
+		{"-n", w, "-6", "route", "add", LANPrefix6, "via", RouterWAN26},
+	} {
+		if err := ip(ctx, args...); err != nil {
+			return err
+		}
+	}
+	if err := waitJoined(ctx, r.WAN2, r.WAN2If, []netip.Addr{netip.MustParseAddr(WAN2Client6)}); err != nil {
+		return err
+	}
+	return waitJoined(ctx, r.Rtr, r.RtrWAN2If, []netip.Addr{netip.MustParseAddr(RouterWAN26)})
 }
 
 func (r *Router) setup(ctx context.Context) error {
@@ -154,8 +212,10 @@ func (r *Router) setup(ctx context.Context) error {
 // Close deletes the namespaces. It may be called more than once.
 func (r *Router) Close() error {
 	var errs []error
-	for _, n := range []NS{r.WAN, r.LAN, r.Rtr} {
-		errs = append(errs, n.Delete())
+	for _, n := range []NS{r.WAN, r.WAN2, r.LAN, r.Rtr} {
+		if n != "" {
+			errs = append(errs, n.Delete())
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -55,6 +55,7 @@ grep -q "will not start yet" <<<"$out" || fail "postinst did not tell the operat
 [ "$(mode "$root/usr/sbin/knockwall")" = "755 root:root" ] || fail "binary: $(mode "$root/usr/sbin/knockwall")"
 [ "$(mode "$conf")" = "600 root:root" ] || fail "config: $(mode "$conf")"
 [ "$(mode "$root/lib/systemd/system/knockwall.service")" = "644 root:root" ] || fail "unit: $(mode "$root/lib/systemd/system/knockwall.service")"
+[ "$(mode "$root/lib/systemd/system/knockwall-guard.service")" = "644 root:root" ] || fail "guard unit: $(mode "$root/lib/systemd/system/knockwall-guard.service")"
 [ -s "$root/usr/share/man/man8/knockwall-run.8.gz" ] || fail "no man page knockwall-run.8.gz"
 head -1 "$conf" | grep -q '^# knockwall-unconfigured' || fail "a fresh install's config lacks the knockwall-unconfigured line"
 chroot "$root" knockwall config check >/dev/null || fail "the installed binary rejects the shipped config"
@@ -98,13 +99,17 @@ grep -q '^# knockwall-unconfigured' "$conf" && fail "reinstall brought the knock
 
 step "purge"
 wants=$root/etc/systemd/system/multi-user.target.wants
-mkdir -p "$wants" && ln -s /lib/systemd/system/knockwall.service "$wants/knockwall.service" # systemctl enable
+swants=$root/etc/systemd/system/sysinit.target.wants
+mkdir -p "$wants" "$swants" # systemctl enable knockwall (Also= the guard)
+ln -s /lib/systemd/system/knockwall.service "$wants/knockwall.service"
+ln -s /lib/systemd/system/knockwall-guard.service "$swants/knockwall-guard.service"
 out=$(dpkg_ -P knockwall 2>&1) || fail "dpkg -P: $out"
 echo "$out"
 [ -z "$(status)" ] || [ "$(status)" = "unknown ok not-installed" ] || fail "status after purge: $(status)"
 [ ! -e "$root/etc/knockwall" ] || fail "purge left /etc/knockwall: $(ls -la "$root/etc/knockwall")"
 [ ! -e "$root/var/lib/knockwall" ] || fail "purge left /var/lib/knockwall"
 [ ! -L "$wants/knockwall.service" ] || fail "purge left the systemctl enable link"
+[ ! -L "$swants/knockwall-guard.service" ] || fail "purge left the guard's systemctl enable link"
 
 step "install after purge"
 out=$(dpkg_ -i "$deb" 2>&1) || fail "dpkg -i (after purge): $out"

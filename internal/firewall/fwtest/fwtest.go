@@ -31,12 +31,12 @@ func Set(t testing.TB, mutate func(c *rules.Config)) *rules.Set {
 	return s
 }
 
-// RouterSet is a router's config: a WAN interface, a local service, a port
-// forward and routed IPv4 and IPv6 hosts.
+// RouterSet is a router's config: trusted LAN interfaces, a local service,
+// a port forward and routed IPv4 and IPv6 hosts.
 func RouterSet(t testing.TB) *rules.Set {
 	t.Helper()
 	return Set(t, func(c *rules.Config) {
-		c.Firewall.Interfaces = []string{"wan0", "ppp-wan"}
+		c.Firewall.TrustedInterfaces = []string{"br-lan", "lan0"}
 		nas := rules.ServiceDefaults()
 		nas.Forward, nas.Ports, nas.Sequence = true, []int{22222}, []string{"7100", "7200", "7300"}
 		lab := rules.ServiceDefaults()

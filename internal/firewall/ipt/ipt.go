@@ -153,6 +153,13 @@ func render(p *firewall.Plan, fam family) (*rendered, error) {
 	for ci := range p.Chains {
 		c := &p.Chains[ci]
 		cl := chainLines{name: ChainName(c.Name)}
+		// Trusted interfaces first: their packets go back to the
+		// built-in chain, as if knockwall's chain were not there.
+		for _, ifc := range c.Trusted {
+			tag := firewall.Owner + " " + c.Name + " trusted " + ifc
+			cl.rules = append(cl.rules, "-i "+ifc+" -j RETURN -m comment --comment "+quote(tag))
+			cl.tags = append(cl.tags, tag)
+		}
 		for i := range c.Rules {
 			rule := &c.Rules[i]
 			if rule.Family != firewall.FamilyAny && rule.Family != fam.f {
@@ -180,16 +187,12 @@ func render(p *firewall.Plan, fam family) (*rendered, error) {
 }
 
 // jumps are the rules in the built-in chain that send packets into c: one
-// per interface (or one for all but lo) and, for a chain with a scope, per
+// for all but lo (or one for all) and, for a chain with a scope, one per
 // kind of destination (this host's addresses, each routed prefix of fam).
 func jumps(c *firewall.Chain, fam family) []jump {
 	var base []string
 	if c.SYNOnly {
 		base = append(base, "-p", "tcp", "--syn")
-	}
-	ifaces := c.Ifaces
-	if len(ifaces) == 0 {
-		ifaces = []string{""}
 	}
 	scopes := [][]string{nil}
 	if c.Scope != nil {
@@ -202,29 +205,24 @@ func jumps(c *firewall.Chain, fam family) []jump {
 	}
 	var out []jump
 	v := 0
-	for _, ifc := range ifaces {
-		for _, sc := range scopes {
-			var args []string
-			switch {
-			case ifc != "":
-				args = append(args, "-i", ifc)
-			case c.SkipLoopback:
-				args = append(args, "!", "-i", "lo")
-			}
-			args = append(args, sc...)
-			args = append(args, base...)
-			tag := firewall.JumpTag(c, v)
-			v++
-			args = append(args, "-m", "comment", "--comment", quote(tag), "-j", ChainName(c.Name))
-			out = append(out, jump{
-				builtin: builtinOf(c.Hook),
-				// The divert chain goes last in mangle, after the host's
-				// own mangle rules; reject and guard go first in theirs.
-				insert: c.Priority > firewall.PrioDivert,
-				spec:   strings.Join(args, " "),
-				tag:    tag,
-			})
+	for _, sc := range scopes {
+		var args []string
+		if c.SkipLoopback {
+			args = append(args, "!", "-i", "lo")
 		}
+		args = append(args, sc...)
+		args = append(args, base...)
+		tag := firewall.JumpTag(c, v)
+		v++
+		args = append(args, "-m", "comment", "--comment", quote(tag), "-j", ChainName(c.Name))
+		out = append(out, jump{
+			builtin: builtinOf(c.Hook),
+			// The divert chain goes last in mangle, after the host's
+			// own mangle rules; reject and guard go first in theirs.
+			insert: c.Priority > firewall.PrioDivert,
+			spec:   strings.Join(args, " "),
+			tag:    tag,
+		})
 	}
 	return out
 }

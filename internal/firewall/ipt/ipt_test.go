@@ -249,8 +249,10 @@ func TestKernelLifecycle(t *testing.T) {
 }
 
 // TestKernelRouter: a router's plan in each iptables variant: divert in
-// mangle PREROUTING per interface and destination kind, the guard in
-// security FORWARD by the connection's original port and by routed prefix.
+// mangle PREROUTING per destination kind, trusted interfaces returned first
+// in every chain, the guard in security FORWARD by the connection's
+// original port and by routed prefix, and in security INPUT by the
+// forwarded port (a forwarder in user space).
 func TestKernelRouter(t *testing.T) {
 	for _, variant := range variants {
 		t.Run(variant, func(t *testing.T) {
@@ -266,10 +268,14 @@ func TestKernelRouter(t *testing.T) {
 			}
 			got := saveAll(t, run)
 			for _, want := range []string{
-				"-A PREROUTING -i wan0 -m addrtype --dst-type LOCAL -m comment",
-				"-A PREROUTING -d 198.51.100.0/24 -i ppp-wan -m comment",
-				"-A PREROUTING -d 2001:db8:10::/64 -i wan0 -m comment",
-				"-A FORWARD -i wan0 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m comment",
+				"-A PREROUTING ! -i lo -m addrtype --dst-type LOCAL -m comment",
+				"-A PREROUTING -d 198.51.100.0/24 ! -i lo -m comment",
+				"-A PREROUTING -d 2001:db8:10::/64 ! -i lo -m comment",
+				"-A FORWARD -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m comment",
+				`-A KNOCKWALL-DIVERT -i br-lan -m comment --comment "knockwall divert trusted br-lan" -j RETURN`,
+				`-A KNOCKWALL-GUARD -i lan0 -m comment --comment "knockwall guard trusted lan0" -j RETURN`,
+				`-A KNOCKWALL-GUARD-FWD -i br-lan -m comment --comment "knockwall guard_fwd trusted br-lan" -j RETURN`,
+				"-A KNOCKWALL-GUARD -p tcp -m tcp --dport 22222 --tcp-flags FIN,SYN,RST,ACK SYN -m mark ! --mark 0x10000000/0x30000000",
 				"--ctstate DNAT --ctorigdstport 22222",
 				"-d 198.51.100.0/24 -p tcp -m tcp --dport 80",
 				"KNOCKWALL-REFUSE-FWD",

@@ -357,11 +357,11 @@ type taggedRule struct {
 type entry uint8
 
 const (
-	entryNone   entry = iota
-	entryLo           // iifname "lo" accept
-	entryIfaces       // iifname != @ifaces accept
-	entryScope4       // meta nfproto ipv4 fib daddr type != local ip daddr != @routed4 accept
-	entryScope6       // the same for IPv6
+	entryNone    entry = iota
+	entryLo            // iifname "lo" accept
+	entryTrusted       // iifname @trusted accept
+	entryScope4        // meta nfproto ipv4 fib daddr type != local ip daddr != @routed4 accept
+	entryScope6        // the same for IPv6
 	// entryDispatch: TCP SYNs jump by destination port to the chain of
 	// their port set (dispatch.go).
 	entryDispatch
@@ -369,10 +369,10 @@ const (
 	entrySYN
 )
 
-var entryNames = [...]string{"", "lo", "ifaces", "scope4", "scope6", "dispatch", "syn"}
+var entryNames = [...]string{"", "lo", "trusted", "scope4", "scope6", "dispatch", "syn"}
 
 // chainRules lists the rules of c as installed: the entry rules (loopback,
-// interfaces, destination scope) first.
+// trusted interfaces, destination scope) first.
 func chainRules(c *firewall.Chain) []taggedRule {
 	var out []taggedRule
 	add := func(e entry) {
@@ -381,8 +381,8 @@ func chainRules(c *firewall.Chain) []taggedRule {
 	if c.SkipLoopback {
 		add(entryLo)
 	}
-	if len(c.Ifaces) > 0 {
-		add(entryIfaces)
+	if len(c.Trusted) > 0 {
+		add(entryTrusted)
 	}
 	if c.Scope != nil {
 		add(entryScope4)
@@ -780,8 +780,8 @@ func entryExprs(en entry, sets map[string]*nftables.Set) ([]expr.Any, error) {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: ifname("lo")},
 			accept,
 		}, nil
-	case entryIfaces:
-		l, err := lookupExpr(sets, firewall.SetIfaces, reg1, true)
+	case entryTrusted:
+		l, err := lookupExpr(sets, firewall.SetTrusted, reg1, false)
 		if err != nil {
 			return nil, err
 		}

@@ -104,13 +104,13 @@ func TestKernelRouter(t *testing.T) {
 			got := k.listing(t)
 			for _, want := range []string{
 				"hook prerouting priority mangle + 1",
-				"iifname != @ifaces accept",
+				"iifname @trusted accept",
 				"fib daddr type != local ip daddr != @routed4 accept",
 				"fib daddr type != local ip6 daddr != @routed6 accept",
 				"chain guard_fwd", "hook forward priority security",
 				"ct status dnat ct original proto-dst @fwd_ports meta mark & 0x30000000 != 0x10000000 drop",
 				"ip6 daddr . tcp dport @fwd_hosts6 meta mark & 0x30000000 != 0x10000000 drop",
-				"2001:db8:10::/64 . 22", "198.51.100.0/24 . 80", `"wan0"`, `"ppp-wan"`,
+				"2001:db8:10::/64 . 22", "198.51.100.0/24 . 80", `"br-lan"`, `"lan0"`,
 				"chain refuse_fwd",
 			} {
 				if !strings.Contains(got, want) {

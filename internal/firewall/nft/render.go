@@ -109,8 +109,8 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 	switch tr.entry {
 	case entryLo:
 		return `iifname "lo" accept`, nil
-	case entryIfaces:
-		return "iifname != @" + firewall.SetIfaces + " accept", nil
+	case entryTrusted:
+		return "iifname @" + firewall.SetTrusted + " accept", nil
 	case entryScope4:
 		return "meta nfproto ipv4 fib daddr type != local ip daddr != @" + firewall.SetRouted4 + " accept", nil
 	case entryScope6:

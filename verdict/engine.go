@@ -188,7 +188,8 @@ func (e *Engine) Pending() map[uint64]int { return e.tr.PendingBy(e.view.Load())
 func (e *Engine) Tracker() *tracker.Tracker { return e.tr }
 
 // Decide judges one packet as diverted by knockwall's static rules: inbound
-// TCP SYNs and UDP datagrams to knock ports.
+// TCP SYNs, UDP datagrams to knock and token ports, and datagrams that open
+// new UDP flows (from sources with knock progress, on the fast path).
 func (e *Engine) Decide(b []byte, now time.Time) Decision {
 	var p Parsed
 	p.Decode(b)
@@ -221,12 +222,10 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		// A routed host's port: protected or not, never a knock or a
 		// token port (those are this host's own).
 		d.Routed = true
-		if p.IPProto == protoUDP {
-			d.Verdict, d.Reason = Accept, ReasonNotKnock
-			return d
-		}
-		mask = set.RoutedCover(p.Dst, p.DstPort)
 		key = 0
+		if p.IPProto == protoTCP {
+			mask = set.RoutedCover(p.Dst, p.DstPort)
+		}
 	} else if p.IPProto == protoUDP {
 		if i, ok := set.SPAService(p.DstPort); ok {
 			svc, spaPort = i, true
@@ -234,9 +233,6 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			svc, fwPort = i, true
 		} else if i, ok := set.KnockService(key); ok {
 			svc = i
-		} else {
-			d.Verdict, d.Reason = Accept, ReasonNotKnock
-			return d
 		}
 	} else if mask = set.Cover(p.DstPort); mask == 0 {
 		if i, ok := set.RotatingRange(p.DstPort); ok {
@@ -307,6 +303,10 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		// Knock ports answer like any closed port, so a scan learns
 		// nothing from them.
 		d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonKnock
+	case p.IPProto == protoUDP:
+		// A new UDP flow that is no knock: it has reset the source's
+		// progress above, and is the host's to answer.
+		d.Verdict, d.Reason = Accept, ReasonNotKnock
 	default:
 		d.Verdict, d.Reason = Accept, ReasonUnprotected
 	}

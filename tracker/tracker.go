@@ -48,6 +48,10 @@ type Sequences interface {
 	// one, when that sequence is still the same; ok false drops the
 	// progress recorded under gen.
 	Remap(gen uint16, svc int) (int, bool)
+	// Keyed reports whether sequence svc is derived from a key (a
+	// rotating sequence): its grants are MethodRotating, which only a
+	// holder of the key can make, and take no plain-sequence room.
+	Keyed(svc int) bool
 }
 
 // Event says what a knock did to a source's state.
@@ -121,6 +125,12 @@ type Tracker struct {
 
 	maxGrants int64
 	grants    atomic.Int64 // grants held in all shards
+	// rooms bounds the grants of plain sequences, by service id (see
+	// SetRooms); plain counts them, under roomMu, which is taken inside a
+	// shard's lock and never the other way round.
+	rooms     atomic.Pointer[map[uint64]Room]
+	roomMu    sync.Mutex
+	plain     map[uint64]int
 	lastPurge atomic.Int64 // when a full table was last swept, on the tracker's clock
 
 	evictedPending atomic.Uint64
@@ -206,12 +216,13 @@ const (
 	MethodSPA                        // a single-packet authorization token
 	MethodManual                     // an operator (knockwall grant)
 	MethodFwknop                     // a packet of the stock fwknop client
+	MethodRotating                   // a rotating sequence, derived from a key
 
 	// NumMethods bounds Method, for arrays indexed by Method.
-	NumMethods = int(MethodFwknop) + 1
+	NumMethods = int(MethodRotating) + 1
 )
 
-var methodNames = [...]string{"", "sequence", "spa", "manual", "fwknop"}
+var methodNames = [...]string{"", "sequence", "spa", "manual", "fwknop", "rotating"}
 
 func (m Method) String() string {
 	if int(m) < len(methodNames) {
@@ -233,14 +244,39 @@ func ParseMethod(s string) (Method, bool) {
 // grant is one (source, service) grant. It holds no pointer.
 type grant struct {
 	exp int64 // when it ends, on the tracker's clock
+	// firstBy, when not 0, is when a grant of a plain sequence that has
+	// let in no connection yet ends (Room.FirstConnect); its first
+	// connection clears it.
+	firstBy int64
+	// lastAt is when the last connection of a one-shot grant was let in.
+	lastAt int64
 	// limited: a one-shot grant (services.NAME.connections), which lets
 	// in left more new connections. lastPort is the source port of the
-	// last connection let in: a SYN from that port again is its
-	// retransmission, not a new connection.
+	// last connection let in: a SYN from that port again within
+	// SYNRetransmitWindow of lastAt is its retransmission, not a new
+	// connection.
 	limited  bool
 	left     uint16
 	lastPort uint16
 	how      Method
+	// plain: the grant takes room of its service's plain-sequence room.
+	plain bool
+}
+
+// ends is when g stops letting anything in.
+func (g *grant) ends() int64 {
+	if g.firstBy != 0 {
+		return min(g.exp, g.firstBy)
+	}
+	return g.exp
+}
+
+// Room is what grants of one service's plain sequence may take: at most Max
+// live grants at once, each ending FirstConnect after it is made unless its
+// source opens a connection by then.
+type Room struct {
+	Max          int
+	FirstConnect time.Duration
 }
 
 type grantKey struct {
@@ -296,6 +332,7 @@ func New(c Config) (*Tracker, error) {
 		}
 		s.grants = make(map[grantKey]grant)
 	}
+	t.plain = map[uint64]int{}
 	return t, nil
 }
 
@@ -402,8 +439,12 @@ func (s *shard) unlockObserved() {
 
 // grantLocked records a grant of svc to src for the sequence just completed.
 func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs Sequences) Outcome {
-	g := newGrant(ts+int64(seqs.OpenFor(svc)), seqs.Connections(svc), MethodSequence)
-	if !t.addGrantLocked(s, src, seqs.GrantFor(svc), ts, g) {
+	how := MethodSequence
+	if seqs.Keyed(svc) {
+		how = MethodRotating
+	}
+	g := newGrant(ts+int64(seqs.OpenFor(svc)), seqs.Connections(svc), how)
+	if !t.addGrantLocked(s, src, seqs.GrantFor(svc), ts, g, true) {
 		return Outcome{Event: EventGrantRefused, Svc: svc, Done: seqs.Len(svc)}
 	}
 	return Outcome{Event: EventGrant, Svc: svc, Done: seqs.Len(svc)}
@@ -412,7 +453,7 @@ func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs 
 // newGrant is a grant ending at exp that lets in conns new connections (0:
 // any number).
 func newGrant(exp int64, conns int, how Method) grant {
-	g := grant{exp: exp, how: how}
+	g := grant{exp: exp, how: how, lastAt: math.MinInt64 / 2}
 	if conns > 0 {
 		g.limited, g.left = true, uint16(min(conns, 65535))
 	}
@@ -424,13 +465,41 @@ func newGrant(exp int64, conns int, how Method) grant {
 // connections). When the grant table is full of live grants the new grant
 // is refused: evicting a live grant would lock out its owner, while refusing
 // leaves the newcomer free to try again later.
-func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, g grant) bool {
+//
+// A grant of a plain sequence (MethodSequence, for a service with a Room)
+// is refused also when its service's room is full, so plain sequences,
+// which anyone who has seen one can complete from spoofed sources, never
+// take the rest of the table; it ends early if no connection comes within
+// the room's FirstConnect; and it never replaces a live grant made another
+// way, which a spoofer could otherwise cut short.
+func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, g grant, awaiting bool) bool {
+	var room Room
+	if g.how == MethodSequence {
+		if rs := t.rooms.Load(); rs != nil {
+			room, g.plain = (*rs)[id]
+		}
+	}
+	if g.plain && awaiting && room.FirstConnect > 0 {
+		g.firstBy = ts + int64(room.FirstConnect)
+	}
 	key := keyOf(src, id)
-	if _, ok := s.grants[key]; ok {
+	if old, ok := s.grants[key]; ok && old.ends() > ts {
+		switch {
+		case g.plain && !old.plain:
+			return true // the source holds a stronger grant: keep it
+		case old.plain && !g.plain:
+			t.freePlain(id)
+		}
 		s.grants[key] = g
 		return true
+	} else if ok {
+		// Lapsed: the new grant needs room like any other.
+		t.removeLocked(s, key, old)
 	}
-	if t.grants.Load() >= t.maxGrants && t.mayPurge(ts) {
+	full := func() bool {
+		return t.grants.Load() >= t.maxGrants || g.plain && t.plainCount(id) >= room.Max
+	}
+	if full() && t.mayPurge(ts) {
 		t.purgeLocked(s, ts)
 		// Lapsed grants elsewhere are taken too, from the shards that are
 		// free right now (waiting for a lock while holding one could
@@ -442,13 +511,46 @@ func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, 
 			}
 		}
 	}
-	if t.grants.Load() >= t.maxGrants {
+	if t.grants.Load() >= t.maxGrants || g.plain && !t.takePlain(id, room.Max) {
 		t.refusedGrants.Add(1)
 		return false
 	}
 	s.grants[key] = g
 	t.grants.Add(1)
 	return true
+}
+
+// SetRooms sets the plain-sequence room of each service, by service id: a
+// grant of a plain sequence (MethodSequence) for a service in rooms takes
+// room there. Services not in rooms bound their sequence grants only by the
+// table. A room made smaller than it holds refuses new grants until enough
+// lapse.
+func (t *Tracker) SetRooms(rooms map[uint64]Room) { t.rooms.Store(&rooms) }
+
+// takePlain takes one place of service id's plain room, if it has one left.
+func (t *Tracker) takePlain(id uint64, max int) bool {
+	t.roomMu.Lock()
+	defer t.roomMu.Unlock()
+	if t.plain[id] >= max {
+		return false
+	}
+	t.plain[id]++
+	return true
+}
+
+// freePlain gives back one place of service id's plain room.
+func (t *Tracker) freePlain(id uint64) {
+	t.roomMu.Lock()
+	if t.plain[id]--; t.plain[id] <= 0 {
+		delete(t.plain, id)
+	}
+	t.roomMu.Unlock()
+}
+
+func (t *Tracker) plainCount(id uint64) int {
+	t.roomMu.Lock()
+	defer t.roomMu.Unlock()
+	return t.plain[id]
 }
 
 // mayPurge reports whether a full table may be swept for lapsed grants now.
@@ -469,7 +571,7 @@ func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.D
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := t.since(now)
-	return t.addGrantLocked(s, src, id, ts, newGrant(ts+int64(openFor), conns, how))
+	return t.addGrantLocked(s, src, id, ts, newGrant(ts+int64(openFor), conns, how), true)
 }
 
 // Allow spends one knock attempt of src's budget at now and reports whether
@@ -643,12 +745,30 @@ func (s *shard) debtCells(key *[16]byte) (h, i, j uint64) {
 }
 
 // Granted reports whether src holds a live grant for one of the services ids
-// that lets in a connection from srcPort: any grant without a connection
-// limit, a one-shot grant with connections left (one is taken), or the
-// retransmitted SYN of a one-shot grant's last connection.
+// that lets in a connection from srcPort (see Admit).
 func (t *Tracker) Granted(src netip.Addr, ids []uint64, srcPort uint16, now time.Time) bool {
+	return t.Admit(src, ids, srcPort, now).OK
+}
+
+// Admission is Admit's answer.
+type Admission struct {
+	OK bool
+	// ID is the service whose grant let the connection in.
+	ID uint64
+	// First: the first connection of a grant of a plain sequence, which
+	// until now would have ended at its Room.FirstConnect; from now on it
+	// lasts its whole open_for (the moment to mirror it into the kernel).
+	First bool
+}
+
+// Admit lets in a connection from src's srcPort to one of the services ids
+// if src holds a live grant that allows it: any grant without a connection
+// limit, a one-shot grant with connections left (one is taken), or a
+// retransmitted SYN of a one-shot grant's last connection (the same source
+// port, within SYNRetransmitWindow of it). It does not allocate.
+func (t *Tracker) Admit(src netip.Addr, ids []uint64, srcPort uint16, now time.Time) Admission {
 	if len(ids) == 0 {
-		return false
+		return Admission{}
 	}
 	s := t.shardOf(src)
 	ts := t.since(now)
@@ -658,26 +778,30 @@ func (t *Tracker) Granted(src netip.Addr, ids []uint64, srcPort uint16, now time
 	for _, id := range ids {
 		key := keyOf(src, id)
 		g, ok := s.grants[key]
-		if !ok || g.exp <= ts {
+		if !ok || g.ends() <= ts {
 			continue
 		}
+		a := Admission{OK: true, ID: id, First: g.firstBy != 0}
+		g.firstBy = 0
 		switch {
 		case !g.limited:
-			return true
-		case g.lastPort != 0 && g.lastPort == srcPort:
-			return true
+		case g.lastPort != 0 && g.lastPort == srcPort && ts-g.lastAt <= int64(SYNRetransmitWindow):
 		case g.left > 0:
 			g.left--
-			g.lastPort = srcPort
-			s.grants[key] = g
-			return true
+			g.lastPort, g.lastAt = srcPort, ts
+		default:
+			exhausted = true
+			continue
 		}
-		exhausted = true
+		if a.First || g.limited {
+			s.grants[key] = g
+		}
+		return a
 	}
 	if exhausted {
 		t.exhausted.Add(1)
 	}
-	return false
+	return Admission{}
 }
 
 // Expired is a grant that lapsed.
@@ -713,12 +837,21 @@ func (t *Tracker) eachShard(fn func(*shard)) {
 // purgeLocked moves s's lapsed grants to s.lapsed, for Expire to report.
 func (t *Tracker) purgeLocked(s *shard, ts int64) {
 	for k, g := range s.grants {
-		if g.exp <= ts {
-			delete(s.grants, k)
-			t.grants.Add(-1)
-			s.lapsed = append(s.lapsed, Expired{Src: k.addr(), ID: k.id})
+		if g.ends() <= ts {
+			t.removeLocked(s, k, g)
 		}
 	}
+}
+
+// removeLocked removes s's lapsed grant g, and keeps it in s.lapsed for
+// Expire to report.
+func (t *Tracker) removeLocked(s *shard, k grantKey, g grant) {
+	delete(s.grants, k)
+	t.grants.Add(-1)
+	if g.plain {
+		t.freePlain(k.id)
+	}
+	s.lapsed = append(s.lapsed, Expired{Src: k.addr(), ID: k.id})
 }
 
 // Stats is a snapshot of the tracker's size and counters.

@@ -82,8 +82,15 @@ type Decision struct {
 	// GrantRefused is set when a completed sequence or a valid token could
 	// not be granted because the grant table is full of live grants.
 	GrantRefused bool
-	// Method is how a token granted (spa or fwknop), with ReasonToken.
+	// Method is how a grant was made: by a token (spa or fwknop), with
+	// ReasonToken, or by a sequence (sequence or rotating), with
+	// tracker.EventGrant.
 	Method tracker.Method
+	// FirstConnect: a granted SYN (ReasonGranted) that is the first
+	// connection of a plain sequence's grant, of service ServiceID. Only
+	// now may the grant be mirrored into the kernel's fast path: until
+	// its first SYN, every SYN of it must reach the engine.
+	FirstConnect bool
 	// Routed: the packet is for a routed host of a forward service; a
 	// reject answers like that host's closed port, not this host's.
 	Routed bool
@@ -118,6 +125,7 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 	e := &Engine{tr: tr, replay: newReplays(max, now)}
 	e.replay.sync(set)
 	e.view.Store(newView(set, 0, now))
+	tr.SetRooms(Rooms(set))
 	return e
 }
 
@@ -132,9 +140,22 @@ func (e *Engine) SetRules(set *rules.Set, now time.Time) {
 		nv := newView(set, old.gen+1, now)
 		nv.remapFrom(old)
 		if e.view.CompareAndSwap(old, nv) {
+			e.tr.SetRooms(Rooms(set))
 			return
 		}
 	}
+}
+
+// Rooms is the tracker's plain-sequence room of each service of set that has
+// a plain sequence, by service id.
+func Rooms(set *rules.Set) map[uint64]tracker.Room {
+	out := map[uint64]tracker.Room{}
+	for _, s := range set.Services {
+		if len(s.Sequence) > 0 {
+			out[s.ID] = tracker.Room{Max: s.PlainGrants, FirstConnect: s.FirstConnectWithin}
+		}
+	}
+	return out
 }
 
 // Rules returns the rules in force.
@@ -263,6 +284,12 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	if d.Knock.Event != tracker.EventNone {
 		ks := &set.Services[v.service(d.Knock.Svc)]
 		d.Service, d.ServiceID = ks.Name, ks.ID
+		if d.Knock.Event == tracker.EventGrant {
+			d.Method = tracker.MethodSequence
+			if v.Keyed(d.Knock.Svc) {
+				d.Method = tracker.MethodRotating
+			}
+		}
 	}
 
 	payload := b[p.PayloadOff : p.PayloadOff+p.PayloadLen]
@@ -282,8 +309,11 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			var buf [rules.MaxServices]uint64
 			ids = set.IDs(buf[:0], mask)
 		}
-		if e.tr.Granted(p.Src, ids, p.SrcPort, now) {
+		if a := e.tr.Admit(p.Src, ids, p.SrcPort, now); a.OK {
 			d.Verdict, d.Reason = Accept, ReasonGranted
+			if a.First {
+				d.FirstConnect, d.ServiceID = true, a.ID
+			}
 			return d
 		}
 		d.Verdict, d.Reason = closed(set.ClosedAction(mask)), ReasonNoGrant

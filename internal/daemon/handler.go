@@ -56,7 +56,13 @@ func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
 		case dec.Reason == verdict.ReasonBadToken && !dec.GrantRefused && debug:
 			log.Debug("token refused", keySrc, dec.Src.String(), keyService, dec.Service, keyReason, dec.TokenErr.Error())
 		}
-		granted := dec.Reason == verdict.ReasonToken || dec.Knock.Event == tracker.EventGrant
+		// A plain sequence's grant is mirrored (and told to cluster peers
+		// with its whole open_for) only once the engine has let in its
+		// first connection: until then its SYNs must reach the engine, or
+		// the grant would end at first_connect_within with the kernel still
+		// letting the source in. The writer skips a grant still awaiting
+		// it; peers get it with the end it has now.
+		granted := dec.Reason == verdict.ReasonToken || dec.Knock.Event == tracker.EventGrant || dec.FirstConnect
 		if g := d.grants; g != nil && granted {
 			g.granted(dec.Src, dec.ServiceID)
 		}

@@ -277,6 +277,9 @@ func warnings(set *rules.Set, rep config.Report) []string {
 	if set.Tracker.KnockRate == 0 {
 		out = append(out, "tracker.knock_rate is 0: knock attempts are not rate limited, so plain sequences can be guessed as fast as packets can be sent")
 	}
+	if set.Firewall.Manage && (!set.Firewall.FastPath || set.Firewall.Backend == rules.BackendIptables) && hasSequence(set) {
+		out = append(out, "without the nftables fast path every new UDP flow to this host is judged in user space (a wrong datagram resets knock progress): a flood of new UDP flows loads the daemon and, once its queue is full, drops new flows to the host's own UDP services too; bench/RESULTS.md has the cost")
+	}
 	for _, svc := range set.Services {
 		out = append(out, weaknesses(svc)...)
 	}
@@ -302,6 +305,17 @@ func logOverrides(log *slog.Logger, rep config.Report, set *rules.Set) {
 	for _, w := range warnings(set, rep) {
 		log.Warn(w)
 	}
+}
+
+// hasSequence reports whether a service opens by a knock sequence, fixed or
+// rotating.
+func hasSequence(set *rules.Set) bool {
+	for _, svc := range set.Services {
+		if len(svc.Sequence) > 0 || svc.Rotate != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // weaknesses names what makes a service easy to open by guessing.

@@ -38,6 +38,8 @@ func TestConfigCheck(t *testing.T) {
 			wantCode: 0, wantOut: "worth 51 bits against a sweep (2 bits once its knocks are sniffed and only their order is left); at most 100 grants"},
 		{name: "plain grants leave no room for the rest", args: []string{"config", "check", "-c", writeConfig(t, "tracker: {max_grants: 10}\nservices: {ssh: {ports: [22], sequence: [7113, 52611, 18842], plain_grants: 10}}\n")},
 			wantCode: 2, wantErrOut: "tracker.max_grants"},
+		{name: "without the fast path every new UDP flow is judged", args: []string{"config", "check", "-c", writeConfig(t, "firewall: {fast_path: false}\nservices: {ssh: {ports: [22], sequence: [7113, 52611/udp, 18842]}}\n")},
+			wantCode: 0, wantErrOut: "every new UDP flow to this host is judged in user space"},
 		{name: "missing file", args: []string{"config", "check", "-c", "/nonexistent/knockwall.yaml"}, wantCode: 2, wantErrOut: "does not exist"},
 		{name: "usage error", args: []string{"config", "check", "--nope"}, wantCode: 2},
 		{name: "extra argument", args: []string{"config", "check", "x"}, wantCode: 2},

@@ -423,6 +423,21 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 	return Outcome{Event: EventStep, Svc: svc, Done: 1}
 }
 
+// ForgetPending drops every source's knock progress and returns how many
+// sources had some. Call it when packets may have been lost before they
+// were observed (the kernel dropped some of a full queue's): a lost packet
+// may have been a reset, so progress made across the loss is worth
+// nothing. It allocates nothing.
+func (t *Tracker) ForgetPending() int {
+	n := 0
+	t.eachShard(func(s *shard) {
+		n += s.pending.Len()
+		s.pending.Clear()
+		s.npending.Store(0)
+	})
+	return n
+}
+
 // unlockObserved publishes the pending count and unlocks the shard.
 func (s *shard) unlockObserved() {
 	s.npending.Store(int32(s.pending.Len()))

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/knockwall/knockwall/internal/lograte"
 	"github.com/knockwall/knockwall/internal/nfq"
@@ -22,9 +23,22 @@ const (
 	keyOpenFor = "open_for"
 )
 
+// overrunWatch gives a queue's handler the queue it serves, once it is
+// open, to read its overrun count.
+type overrunWatch struct {
+	q atomic.Pointer[Queue]
+}
+
+func (w *overrunWatch) set(q Queue) { w.q.Store(&q) }
+
 // newHandler adapts the engine to a queue: decision to verdict and mark,
-// the log lines a decision deserves, and new grants to the fast path.
-func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
+// the log lines a decision deserves, and new grants to the fast path. When
+// the queue reports an overrun (the kernel dropped packets it could not
+// deliver), every source's knock progress is forgotten before the next
+// packet is judged: a dropped packet may have been the reset of someone's
+// progress, and a sweep fast enough to overflow the queue must not
+// complete a sequence by having its resets dropped.
+func (d *Daemon) newHandler(resets, routed Resetter, w *overrunWatch) nfq.Handler {
 	set := d.cfg.Set
 	mask := uint32(set.Firewall.MarkMask)
 	acceptMark := uint32(set.Firewall.AcceptMark)
@@ -34,6 +48,8 @@ func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
 	// Refused grants come in floods when the table is full; say so at most
 	// once per RefusedLogEvery.
 	refused := &lograte.Limiter{Every: RefusedLogEvery}
+	forgot := &lograte.Limiter{Every: RefusedLogEvery}
+	var overruns uint64 // seen so far; the handler runs on one goroutine
 	eng, now := d.eng, d.cfg.Now
 	c := &counters{}
 	d.mu.Lock()
@@ -41,6 +57,16 @@ func (d *Daemon) newHandler(resets, routed Resetter) nfq.Handler {
 	d.mu.Unlock()
 	return func(pkt []byte, mark uint32) nfq.Answer {
 		t := now()
+		if w != nil {
+			if q := w.q.Load(); q != nil {
+				if o := (*q).Stats().Overruns; o != overruns {
+					overruns = o
+					if n := eng.Tracker().ForgetPending(); n > 0 && forgot.Allow(t) {
+						log.Warn("knock progress forgotten: the kernel dropped packets of a full queue, and one may have been a reset", "sources", n, "logged", "at most once a second")
+					}
+				}
+			}
+		}
 		dec := eng.Decide(pkt, t)
 		c.count(&dec)
 		if dec.GrantRefused {

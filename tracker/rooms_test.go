@@ -25,7 +25,8 @@ type refGrant struct {
 // (MethodSequence of a service with a room) needs a place in its service's
 // room and in the table; every other grant needs a place in the table only;
 // a plain grant never replaces a live grant made another way; a plain grant
-// ends at its first-connect deadline unless admitted before.
+// ends at its first-connect deadline unless admitted before, or unless it
+// renews a live plain grant that was.
 type refRooms struct {
 	max   int
 	rooms map[uint64]tracker.Room
@@ -63,6 +64,9 @@ func (r *refRooms) grant(src netip.Addr, id uint64, how tracker.Method, openFor 
 	if old, ok := r.live[k]; ok {
 		if plain && !old.plain {
 			return true
+		}
+		if plain && !old.awaiting {
+			ng.awaiting, ng.ends = false, ng.exp // renewed by a source that has connected
 		}
 		r.live[k] = ng
 		return true

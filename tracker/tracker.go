@@ -494,6 +494,11 @@ func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, 
 		switch {
 		case g.plain && !old.plain:
 			return true // the source holds a stronger grant: keep it
+		case g.plain && old.firstBy == 0:
+			// The source has connected with the grant it renews, and
+			// the kernel may hold that grant (its SYNs then never reach
+			// the engine): the renewal needs no first connection.
+			g.firstBy = 0
 		case old.plain && !g.plain:
 			t.freePlain(id)
 		}

@@ -812,11 +812,12 @@ func testMetricsNoKnockOracle(t *testing.T, b backend) {
 		}
 		mark := e.d.mark()
 		e.expectClosed(t, reject, e.pair.Client4, e.server4(port))
-		// The SYN was judged (a knock is logged at debug, a refused SYN
-		// is not: wait for the queue's count instead).
+		// The SYN was judged and nothing waits in the queue (a knock is
+		// logged at debug, a refused SYN is not: wait for the queue's
+		// counts instead).
 		deadline := time.Now().Add(logTimeout)
 		m := e.scrape(t)
-		for m[`knockwall_queue_packets_total{queue="0"}`] < 1 && time.Now().Before(deadline) {
+		for (m[`knockwall_queue_packets_total{queue="0"}`] < 1 || m[`knockwall_kernel_queue_waiting`] != 0) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 			m = e.scrape(t)
 		}

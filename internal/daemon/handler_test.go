@@ -120,15 +120,15 @@ func TestHandlerForgetsProgressOnOverrun(t *testing.T) {
 	w.set(q)
 	h := d.newHandler(nil, nil, w)
 	src := netip.MustParseAddr("10.77.0.4")
-	h(syn4(src, 7000), 0)
-	h(syn4(src, 8000), 0)
+	h(pkttest.SYN(src, netip.AddrPortFrom(server4, 7000)), 0)
+	h(pkttest.SYN(src, netip.AddrPortFrom(server4, 8000)), 0)
 	q.overruns++ // the kernel dropped something: maybe src's reset
-	h(syn4(src, 9000), 0)
+	h(pkttest.SYN(src, netip.AddrPortFrom(server4, 9000)), 0)
 	if d.Tracker().Granted(src, []uint64{set.Services[0].ID}, 40000, now) {
 		t.Fatal("granted across an overrun")
 	}
 	for _, p := range []uint16{7000, 8000, 9000} {
-		h(syn4(src, p), 0)
+		h(pkttest.SYN(src, netip.AddrPortFrom(server4, p)), 0)
 	}
 	if !d.Tracker().Granted(src, []uint64{set.Services[0].ID}, 40000, now) {
 		t.Fatal("knocks after the overrun not granted")

@@ -495,9 +495,9 @@ func TestNoKnockOracle(t *testing.T) {
 		knock, port []byte
 		n           int
 	}{
-		{"one syn", syn4(src, 7000), syn4(src, 22), 1},
-		{"a later knock", syn4(src, 8000), syn4(src, 22), 1},
-		{"a burst", syn4(src, 7000), syn4(src, 22), 100},
+		{"one syn", pkttest.SYN(src, netip.AddrPortFrom(server4, 7000)), pkttest.SYN(src, netip.AddrPortFrom(server4, 22)), 1},
+		{"a later knock", pkttest.SYN(src, netip.AddrPortFrom(server4, 8000)), pkttest.SYN(src, netip.AddrPortFrom(server4, 22)), 1},
+		{"a burst", pkttest.SYN(src, netip.AddrPortFrom(server4, 7000)), pkttest.SYN(src, netip.AddrPortFrom(server4, 22)), 100},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var knocks, protected [][]byte

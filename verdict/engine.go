@@ -80,7 +80,8 @@ type Decision struct {
 	// TokenErr says why an SPA token was refused (Reason is ReasonBadToken).
 	TokenErr error
 	// GrantRefused is set when a completed sequence or a valid token could
-	// not be granted because the grant table is full of live grants.
+	// not be granted because the grant table, or the plain-sequence room
+	// of its service, is full of live grants.
 	GrantRefused bool
 	// Method is how a grant was made: by a token (spa or fwknop), with
 	// ReasonToken, or by a sequence (sequence or rotating), with

@@ -71,7 +71,7 @@ func (d *Daemon) newHandler(resets, routed Resetter, w *overrunWatch) nfq.Handle
 		c.count(&dec)
 		if dec.GrantRefused {
 			if refused.Allow(t) {
-				log.Warn("grant refused: the grant table is full of live grants", "logged", "at most once a second", keySrc, dec.Src.String(), keyService, dec.Service)
+				log.Warn("grant refused: no room for it in the grant table (full, or its plain-sequence room is)", "logged", "at most once a second", keySrc, dec.Src.String(), keyService, dec.Service)
 			}
 		} else if dec.Knock.Event != tracker.EventNone {
 			logKnock(log, debug, dec)

@@ -588,6 +588,9 @@ func compileService(name string, c ServiceConfig, o compileOpts) (Service, error
 	if c.PlainGrants < 0 {
 		return Service{}, keyErr(base+".plain_grants", "must be 0 (half of tracker.max_grants, shared) or more, got %d", c.PlainGrants)
 	}
+	if c.PlainGrants > 0 && len(svc.Sequence) == 0 {
+		return Service{}, keyErr(base+".plain_grants", "bounds the grants of a plain sequence, and the service has none")
+	}
 	if len(svc.Sequence) > 0 {
 		fc := c.FirstConnectWithin
 		switch {

@@ -51,8 +51,8 @@ func testSpoofedGrantsDoNotLockOut(t *testing.T, b backend) {
 	}
 	svc := service{sequence: defaultSequence, openFor: time.Minute, closed: reject,
 		extra: fmt.Sprintf("    first_connect_within: %s\n", lockoutFirstConnect) + spaYAML(serverKey, spaOptions{})}
-	e := &env{bin: bin, backend: b, pair: pair, cfgPath: filepath.Join(dir, "knockwall.yaml"), svc: svc, ops: newOperate(dir)}
-	e.ops.metrics = ""
+	e := &env{bin: bin, backend: b, pair: pair, cfgPath: filepath.Join(dir, "knockwall.yaml"), svc: svc, ops: newOperate(t, dir)}
+	e.ops.metrics, e.ops.tokenFile = "", ""
 	cfg := strings.Replace(configYAML(svc, b, e.ops), "max_grants: 1024", fmt.Sprintf("max_grants: %d", lockoutMaxGrants), 1)
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -90,6 +90,11 @@ func engineCases(set *rules.Set, k *spa.Key) []engineCase {
 			engineCase{name: fam.name + "/no-grant-drop", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 443)) }, want: verdict.ReasonNoGrant},
 			engineCase{name: fam.name + "/knock", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 7000)) }, want: verdict.ReasonKnock},
 			engineCase{name: fam.name + "/malformed", pkt: func(time.Time) []byte { return pkttest.SYN(other, netip.AddrPortFrom(srv, 22))[:30] }, want: verdict.ReasonMalformed},
+			// A new UDP flow that is no knock (diverted so that it resets
+			// a source's progress).
+			engineCase{name: fam.name + "/udp-not-knock", pkt: func(time.Time) []byte {
+				return pkttest.Datagram(ok, netip.AddrPortFrom(srv, 53), []byte("q"))
+			}, want: verdict.ReasonNotKnock},
 			engineCase{name: fam.name + "/bad-token", pkt: func(time.Time) []byte {
 				return pkttest.Datagram(other, netip.AddrPortFrom(srv, 62201), bytes.Repeat([]byte{'K'}, 80))
 			}, want: verdict.ReasonBadToken},

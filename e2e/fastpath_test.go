@@ -45,9 +45,9 @@ func (e *env) waitElem(t *testing.T, src string) {
 }
 
 // TestFastPathStaysInKernel: with the fast path, a granted source's
-// connects and SYNs to unrelated ports never reach the daemon (the queue's
-// packet counter does not move), while knocks and strangers' SYNs to the
-// protected port do.
+// connects (after the first, which the daemon judges) and SYNs to unrelated
+// ports never reach the daemon (the queue's packet counter does not move),
+// while knocks and strangers' SYNs to the protected port do.
 func TestFastPathStaysInKernel(t *testing.T) {
 	e := newEnv(t, envOptions{backend: nftFast, secondClient: true, svc: service{closed: reject}})
 	holder, stranger := e.pair.Client4, e.pair.Client2v4
@@ -56,6 +56,18 @@ func TestFastPathStaysInKernel(t *testing.T) {
 	e.knock(t, e.pair.Server4, defaultSequence...)
 	if n := e.queued(t) - before; n < uint64(len(defaultSequence)) {
 		t.Errorf("the knock raised the queue counter by %d, want at least %d", n, len(defaultSequence))
+	}
+	// A plain sequence's grant goes into the kernel only once the daemon
+	// has let in its first SYN: until then it may be a spoofer's, and it
+	// ends at first_connect_within unless a SYN of it reaches the daemon.
+	time.Sleep(settle)
+	if l := e.grantElems(t); strings.Contains(l, holder.String()+" . ") {
+		t.Errorf("the grant is in the kernel before its first connection:\n%s", l)
+	}
+	before = e.queued(t)
+	e.expectOpen(t, holder, e.server4(protectedPort)).Close()
+	if n := e.queued(t) - before; n != 1 {
+		t.Errorf("the grant's first connection queued %d packets, want 1 (its SYN)", n)
 	}
 	e.waitElem(t, holder.String())
 

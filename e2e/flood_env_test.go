@@ -316,7 +316,7 @@ func (fe *floodEnv) grantOutcome(from int, src netip.Addr) (granted bool, err er
 		if _, _, ok := fe.d.find(from, "grant", attrs); ok {
 			return true, nil
 		}
-		if _, _, ok := fe.d.find(from, "grant refused: the grant table is full of live grants", attrs); ok {
+		if _, _, ok := fe.d.find(from, "grant refused: no room for it in the grant table (full, or its plain-sequence room is)", attrs); ok {
 			return false, nil
 		}
 	}

@@ -417,16 +417,17 @@ func testFloodKnockRateLimit(t *testing.T, b backend) {
 	}
 }
 
-// TestFloodGrantTableFull documents the policy for a full grant table:
-// refuse new grants, never evict live ones. With max_grants 1, a second
-// source's correct knock is refused (and logged) while the first grant
-// lives, the holder still connects, and once the first grant has expired
-// the second source is granted.
+// TestFloodGrantTableFull documents the policy for a full room of grants:
+// refuse new grants, never evict live ones. With max_grants 2, the plain
+// sequence's room holds one grant: a second source's correct knock is
+// refused (and logged) while the first grant lives, the holder still
+// connects, and once the first grant has expired the second source is
+// granted.
 func TestFloodGrantTableFull(t *testing.T) { eachBackendSerial(t, testFloodGrantTableFull) }
 
 func testFloodGrantTableFull(t *testing.T, b backend) {
 	const openFor = 3 * time.Second // long enough to check the refusal well within it
-	fe := newFloodEnv(t, floodConfig{backend: b, maxGrants: 1, openFor: openFor})
+	fe := newFloodEnv(t, floodConfig{backend: b, maxGrants: 2, openFor: openFor})
 	first, second := fe.pair.Client4, fe.pair.Client2v4
 
 	if err := fe.knockFrom(first, fe.pair.Server4, defaultSequence...); err != nil {
@@ -442,7 +443,7 @@ func testFloodGrantTableFull(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	refusal := map[string]string{"src": second.String(), "service": "ssh"}
-	if _, err := fe.d.waitLog("grant refused: the grant table is full of live grants", refusal, logTimeout); err != nil {
+	if _, err := fe.d.waitLog("grant refused: no room for it in the grant table (full, or its plain-sequence room is)", refusal, logTimeout); err != nil {
 		t.Errorf("second source's knock with the table full: %v", err)
 	}
 	fe.expectClosed(t, reject, second, fe.server4(protectedPort))
@@ -468,19 +469,18 @@ func testFloodGrantTableFull(t *testing.T, b backend) {
 	}
 }
 
-// TestFloodGrantTableCapacity: the grant table refuses a new grant only when
-// it holds max_grants live grants (SECURITY.md: "When the grant table
-// (tracker.max_grants) is full of live grants, new grants are refused").
-// max_grants sources knock in turn and must all be granted; one more is
-// refused. A cap per shard (max_grants/16 for each of the tracker's 16
-// shards) would refuse early: with max_grants 16, two of 16 sources almost
+// TestFloodGrantTableCapacity: the plain sequence's room refuses a new grant
+// only when it holds its plain_grants live grants (by default half of
+// max_grants). That many sources knock in turn and must all be granted; one
+// more is refused. A cap per shard (a 16th for each of the tracker's 16
+// shards) would refuse early: with 16 places, two of 16 sources almost
 // always share a shard.
 func TestFloodGrantTableCapacity(t *testing.T) { eachBackendSerial(t, testFloodGrantTableCapacity) }
 
 func testFloodGrantTableCapacity(t *testing.T, b backend) {
-	const maxGrants = 16
-	fe := newFloodEnv(t, floodConfig{backend: b, maxGrants: maxGrants})
-	srcs := fe.addClientAddrs(t, maxGrants+1)
+	const room = 16 // the plain sequence's places
+	fe := newFloodEnv(t, floodConfig{backend: b, maxGrants: 2 * room})
+	srcs := fe.addClientAddrs(t, room+1)
 	var (
 		early    []string // refused with room in the table
 		refusals int      // refusals logged
@@ -498,15 +498,15 @@ func testFloodGrantTableCapacity(t *testing.T, b backend) {
 			refusals++
 		}
 		switch {
-		case i < maxGrants && !granted:
+		case i < room && !granted:
 			early = append(early, fmt.Sprintf("%v (with %d live grants)", src, i+1-refusals))
-		case i == maxGrants && granted:
-			t.Errorf("source %d of %d granted beyond max_grants %d", i+1, len(srcs), maxGrants)
+		case i == room && granted:
+			t.Errorf("source %d of %d granted beyond the room of %d", i+1, len(srcs), room)
 		}
 	}
 	if len(early) > 0 {
-		t.Errorf("grants refused before the table held max_grants %d live grants: %d of %d sources: %s",
-			maxGrants, len(early), maxGrants, strings.Join(early, ", "))
+		t.Errorf("grants refused before the room held its %d live grants: %d of %d sources: %s",
+			room, len(early), room, strings.Join(early, ", "))
 	}
 	if s := fe.stopStats(t); s.refusedGrants != uint64(refusals) {
 		t.Errorf("refused_grants = %d, but %d refusals were logged", s.refusedGrants, refusals)

@@ -106,6 +106,12 @@ type Service struct {
 	Closed      Action
 	// Connections is how many new connections a grant lets in (0: any).
 	Connections int
+	// PlainGrants bounds the live grants from the plain Sequence (never
+	// from SPA, fwknop, Rotate or an operator); FirstConnectWithin ends
+	// such a grant early if its source opens no connection within it.
+	// Both are 0 without a Sequence.
+	PlainGrants        int
+	FirstConnectWithin time.Duration
 	// Forward: the service protects forwarded connections. With Hosts,
 	// routed destinations in these prefixes and their Ports; without,
 	// port forwards (DNAT) from Ports on this host's own addresses.
@@ -413,7 +419,50 @@ func Compile(c Config, opts ...Option) (*Set, error) {
 			}
 		}
 	}
+	if err := s.sizePlainRooms(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// sizePlainRooms gives each service with a plain sequence its room in the
+// grant table: plain_grants, or an even share of half of max_grants. What
+// all of them may hold together must leave room for the grants a spoofer
+// cannot make (SPA, fwknop, rotating sequences, operators).
+func (s *Set) sizePlainRooms() error {
+	var plain, set, fixed int
+	for _, svc := range s.Services {
+		if len(svc.Sequence) == 0 {
+			continue
+		}
+		plain++
+		if svc.PlainGrants > 0 {
+			set++
+			fixed += svc.PlainGrants
+		}
+	}
+	if plain == 0 {
+		return nil
+	}
+	share := 0
+	if plain > set {
+		share = max((s.Tracker.MaxGrants/2-fixed)/(plain-set), 1)
+	}
+	total := 0
+	for i := range s.Services {
+		svc := &s.Services[i]
+		if len(svc.Sequence) == 0 {
+			continue
+		}
+		if svc.PlainGrants == 0 {
+			svc.PlainGrants = share
+		}
+		total += svc.PlainGrants
+	}
+	if total >= s.Tracker.MaxGrants {
+		return keyErr("tracker.max_grants", "%d leaves no room for SPA, fwknop, rotating-sequence and operator grants: the plain sequences' plain_grants take %d; raise it or lower plain_grants", s.Tracker.MaxGrants, total)
+	}
+	return nil
 }
 
 func validateGlobal(c Config) error {
@@ -537,6 +586,22 @@ func compileService(name string, c ServiceConfig, o compileOpts) (Service, error
 		if d.val < MinDuration {
 			return Service{}, keyErr(base+d.key, "%s is shorter than %s; write the unit, e.g. 5s", d.val, MinDuration)
 		}
+	}
+	if c.PlainGrants < 0 {
+		return Service{}, keyErr(base+".plain_grants", "must be 0 (half of tracker.max_grants, shared) or more, got %d", c.PlainGrants)
+	}
+	if c.PlainGrants > 0 && len(svc.Sequence) == 0 {
+		return Service{}, keyErr(base+".plain_grants", "bounds the grants of a plain sequence, and the service has none")
+	}
+	if len(svc.Sequence) > 0 {
+		fc := c.FirstConnectWithin
+		switch {
+		case fc == 0:
+			fc = DefaultFirstConnectWithin
+		case fc < MinDuration:
+			return Service{}, keyErr(base+".first_connect_within", "must be a positive duration of at least %s (write the unit, e.g. 10s), got %s", MinDuration, fc)
+		}
+		svc.PlainGrants, svc.FirstConnectWithin = c.PlainGrants, fc
 	}
 	switch c.Closed {
 	case ClosedReject:
@@ -777,6 +842,9 @@ func (s *Set) Connections(svc int) int { return s.Services[svc].Connections }
 
 // GrantFor is service svc's id: a Set's sequence ids are service indexes.
 func (s *Set) GrantFor(svc int) uint64 { return s.Services[svc].ID }
+
+// Keyed is false: a Set's sequence ids are its fixed, plain sequences.
+func (s *Set) Keyed(int) bool { return false }
 
 // Gen is 0: a Set alone is one configuration. The verdict engine numbers its
 // reloads.

@@ -116,10 +116,21 @@ type ServiceConfig struct {
 	// Connections makes grants one-shot: a grant closes after this many
 	// new connections, or at open_for, whichever comes first. 0: any
 	// number until open_for.
-	Connections int          `mapstructure:"connections" yaml:"connections"`
-	SPA         SPAConfig    `mapstructure:"spa" yaml:"spa"`
-	Fwknop      FwknopConfig `mapstructure:"fwknop" yaml:"fwknop"`
-	Rotate      RotateConfig `mapstructure:"rotate" yaml:"rotate"`
+	Connections int `mapstructure:"connections" yaml:"connections"`
+	// PlainGrants bounds the grants the service's plain sequence may hold
+	// at once. A plain sequence travels in clear and its knocks can be
+	// spoofed, so its grants never take the room kept for SPA, fwknop,
+	// rotating-sequence and operator grants. 0: half of
+	// tracker.max_grants, shared evenly between the services that have a
+	// plain sequence.
+	PlainGrants int `mapstructure:"plain_grants" yaml:"plain_grants"`
+	// FirstConnectWithin ends a grant from the plain sequence early when
+	// its source opens no connection within it, so grants of spoofed
+	// sources that never connect free their room. 0: the default.
+	FirstConnectWithin time.Duration `mapstructure:"first_connect_within" yaml:"first_connect_within"`
+	SPA                SPAConfig     `mapstructure:"spa" yaml:"spa"`
+	Fwknop             FwknopConfig  `mapstructure:"fwknop" yaml:"fwknop"`
+	Rotate             RotateConfig  `mapstructure:"rotate" yaml:"rotate"`
 }
 
 // SPAConfig enables single-packet authorization for a service: set key_file.
@@ -191,8 +202,9 @@ func Defaults() Config {
 func ServiceDefaults() ServiceConfig {
 	return ServiceConfig{
 		StepTimeout: DefaultStepTimeout, OpenFor: DefaultOpenFor, Closed: ClosedReject,
-		SPA:    SPAConfig{MaxSkew: DefaultMaxSkew},
-		Fwknop: FwknopConfig{Port: DefaultFwknopPort, MaxAge: DefaultFwknopMaxAge},
-		Rotate: RotateConfig{Period: DefaultRotatePeriod},
+		FirstConnectWithin: DefaultFirstConnectWithin,
+		SPA:                SPAConfig{MaxSkew: DefaultMaxSkew},
+		Fwknop:             FwknopConfig{Port: DefaultFwknopPort, MaxAge: DefaultFwknopMaxAge},
+		Rotate:             RotateConfig{Period: DefaultRotatePeriod},
 	}
 }

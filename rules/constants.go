@@ -9,9 +9,12 @@ const (
 	DefaultMaxGrants   = 16384
 	DefaultStepTimeout = 5 * time.Second
 	DefaultOpenFor     = 30 * time.Second
-	DefaultMaxNonces   = 65536
-	DefaultKnockRate   = 10.0
-	DefaultKnockBurst  = 20
+	// DefaultFirstConnectWithin is how long a grant from a plain sequence
+	// waits for its first connection before it ends.
+	DefaultFirstConnectWithin = 10 * time.Second
+	DefaultMaxNonces          = 65536
+	DefaultKnockRate          = 10.0
+	DefaultKnockBurst         = 20
 	// DefaultMaxSkew is how far a token's timestamp may be from our clock.
 	DefaultMaxSkew = 30 * time.Second
 	// MaxSkewLimit caps max_skew: a wider window only widens replay

@@ -31,4 +31,14 @@ const (
 	// up to a power of two. More cells make it costlier for spoofed
 	// sources to push a debt out of the memory.
 	debtCellsPerSlot = 1
+
+	// SYNRetransmitWindow is how long after a one-shot grant let a
+	// connection in a SYN from the same source port still counts as that
+	// connection's retransmission rather than a new connection. A client
+	// that gets no answer resends its SYN after its initial retransmission
+	// timeout, doubling each time: Linux (RFC 6298's 1 s initial RTO) at 1,
+	// 3 and 7 s after the first. A SYN later than that from the same port is
+	// a new connection (a port-preserving NAT reuses ports, and so can an
+	// on-path spoofer).
+	SYNRetransmitWindow = 7 * time.Second
 )

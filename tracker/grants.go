@@ -2,6 +2,7 @@ package tracker
 
 import (
 	"cmp"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -19,10 +20,15 @@ type GrantInfo struct {
 	Limited  bool
 	Left     int
 	LastPort uint16
+	// Awaiting: a grant of a plain sequence that has let in no connection
+	// yet; Expires is then when it ends unless one comes. It is not
+	// mirrored into the kernel: its first SYN must reach the engine.
+	Awaiting bool
 }
 
 func (t *Tracker) info(k grantKey, g grant) GrantInfo {
-	return GrantInfo{Src: k.addr(), ID: k.id, Expires: t.at(g.exp), How: g.how, Limited: g.limited, Left: int(g.left), LastPort: g.lastPort}
+	return GrantInfo{Src: k.addr(), ID: k.id, Expires: t.at(g.ends()), How: g.how, Limited: g.limited, Left: int(g.left),
+		LastPort: g.lastPort, Awaiting: g.firstBy != 0}
 }
 
 // at converts a time on the tracker's clock back to the caller's.
@@ -34,7 +40,7 @@ func (t *Tracker) Grants(now time.Time) []GrantInfo {
 	var out []GrantInfo
 	t.eachShard(func(s *shard) {
 		for k, g := range s.grants {
-			if g.exp > ts {
+			if g.ends() > ts {
 				out = append(out, t.info(k, g))
 			}
 		}
@@ -48,13 +54,15 @@ func (t *Tracker) Grants(now time.Time) []GrantInfo {
 	return out
 }
 
-// Expiry returns when src's grant of service id ends, if it is live at now.
+// Expiry returns when src's grant of service id ends, if it is live at now
+// and has let in its first connection or needs none (not Awaiting): what
+// the kernel's fast path may hold.
 func (t *Tracker) Expiry(src netip.Addr, id uint64, now time.Time) (time.Time, bool) {
 	s := t.shardOf(src)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g, ok := s.grants[keyOf(src, id)]
-	if !ok || g.exp <= t.since(now) {
+	if !ok || g.firstBy != 0 || g.exp <= t.since(now) {
 		return time.Time{}, false
 	}
 	return t.at(g.exp), true
@@ -62,9 +70,11 @@ func (t *Tracker) Expiry(src netip.Addr, id uint64, now time.Time) (time.Time, b
 
 // Put records the grant g describes, as an operator's grant or one
 // restored from a state file: it ends at g.Expires (an existing grant of
-// the same source and service is replaced), with g's connection limit. It
-// reports false when the grant table is full of live grants, or g.Expires
-// is not after now.
+// the same source and service is replaced), with g's connection limit. A
+// grant of a plain sequence takes its service's room, as a knocked one
+// does, and when g.Awaiting it ends early unless a connection comes within
+// the room's FirstConnect. It reports false when the grant table (or the
+// room) is full of live grants, or g.Expires is not after now.
 func (t *Tracker) Put(g GrantInfo, now time.Time) bool {
 	d := g.Expires.Sub(now)
 	if d <= 0 {
@@ -74,11 +84,13 @@ func (t *Tracker) Put(g GrantInfo, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := t.since(now)
-	v := grant{exp: ts + int64(d), how: g.How, limited: g.Limited, lastPort: g.LastPort}
+	// A SYN from LastPort is no retransmission: the window of the last
+	// connection is not known.
+	v := grant{exp: ts + int64(d), how: g.How, limited: g.Limited, lastPort: g.LastPort, lastAt: math.MinInt64 / 2}
 	if g.Limited {
 		v.left = uint16(min(max(g.Left, 0), 65535))
 	}
-	return t.addGrantLocked(s, g.Src, g.ID, ts, v)
+	return t.addGrantLocked(s, g.Src, g.ID, ts, v, g.Awaiting)
 }
 
 // Revoke ends src's grants at once: of service id, or of every service when
@@ -95,6 +107,9 @@ func (t *Tracker) Revoke(src netip.Addr, id uint64) []GrantInfo {
 		}
 		delete(s.grants, k)
 		t.grants.Add(-1)
+		if g.plain {
+			t.freePlain(k.id)
+		}
 		out = append(out, t.info(k, g))
 	}
 	return out

@@ -43,18 +43,21 @@ func newTable[V any](capacity int, seed maphash.Seed) *table[V] {
 		index: make([]int32, size),
 		mask:  uint32(size - 1),
 		seed:  seed,
-		head:  -1,
-		tail:  -1,
 	}
+	t.Clear()
+	return t
+}
+
+// Clear forgets every source, in place: it allocates nothing.
+func (t *table[V]) Clear() {
 	for i := range t.index {
 		t.index[i] = -1
 	}
 	for i := range t.slots {
-		t.slots[i].next = int32(i + 1)
+		t.slots[i] = slot[V]{next: int32(i + 1)}
 	}
-	t.slots[capacity-1].next = -1
-	t.free = 0
-	return t
+	t.slots[len(t.slots)-1].next = -1
+	t.free, t.head, t.tail, t.n = 0, -1, -1, 0
 }
 
 func (t *table[V]) hash(k *[16]byte) uint32 {

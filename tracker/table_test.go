@@ -118,3 +118,33 @@ func TestPendingTableNoAllocs(t *testing.T) {
 		t.Fatalf("Len = %d, want 1024", tb.Len())
 	}
 }
+
+// TestPendingTableClear: Clear forgets every source, allocates nothing, and
+// leaves a table that fills again to its capacity like a new one.
+func TestPendingTableClear(t *testing.T) {
+	tb := newTable[progress](64, maphash.MakeSeed())
+	add := func(n int) {
+		for i := range n {
+			tb.Add(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), progress{at: int64(i)})
+		}
+	}
+	add(100)
+	if allocs := testing.AllocsPerRun(10, tb.Clear); allocs != 0 {
+		t.Errorf("Clear allocates %v times, want 0", allocs)
+	}
+	if tb.Len() != 0 {
+		t.Fatalf("Len = %d after Clear", tb.Len())
+	}
+	if _, ok := tb.Peek(netip.AddrFrom4([4]byte{10, 1, 0, 99})); ok {
+		t.Error("a source is still there after Clear")
+	}
+	add(100)
+	if tb.Len() != 64 {
+		t.Errorf("Len = %d after refilling, want the capacity 64", tb.Len())
+	}
+	for i := 36; i < 100; i++ {
+		if _, ok := tb.Peek(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)})); !ok {
+			t.Fatalf("source %d (among the 64 most recent) missing after refilling", i)
+		}
+	}
+}

@@ -48,6 +48,10 @@ type Sequences interface {
 	// one, when that sequence is still the same; ok false drops the
 	// progress recorded under gen.
 	Remap(gen uint16, svc int) (int, bool)
+	// Keyed reports whether sequence svc is derived from a key (a
+	// rotating sequence): its grants are MethodRotating, which only a
+	// holder of the key can make, and take no plain-sequence room.
+	Keyed(svc int) bool
 }
 
 // Event says what a knock did to a source's state.
@@ -121,6 +125,12 @@ type Tracker struct {
 
 	maxGrants int64
 	grants    atomic.Int64 // grants held in all shards
+	// rooms bounds the grants of plain sequences, by service id (see
+	// SetRooms); plain counts them, under roomMu, which is taken inside a
+	// shard's lock and never the other way round.
+	rooms     atomic.Pointer[map[uint64]Room]
+	roomMu    sync.Mutex
+	plain     map[uint64]int
 	lastPurge atomic.Int64 // when a full table was last swept, on the tracker's clock
 
 	evictedPending atomic.Uint64
@@ -206,12 +216,13 @@ const (
 	MethodSPA                        // a single-packet authorization token
 	MethodManual                     // an operator (knockwall grant)
 	MethodFwknop                     // a packet of the stock fwknop client
+	MethodRotating                   // a rotating sequence, derived from a key
 
 	// NumMethods bounds Method, for arrays indexed by Method.
-	NumMethods = int(MethodFwknop) + 1
+	NumMethods = int(MethodRotating) + 1
 )
 
-var methodNames = [...]string{"", "sequence", "spa", "manual", "fwknop"}
+var methodNames = [...]string{"", "sequence", "spa", "manual", "fwknop", "rotating"}
 
 func (m Method) String() string {
 	if int(m) < len(methodNames) {
@@ -233,14 +244,31 @@ func ParseMethod(s string) (Method, bool) {
 // grant is one (source, service) grant. It holds no pointer.
 type grant struct {
 	exp int64 // when it ends, on the tracker's clock
+	// firstBy, when not 0, is when a grant of a plain sequence that has
+	// let in no connection yet ends (Room.FirstConnect); its first
+	// connection clears it.
+	firstBy int64
+	// lastAt is when the last connection of a one-shot grant was let in.
+	lastAt int64
 	// limited: a one-shot grant (services.NAME.connections), which lets
 	// in left more new connections. lastPort is the source port of the
-	// last connection let in: a SYN from that port again is its
-	// retransmission, not a new connection.
+	// last connection let in: a SYN from that port again within
+	// SYNRetransmitWindow of lastAt is its retransmission, not a new
+	// connection.
 	limited  bool
 	left     uint16
 	lastPort uint16
 	how      Method
+	// plain: the grant takes room of its service's plain-sequence room.
+	plain bool
+}
+
+// ends is when g stops letting anything in.
+func (g *grant) ends() int64 {
+	if g.firstBy != 0 {
+		return min(g.exp, g.firstBy)
+	}
+	return g.exp
 }
 
 type grantKey struct {
@@ -296,6 +324,7 @@ func New(c Config) (*Tracker, error) {
 		}
 		s.grants = make(map[grantKey]grant)
 	}
+	t.plain = map[uint64]int{}
 	return t, nil
 }
 
@@ -394,6 +423,21 @@ func (t *Tracker) Observe(src netip.Addr, k uint32, now time.Time, seqs Sequence
 	return Outcome{Event: EventStep, Svc: svc, Done: 1}
 }
 
+// ForgetPending drops every source's knock progress and returns how many
+// sources had some. Call it when packets may have been lost before they
+// were observed (the kernel dropped some of a full queue's): a lost packet
+// may have been a reset, so progress made across the loss is worth
+// nothing. It allocates nothing.
+func (t *Tracker) ForgetPending() int {
+	n := 0
+	t.eachShard(func(s *shard) {
+		n += s.pending.Len()
+		s.pending.Clear()
+		s.npending.Store(0)
+	})
+	return n
+}
+
 // unlockObserved publishes the pending count and unlocks the shard.
 func (s *shard) unlockObserved() {
 	s.npending.Store(int32(s.pending.Len()))
@@ -402,8 +446,12 @@ func (s *shard) unlockObserved() {
 
 // grantLocked records a grant of svc to src for the sequence just completed.
 func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs Sequences) Outcome {
-	g := newGrant(ts+int64(seqs.OpenFor(svc)), seqs.Connections(svc), MethodSequence)
-	if !t.addGrantLocked(s, src, seqs.GrantFor(svc), ts, g) {
+	how := MethodSequence
+	if seqs.Keyed(svc) {
+		how = MethodRotating
+	}
+	g := newGrant(ts+int64(seqs.OpenFor(svc)), seqs.Connections(svc), how)
+	if !t.addGrantLocked(s, src, seqs.GrantFor(svc), ts, g, true) {
 		return Outcome{Event: EventGrantRefused, Svc: svc, Done: seqs.Len(svc)}
 	}
 	return Outcome{Event: EventGrant, Svc: svc, Done: seqs.Len(svc)}
@@ -412,7 +460,7 @@ func (t *Tracker) grantLocked(s *shard, src netip.Addr, svc int, ts int64, seqs 
 // newGrant is a grant ending at exp that lets in conns new connections (0:
 // any number).
 func newGrant(exp int64, conns int, how Method) grant {
-	g := grant{exp: exp, how: how}
+	g := grant{exp: exp, how: how, lastAt: math.MinInt64 / 2}
 	if conns > 0 {
 		g.limited, g.left = true, uint16(min(conns, 65535))
 	}
@@ -424,13 +472,46 @@ func newGrant(exp int64, conns int, how Method) grant {
 // connections). When the grant table is full of live grants the new grant
 // is refused: evicting a live grant would lock out its owner, while refusing
 // leaves the newcomer free to try again later.
-func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, g grant) bool {
+//
+// A grant of a plain sequence (MethodSequence, for a service with a Room)
+// is refused also when its service's room is full, so plain sequences,
+// which anyone who has seen one can complete from spoofed sources, never
+// take the rest of the table; it ends early if no connection comes within
+// the room's FirstConnect; and it never replaces a live grant made another
+// way, which a spoofer could otherwise cut short.
+func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, g grant, awaiting bool) bool {
+	var room Room
+	if g.how == MethodSequence {
+		if rs := t.rooms.Load(); rs != nil {
+			room, g.plain = (*rs)[id]
+		}
+	}
+	if g.plain && awaiting && room.FirstConnect > 0 {
+		g.firstBy = ts + int64(room.FirstConnect)
+	}
 	key := keyOf(src, id)
-	if _, ok := s.grants[key]; ok {
+	if old, ok := s.grants[key]; ok && old.ends() > ts {
+		switch {
+		case g.plain && !old.plain:
+			return true // the source holds a stronger grant: keep it
+		case g.plain && old.firstBy == 0:
+			// The source has connected with the grant it renews, and
+			// the kernel may hold that grant (its SYNs then never reach
+			// the engine): the renewal needs no first connection.
+			g.firstBy = 0
+		case old.plain && !g.plain:
+			t.freePlain(id)
+		}
 		s.grants[key] = g
 		return true
+	} else if ok {
+		// Lapsed: the new grant needs room like any other.
+		t.removeLocked(s, key, old)
 	}
-	if t.grants.Load() >= t.maxGrants && t.mayPurge(ts) {
+	full := func() bool {
+		return t.grants.Load() >= t.maxGrants || g.plain && t.plainCount(id) >= room.Max
+	}
+	if full() && t.mayPurge(ts) {
 		t.purgeLocked(s, ts)
 		// Lapsed grants elsewhere are taken too, from the shards that are
 		// free right now (waiting for a lock while holding one could
@@ -442,7 +523,7 @@ func (t *Tracker) addGrantLocked(s *shard, src netip.Addr, id uint64, ts int64, 
 			}
 		}
 	}
-	if t.grants.Load() >= t.maxGrants {
+	if t.grants.Load() >= t.maxGrants || g.plain && !t.takePlain(id, room.Max) {
 		t.refusedGrants.Add(1)
 		return false
 	}
@@ -469,215 +550,7 @@ func (t *Tracker) Grant(src netip.Addr, id uint64, now time.Time, openFor time.D
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := t.since(now)
-	return t.addGrantLocked(s, src, id, ts, newGrant(ts+int64(openFor), conns, how))
-}
-
-// Allow spends one knock attempt of src's budget at now and reports whether
-// there was one. The budget is a token bucket per IPv4 address and per IPv6
-// /64, and for IPv6 also one per /48 (Prefix48Hosts); a knock passes only
-// if every bucket it is charged to can pay, and then all pay.
-//
-// Buckets live in a bounded LRU table, so a flood of new (spoofed) sources
-// evicts them. Neither a new bucket nor a re-made one starts full: it holds
-// min(NewBucketKnocks, knock_burst) knocks, less the debt its key had when
-// it was evicted, which a per-shard memory keeps (shard.debts) until
-// refilling would have repaid it. So evicting one's own bucket gives back no
-// more than waiting would, unless spoofed sources also push the debt out of
-// that memory: each must leave a larger debt (knock more often than the debt
-// is knocks) and only about one in shards × cells per shard / 2 lands on its
-// cell, some 32768 with the default max_pending.
-//
-// No cap bounds how many buckets are made, daemon-wide: under a spoofed
-// flood every new bucket evicts one, so such a cap would be spent by the
-// flood and then refuse the real clients that come during it (the flood
-// tests' legitimate tries). The memory of debts does the cap's job without
-// that: it costs the flood nothing and gives an evicted source nothing back,
-// and a real client, which owes nothing, starts a bucket with enough for its
-// sequence however often the flood evicts it.
-//
-// It does not allocate.
-func (t *Tracker) Allow(src netip.Addr, now time.Time) bool {
-	if t.knockCost == 0 {
-		return true
-	}
-	key, v6 := src.As16(), src.Is6() && !src.Is4In6()
-	var key48 [16]byte
-	if v6 {
-		// One host usually holds a whole /64, and would otherwise have
-		// 2^64 budgets.
-		clear(key[8:])
-		key48 = prefix48Key(key)
-	}
-	// A /64 and its /48 share a shard: one lock covers both buckets.
-	s := t.limitShard(&key, &key48, v6)
-	ts := t.since(now)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-
-	b, known := t.bucketLocked(s, &key, ts)
-	allowed := b.tokens >= t.knockCost
-	if v6 {
-		share := t.knockCost / Prefix48Hosts
-		p, _ := t.bucketLocked(s, &key48, ts)
-		prefixPays := p.tokens >= share
-		if allowed = allowed && prefixPays; allowed {
-			p.tokens -= share
-		}
-		t.putLocked(s, &key48, p, ts)
-		if !known && !prefixPays {
-			// The /48 cannot pay: no new /64 bucket for it. Its /64s
-			// cannot push other sources' buckets out faster than the
-			// /48's budget allows.
-			t.limited.Add(1)
-			return false
-		}
-	}
-	if allowed {
-		b.tokens -= t.knockCost
-	} else {
-		t.limited.Add(1)
-	}
-	t.putLocked(s, &key, b, ts)
-	return allowed
-}
-
-// prefix48Mark ends every /48 bucket key.
-const prefix48Mark = 0x30
-
-// prefix48Key is the bucket key of the /48 of the /64 key k: the prefix,
-// then zeros, then prefix48Mark. No /64 key (last eight bytes zero) and no
-// IPv4 key (::ffff:a.b.c.d) has that form.
-func prefix48Key(k [16]byte) [16]byte {
-	clear(k[6:])
-	k[15] = prefix48Mark
-	return k
-}
-
-// isPrefix48Key reports whether k is a key prefix48Key makes.
-func isPrefix48Key(k *[16]byte) bool {
-	return k[15] == prefix48Mark && [9]byte(k[6:15]) == [9]byte{}
-}
-
-// limitShard picks the shard of a knock-rate key: for IPv6 by its /48, so
-// that a /64 and its /48 are in one shard.
-func (t *Tracker) limitShard(key, key48 *[16]byte, v6 bool) *shard {
-	if t.mask == 0 {
-		return &t.shards[0]
-	}
-	if v6 {
-		key = key48
-	}
-	return &t.shards[mix(key, t.seed)>>58&t.mask]
-}
-
-// bucketLocked returns key's bucket refilled to ts, and whether the table
-// held it. A key the table does not hold gets a new bucket: knockNew, less
-// the debt remembered for it.
-func (t *Tracker) bucketLocked(s *shard, key *[16]byte, ts int64) (bucket, bool) {
-	if b, ok := s.limits.Peek(netip.AddrFrom16(*key)); ok {
-		b.tokens = min(b.tokens+ts-b.last, t.knockMax)
-		b.last = ts
-		return b, true
-	}
-	var owed int64
-	h, i, j := s.debtCells(key)
-	for _, c := range [2]*debt{&s.debts[i], &s.debts[j]} {
-		if c.h == h {
-			owed = max(owed, c.at-ts)
-		}
-	}
-	return bucket{tokens: t.knockNew - min(owed, t.knockNew), last: ts}, false
-}
-
-// putLocked stores key's bucket as the most recent. When that evicts the
-// least recent bucket, the evicted key's debt (what it lacks of knockNew,
-// refilled to ts) is remembered.
-func (t *Tracker) putLocked(s *shard, key *[16]byte, b bucket, ts int64) {
-	vk, v, evicted := s.limits.Add(netip.AddrFrom16(*key), b)
-	if evicted {
-		s.rememberLocked(&vk, t.knockNew-min(v.tokens+ts-v.last, t.knockMax), ts)
-	}
-}
-
-// rememberLocked records that key owes owed nanoseconds of budget at ts. The
-// bucket it was evicted with started from what the memory held for key, so
-// owed is the whole truth and replaces it; a key that owes nothing frees
-// its cell.
-func (s *shard) rememberLocked(key *[16]byte, owed, ts int64) {
-	h, i, j := s.debtCells(key)
-	ci, cj := &s.debts[i], &s.debts[j]
-	for _, c := range [2]*debt{ci, cj} {
-		if c.h == h {
-			if owed > 0 {
-				c.at = ts + owed
-			} else {
-				c.at = math.MinInt64 / 2
-			}
-			return
-		}
-	}
-	if owed <= 0 {
-		return
-	}
-	// The cell with the smaller debt left, in knocks, if it is smaller
-	// than this one; a free cell has none.
-	left := func(c *debt) int64 { return max(c.at-ts, 0) * weight(c.h) }
-	c := ci
-	if left(cj) < left(ci) {
-		c = cj
-	}
-	if left(c) < owed*weight(h) {
-		c.h, c.at = h, ts+owed
-	}
-}
-
-// debtCells are key's hash, its low bit set for a /48 key and clear
-// otherwise, and its two cells in s.debts.
-func (s *shard) debtCells(key *[16]byte) (h, i, j uint64) {
-	raw := maphash.Bytes(s.debtSeed, key[:])
-	h = raw &^ prefix48Bit
-	if isPrefix48Key(key) {
-		h |= prefix48Bit
-	}
-	return h, raw & s.debtMask, (raw >> 32) & s.debtMask
-}
-
-// Granted reports whether src holds a live grant for one of the services ids
-// that lets in a connection from srcPort: any grant without a connection
-// limit, a one-shot grant with connections left (one is taken), or the
-// retransmitted SYN of a one-shot grant's last connection.
-func (t *Tracker) Granted(src netip.Addr, ids []uint64, srcPort uint16, now time.Time) bool {
-	if len(ids) == 0 {
-		return false
-	}
-	s := t.shardOf(src)
-	ts := t.since(now)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	exhausted := false // a live one-shot grant with no connection left
-	for _, id := range ids {
-		key := keyOf(src, id)
-		g, ok := s.grants[key]
-		if !ok || g.exp <= ts {
-			continue
-		}
-		switch {
-		case !g.limited:
-			return true
-		case g.lastPort != 0 && g.lastPort == srcPort:
-			return true
-		case g.left > 0:
-			g.left--
-			g.lastPort = srcPort
-			s.grants[key] = g
-			return true
-		}
-		exhausted = true
-	}
-	if exhausted {
-		t.exhausted.Add(1)
-	}
-	return false
+	return t.addGrantLocked(s, src, id, ts, newGrant(ts+int64(openFor), conns, how), true)
 }
 
 // Expired is a grant that lapsed.
@@ -713,12 +586,21 @@ func (t *Tracker) eachShard(fn func(*shard)) {
 // purgeLocked moves s's lapsed grants to s.lapsed, for Expire to report.
 func (t *Tracker) purgeLocked(s *shard, ts int64) {
 	for k, g := range s.grants {
-		if g.exp <= ts {
-			delete(s.grants, k)
-			t.grants.Add(-1)
-			s.lapsed = append(s.lapsed, Expired{Src: k.addr(), ID: k.id})
+		if g.ends() <= ts {
+			t.removeLocked(s, k, g)
 		}
 	}
+}
+
+// removeLocked removes s's lapsed grant g, and keeps it in s.lapsed for
+// Expire to report.
+func (t *Tracker) removeLocked(s *shard, k grantKey, g grant) {
+	delete(s.grants, k)
+	t.grants.Add(-1)
+	if g.plain {
+		t.freePlain(k.id)
+	}
+	s.lapsed = append(s.lapsed, Expired{Src: k.addr(), ID: k.id})
 }
 
 // Stats is a snapshot of the tracker's size and counters.

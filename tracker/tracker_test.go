@@ -20,7 +20,8 @@ type fakeSeq struct {
 	knocks []uint32
 	step   time.Duration
 	open   time.Duration
-	grant  int // the service this sequence grants
+	grant  int  // the service this sequence grants
+	keyed  bool // a rotating sequence: MethodRotating, no plain room
 }
 
 // fakeSeqs is a tracker.Sequences without rules.
@@ -42,6 +43,7 @@ func (f fakeSeqs) GrantFor(svc int) uint64           { return uint64(f[svc].gran
 func (f fakeSeqs) Gen() uint16                       { return 0 }
 func (f fakeSeqs) Connections(svc int) int           { return 0 }
 func (f fakeSeqs) Remap(uint16, int) (int, bool)     { return 0, false }
+func (f fakeSeqs) Keyed(svc int) bool                { return f[svc].keyed }
 
 // seqs: 0 = ssh (7000, 8000, 9000/udp; 5s; 30s), 1 = web (10001/udp,
 // 10002, 10003; 2s; 1m), 2 = one (6000/udp; 10s), 3 = a variant of ssh

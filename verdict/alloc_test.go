@@ -134,6 +134,30 @@ var zeroAllocPaths = []hotPath{
 		}
 		return func() { e.Decide(k1, t0); e.Decide(bad, t0) }
 	}},
+	{"wrong udp datagram resets a source with progress", func(tb testing.TB, e *verdict.Engine) func() {
+		k1, bad := syn(tb, client4, 7000), udpPkt(tb, client4, 53, []byte("q"))
+		e.Decide(k1, t0)
+		if d := e.Decide(bad, t0); d.Knock.Event != tracker.EventReset || d.Reason != verdict.ReasonNotKnock {
+			tb.Fatalf("%v/%v, want reset/not-knock", d.Knock.Event, d.Reason)
+		}
+		return func() { e.Decide(k1, t0); e.Decide(bad, t0) }
+	}},
+	{"udp not knock from a source with progress elsewhere in its shard", func(tb testing.TB, e *verdict.Engine) func() {
+		// Many sources with progress: every shard has some, so the
+		// datagram takes the locked look-up, finds nothing and resets
+		// nothing.
+		for _, s := range manySources(256) {
+			e.Decide(syn(tb, s, 7000), t0)
+		}
+		pkt := udpPkt(tb, client6b, 53, []byte("q"))
+		expectDecision(tb, e, pkt, t0, verdict.Accept, verdict.ReasonNotKnock)
+		return func() { e.Decide(pkt, t0) }
+	}},
+	{"udp not knock ipv6", func(tb testing.TB, e *verdict.Engine) func() {
+		pkt := udpPkt(tb, client6, 123, []byte("ntp"))
+		expectDecision(tb, e, pkt, t0, verdict.Accept, verdict.ReasonNotKnock)
+		return func() { e.Decide(pkt, t0) }
+	}},
 	{"non-syn tcp", func(tb testing.TB, e *verdict.Engine) func() {
 		pkt := tcpPkt(tb, client4, 22, verdict.TCPAck)
 		expectDecision(tb, e, pkt, t0, verdict.Accept, verdict.ReasonNotSYN)

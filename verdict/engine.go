@@ -80,10 +80,18 @@ type Decision struct {
 	// TokenErr says why an SPA token was refused (Reason is ReasonBadToken).
 	TokenErr error
 	// GrantRefused is set when a completed sequence or a valid token could
-	// not be granted because the grant table is full of live grants.
+	// not be granted because the grant table, or the plain-sequence room
+	// of its service, is full of live grants.
 	GrantRefused bool
-	// Method is how a token granted (spa or fwknop), with ReasonToken.
+	// Method is how a grant was made: by a token (spa or fwknop), with
+	// ReasonToken, or by a sequence (sequence or rotating), with
+	// tracker.EventGrant.
 	Method tracker.Method
+	// FirstConnect: a granted SYN (ReasonGranted) that is the first
+	// connection of a plain sequence's grant, of service ServiceID. Only
+	// now may the grant be mirrored into the kernel's fast path: until
+	// its first SYN, every SYN of it must reach the engine.
+	FirstConnect bool
 	// Routed: the packet is for a routed host of a forward service; a
 	// reject answers like that host's closed port, not this host's.
 	Routed bool
@@ -118,6 +126,7 @@ func New(set *rules.Set, tr *tracker.Tracker, now time.Time) *Engine {
 	e := &Engine{tr: tr, replay: newReplays(max, now)}
 	e.replay.sync(set)
 	e.view.Store(newView(set, 0, now))
+	tr.SetRooms(Rooms(set))
 	return e
 }
 
@@ -132,9 +141,22 @@ func (e *Engine) SetRules(set *rules.Set, now time.Time) {
 		nv := newView(set, old.gen+1, now)
 		nv.remapFrom(old)
 		if e.view.CompareAndSwap(old, nv) {
+			e.tr.SetRooms(Rooms(set))
 			return
 		}
 	}
+}
+
+// Rooms is the tracker's plain-sequence room of each service of set that has
+// a plain sequence, by service id.
+func Rooms(set *rules.Set) map[uint64]tracker.Room {
+	out := map[uint64]tracker.Room{}
+	for _, s := range set.Services {
+		if len(s.Sequence) > 0 {
+			out[s.ID] = tracker.Room{Max: s.PlainGrants, FirstConnect: s.FirstConnectWithin}
+		}
+	}
+	return out
 }
 
 // Rules returns the rules in force.
@@ -188,7 +210,8 @@ func (e *Engine) Pending() map[uint64]int { return e.tr.PendingBy(e.view.Load())
 func (e *Engine) Tracker() *tracker.Tracker { return e.tr }
 
 // Decide judges one packet as diverted by knockwall's static rules: inbound
-// TCP SYNs and UDP datagrams to knock ports.
+// TCP SYNs, UDP datagrams to knock and token ports, and datagrams that open
+// new UDP flows (from sources with knock progress, on the fast path).
 func (e *Engine) Decide(b []byte, now time.Time) Decision {
 	var p Parsed
 	p.Decode(b)
@@ -221,12 +244,10 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		// A routed host's port: protected or not, never a knock or a
 		// token port (those are this host's own).
 		d.Routed = true
-		if p.IPProto == protoUDP {
-			d.Verdict, d.Reason = Accept, ReasonNotKnock
-			return d
-		}
-		mask = set.RoutedCover(p.Dst, p.DstPort)
 		key = 0
+		if p.IPProto == protoTCP {
+			mask = set.RoutedCover(p.Dst, p.DstPort)
+		}
 	} else if p.IPProto == protoUDP {
 		if i, ok := set.SPAService(p.DstPort); ok {
 			svc, spaPort = i, true
@@ -234,9 +255,6 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			svc, fwPort = i, true
 		} else if i, ok := set.KnockService(key); ok {
 			svc = i
-		} else {
-			d.Verdict, d.Reason = Accept, ReasonNotKnock
-			return d
 		}
 	} else if mask = set.Cover(p.DstPort); mask == 0 {
 		if i, ok := set.RotatingRange(p.DstPort); ok {
@@ -267,6 +285,12 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	if d.Knock.Event != tracker.EventNone {
 		ks := &set.Services[v.service(d.Knock.Svc)]
 		d.Service, d.ServiceID = ks.Name, ks.ID
+		if d.Knock.Event == tracker.EventGrant {
+			d.Method = tracker.MethodSequence
+			if v.Keyed(d.Knock.Svc) {
+				d.Method = tracker.MethodRotating
+			}
+		}
 	}
 
 	payload := b[p.PayloadOff : p.PayloadOff+p.PayloadLen]
@@ -286,8 +310,11 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 			var buf [rules.MaxServices]uint64
 			ids = set.IDs(buf[:0], mask)
 		}
-		if e.tr.Granted(p.Src, ids, p.SrcPort, now) {
+		if a := e.tr.Admit(p.Src, ids, p.SrcPort, now); a.OK {
 			d.Verdict, d.Reason = Accept, ReasonGranted
+			if a.First {
+				d.FirstConnect, d.ServiceID = true, a.ID
+			}
 			return d
 		}
 		d.Verdict, d.Reason = closed(set.ClosedAction(mask)), ReasonNoGrant
@@ -307,6 +334,10 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		// Knock ports answer like any closed port, so a scan learns
 		// nothing from them.
 		d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonKnock
+	case p.IPProto == protoUDP:
+		// A new UDP flow that is no knock: it has reset the source's
+		// progress above, and is the host's to answer.
+		d.Verdict, d.Reason = Accept, ReasonNotKnock
 	default:
 		d.Verdict, d.Reason = Accept, ReasonUnprotected
 	}

@@ -119,9 +119,15 @@ func TestDecide(t *testing.T) {
 			step{what: "only ssh's ports", pkt: syn(t, client4, 5432), at: 5 * s, verdict: drop, reason: verdict.ReasonNoGrant},
 		)},
 		{name: "grant expires", steps: then(sequence(k4),
+			step{what: "first connection", pkt: syn(t, client4, 22), at: 3 * s, verdict: accept, reason: verdict.ReasonGranted},
 			step{what: "just before", pkt: syn(t, client4, 22), at: 2*s + open - 1, verdict: accept, reason: verdict.ReasonGranted},
 			step{what: "at expiry", pkt: syn(t, client4, 22), at: 2*s + open, verdict: reject, reason: verdict.ReasonNoGrant},
 			step{what: "after", pkt: syn(t, client4, 22), at: time.Hour, verdict: reject, reason: verdict.ReasonNoGrant},
+		)},
+		{name: "a grant that opens no connection ends at first_connect_within", steps: then(sequence(k4),
+			step{what: "just before", pkt: syn(t, client4b, 22), at: 2*s + 10*s - 1, verdict: reject, reason: verdict.ReasonNoGrant},
+			step{what: "too late", pkt: syn(t, client4, 22), at: 2*s + 10*s, verdict: reject, reason: verdict.ReasonNoGrant},
+			step{what: "still closed", pkt: syn(t, client4, 22), at: 20 * s, verdict: reject, reason: verdict.ReasonNoGrant},
 		)},
 		{name: "grant survives unrelated traffic", steps: then(sequence(k4),
 			step{what: "scan", pkt: syn(t, client4, 7001), at: 3 * s, verdict: accept, reason: verdict.ReasonUnprotected},
@@ -211,6 +217,19 @@ func TestDecide(t *testing.T) {
 			{pkt: k4[1], at: 2 * s, verdict: reject, reason: verdict.ReasonKnock, check: true},
 			{pkt: k4[2], at: 3 * s, verdict: reject, reason: verdict.ReasonKnock, check: true},
 			{pkt: syn(t, client4, 22), at: 4 * s, verdict: reject, reason: verdict.ReasonNoGrant},
+		}},
+		{name: "a datagram to another port between knocks resets", steps: []step{
+			{pkt: k4[0], verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventStep},
+			{pkt: k4[1], at: s, verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventStep},
+			{pkt: udpPkt(t, client4, 9001, nil), at: s, verdict: accept, reason: verdict.ReasonNotKnock, event: tracker.EventReset},
+			{pkt: k4[2], at: 2 * s, verdict: reject, reason: verdict.ReasonKnock, check: true},
+			{pkt: syn(t, client4, 22), at: 3 * s, verdict: reject, reason: verdict.ReasonNoGrant},
+		}},
+		{name: "a datagram to a udp knock port that is not next resets", steps: []step{
+			{pkt: udpPkt(t, client6, 6000, nil), verdict: drop, reason: verdict.ReasonKnock, event: tracker.EventStep},
+			{pkt: udpPkt(t, client6, 9000, nil), at: s, verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventReset},
+			{pkt: syn(t, client6, 6001), at: s, verdict: drop, reason: verdict.ReasonKnock, check: true},
+			{pkt: syn(t, client6, 5432), at: 2 * s, verdict: drop, reason: verdict.ReasonNoGrant},
 		}},
 		{name: "a syn to the protected port between knocks resets", steps: []step{
 			{pkt: k4[0], verdict: reject, reason: verdict.ReasonKnock, event: tracker.EventStep},
@@ -452,5 +471,49 @@ func TestSetRulesKeepsUnchangedProgress(t *testing.T) {
 	}
 	if d := e.Decide(syn(t, client4, 22), t0.Add(2*time.Second)); d.Verdict != verdict.Accept {
 		t.Errorf("ssh after the knock across the reload: %v/%v", d.Verdict, d.Reason)
+	}
+}
+
+// TestUDPSweepNeverOpens: an ascending or a descending sweep of every UDP
+// port from one source never completes a sequence of UDP knocks, since
+// every datagram that is not the next knock resets the source's progress;
+// the knocks themselves still open it.
+func TestUDPSweepNeverOpens(t *testing.T) {
+	c := rules.Defaults()
+	svc := rules.ServiceDefaults()
+	svc.Ports = []int{22}
+	svc.Sequence = []string{"7000/udp", "8000/udp", "9000/udp"}
+	svc.StepTimeout = time.Hour // the sweep is not slowed down by a step timeout
+	c.Services = map[string]rules.ServiceConfig{"ssh": svc}
+	set, err := rules.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name  string
+		ports func(i int) uint16
+	}{
+		{"ascending", func(i int) uint16 { return uint16(i) }},
+		{"descending", func(i int) uint16 { return uint16(65535 - i) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEngine(t, set)
+			at := t0
+			for i := range 65536 {
+				at = at.Add(time.Microsecond)
+				if d := e.Decide(udpPkt(t, client4, tt.ports(i), nil), at); d.Knock.Event == tracker.EventGrant {
+					t.Fatalf("the sweep granted at port %d", tt.ports(i))
+				}
+			}
+			if d := e.Decide(syn(t, client4, 22), at); d.Reason != verdict.ReasonNoGrant {
+				t.Fatalf("after the sweep: %v, want no-grant", d.Reason)
+			}
+			for _, p := range []uint16{7000, 8000, 9000} {
+				e.Decide(udpPkt(t, client4, p, nil), at)
+			}
+			if d := e.Decide(syn(t, client4, 22), at); d.Reason != verdict.ReasonGranted {
+				t.Fatalf("after the knocks: %v, want granted", d.Reason)
+			}
+		})
 	}
 }

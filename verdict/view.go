@@ -145,6 +145,9 @@ func (v *view) remapFrom(old *view) {
 	v.prevGen, v.remap = old.gen, m
 }
 
+// Keyed implements tracker.Sequences: the rotating sequences are.
+func (v *view) Keyed(id int) bool { return id >= rotBase }
+
 func (v *view) GrantFor(id int) uint64           { return v.set.Services[v.service(id)].ID }
 func (v *view) Gen() uint16                      { return v.gen }
 func (v *view) StepTimeout(id int) time.Duration { return v.set.StepTimeout(v.service(id)) }

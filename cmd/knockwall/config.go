@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -201,6 +202,10 @@ func writeEffective(w io.Writer, s *rules.Set) {
 				r.Length, r.Period, r.Lo, r.Hi, svc.StepTimeout))
 		}
 		fmt.Fprintf(w, " %s; everyone else gets %s.\n", strings.Join(ways, "; or "), svc.Closed)
+		if len(svc.Sequence) > 0 {
+			fmt.Fprintf(w, "  # Its sequence is worth %.0f bits against a sweep (%d bits once its knocks are sniffed and only their order is left); at most %d grants from it at once, each ending after %s unless its source connects.\n",
+				math.Floor(rules.SweepBits(svc.Sequence)), int(math.Floor(rules.OrderBits(svc.Sequence))), svc.PlainGrants, svc.FirstConnectWithin)
+		}
 		for _, warn := range append(weaknesses(svc), unboundTokens(svc)...) {
 			fmt.Fprintf(w, "  # WARNING: %s\n", warn)
 		}
@@ -211,6 +216,9 @@ func writeEffective(w io.Writer, s *rules.Set) {
 		fmt.Fprintf(w, "    step_timeout: %s\n    open_for: %s\n    closed: %s\n", svc.StepTimeout, svc.OpenFor, svc.Closed)
 		if svc.Connections > 0 {
 			fmt.Fprintf(w, "    connections: %d\n", svc.Connections)
+		}
+		if len(svc.Sequence) > 0 {
+			fmt.Fprintf(w, "    plain_grants: %d\n    first_connect_within: %s\n", svc.PlainGrants, svc.FirstConnectWithin)
 		}
 		if svc.Forward {
 			fmt.Fprintf(w, "    forward: true\n")
@@ -269,6 +277,9 @@ func warnings(set *rules.Set, rep config.Report) []string {
 	if set.Tracker.KnockRate == 0 {
 		out = append(out, "tracker.knock_rate is 0: knock attempts are not rate limited, so plain sequences can be guessed as fast as packets can be sent")
 	}
+	if set.Firewall.Manage && (!set.Firewall.FastPath || set.Firewall.Backend == rules.BackendIptables) && hasSequence(set) {
+		out = append(out, "without the nftables fast path every new UDP flow to this host is judged in user space (a wrong datagram resets knock progress): a flood of new UDP flows loads the daemon and, once its queue is full, drops new flows to the host's own UDP services too; bench/RESULTS.md has the cost")
+	}
 	for _, svc := range set.Services {
 		out = append(out, weaknesses(svc)...)
 	}
@@ -296,11 +307,23 @@ func logOverrides(log *slog.Logger, rep config.Report, set *rules.Set) {
 	}
 }
 
+// hasSequence reports whether a service opens by a knock sequence, fixed or
+// rotating.
+func hasSequence(set *rules.Set) bool {
+	for _, svc := range set.Services {
+		if len(svc.Sequence) > 0 || svc.Rotate != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // weaknesses names what makes a service easy to open by guessing.
 func weaknesses(svc rules.Service) []string {
 	var out []string
-	if n := len(svc.Sequence); n > 0 && n < 3 {
-		out = append(out, fmt.Sprintf("%s's sequence has %d knock(s); a port scan can stumble on it. Use 3 or more, or spa.", svc.Name, n))
+	if b := rules.SweepBits(svc.Sequence); len(svc.Sequence) > 0 && b < rules.MinSweepBits {
+		out = append(out, fmt.Sprintf("%s's sequence is worth %.0f bits against an attacker who sweeps ports (below %d): about 2^%.0f packets complete it. Use 3 or more knocks on ports with no pattern (not in order, no round steps), or spa.",
+			svc.Name, math.Floor(b), rules.MinSweepBits, math.Floor(b)))
 	}
 	if r := svc.Rotate; r != nil && r.Length < 3 {
 		out = append(out, fmt.Sprintf("%s's rotating sequence has length %d; guessing it is cheap. Use 3 or more.", svc.Name, r.Length))

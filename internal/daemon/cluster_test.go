@@ -37,12 +37,19 @@ func (s *sentLog) add(m cluster.Message) { s.mu.Lock(); s.msgs = append(s.msgs, 
 // find waits for a sent event of kind for src, service.
 func (s *sentLog) find(t *testing.T, kind cluster.Kind, src netip.Addr, service string) cluster.Event {
 	t.Helper()
+	return s.findWhere(t, kind, src, service, func(cluster.Event) bool { return true })
+}
+
+// findWhere waits for a sent event of kind for src, service that ok
+// accepts.
+func (s *sentLog) findWhere(t *testing.T, kind cluster.Kind, src netip.Addr, service string, ok func(cluster.Event) bool) cluster.Event {
+	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for time.Now().Before(deadline) {
 		s.mu.Lock()
 		for _, m := range s.msgs {
 			for _, e := range m.Events {
-				if e.Kind == kind && e.Src == src && e.Service == service {
+				if e.Kind == kind && e.Src == src && e.Service == service && ok(e) {
 					s.mu.Unlock()
 					return e
 				}
@@ -76,8 +83,9 @@ func startClustered(t *testing.T) (*harness, *cluster.Core, *sentLog) {
 	return h, core, sent
 }
 
-// TestClusterSharesLocalGrants: a knock's grant, an operator's grant and
-// an operator's revoke are sent to the peers, with wall-clock times.
+// TestClusterSharesLocalGrants: a knock's grant (again once its first
+// connection makes it last open_for), an operator's grant and an
+// operator's revoke are sent to the peers, with wall-clock times.
 func TestClusterSharesLocalGrants(t *testing.T) {
 	h, _, sent := startClustered(t)
 	src := netip.MustParseAddr("10.77.0.9")
@@ -85,8 +93,16 @@ func TestClusterSharesLocalGrants(t *testing.T) {
 		h.queue.judge(t, pkttest.SYN(src, netip.AddrPortFrom(server4, p)))
 	}
 	svc := &h.d.Set().Services[0]
+	// A plain sequence's grant is sent as it stands: ending at
+	// first_connect_within unless its source connects.
 	e := sent.find(t, cluster.KindGrant, src, "ssh")
-	if e.Expires != t0.Add(svc.OpenFor).UnixNano() || e.Method != uint8(tracker.MethodSequence) || e.Hash != serviceHash(svc) || e.Origin != "a" || e.Stamp != t0.UnixNano() {
+	if e.Expires != t0.Add(svc.FirstConnectWithin).UnixNano() || e.Method != uint8(tracker.MethodSequence) || e.Hash != serviceHash(svc) || e.Origin != "a" || e.Stamp != t0.UnixNano() {
+		t.Fatalf("sent %+v", e)
+	}
+	// Its first connection makes it last open_for, and that is sent too.
+	h.queue.judge(t, pkttest.SYN(src, netip.AddrPortFrom(server4, svc.Ports[0])))
+	full := t0.Add(svc.OpenFor).UnixNano()
+	if e := sent.findWhere(t, cluster.KindGrant, src, "ssh", func(e cluster.Event) bool { return e.Expires == full }); e.Method != uint8(tracker.MethodSequence) {
 		t.Fatalf("sent %+v", e)
 	}
 	op := netip.MustParseAddr("10.77.0.10")

@@ -119,7 +119,7 @@ func (c *counters) count(d *verdict.Decision) {
 	if d.Knock.Event != tracker.EventNone {
 		c.knocks[d.Knock.Event].Add(1)
 		if d.Knock.Event == tracker.EventGrant {
-			c.grants[tracker.MethodSequence].Add(1)
+			c.grants[d.Method].Add(1) // sequence or rotating
 		}
 	}
 	switch d.Reason {
@@ -133,4 +133,63 @@ func (c *counters) count(d *verdict.Decision) {
 		}
 		c.tokens[r].Add(1)
 	}
+}
+
+// What the metrics show. Whoever can scrape them (the operator's
+// Prometheus, but maybe also a container that reaches the listener) must
+// not learn from them what the network does not tell: a SYN to a knock port
+// and a SYN to a protected port are both refused SYNs, and move the same
+// series by the same amount. So knock events (step, repeat, reset), knock
+// progress and the knock rate limit are not shown (a completed sequence
+// shows only as a grant), and a token's result is only accepted, refused or
+// replayed. The status command, over the root-only control socket, and the
+// debug log keep the detail.
+
+// TokenOutcomes are the token results the metrics tell apart.
+var TokenOutcomes = [...]string{"accepted", "refused", "replayed"}
+
+// outcomeOf maps each index of TokenResults to one of TokenOutcomes. A
+// replay is told apart: only a token whose MAC and time were good is
+// checked for replay, so "replayed" says only that someone resent a token
+// that was once good, which anyone who saw it could do.
+func outcomeOf(result int) int {
+	switch TokenResults[result] {
+	case "ok":
+		return 0
+	case "replay":
+		return 2
+	}
+	return 1
+}
+
+// TokensByOutcome folds c.Tokens into TokenOutcomes.
+func (c *Counts) TokensByOutcome() [len(TokenOutcomes)]uint64 {
+	var out [len(TokenOutcomes)]uint64
+	for i, n := range c.Tokens {
+		out[outcomeOf(i)] += n
+	}
+	return out
+}
+
+// PublicReason is the reason a verdict is shown under in the metrics: a
+// knock, and a knock over its source's rate, are refused SYNs (or
+// datagrams) like a SYN to a protected port without a grant.
+func PublicReason(r verdict.Reason) verdict.Reason {
+	switch r {
+	case verdict.ReasonKnock, verdict.ReasonRateLimited:
+		return verdict.ReasonNoGrant
+	}
+	return r
+}
+
+// PublicVerdicts folds c.Verdicts by PublicReason: the reasons it folds
+// away count 0.
+func (c *Counts) PublicVerdicts() [verdict.NumVerdicts][verdict.NumReasons]uint64 {
+	var out [verdict.NumVerdicts][verdict.NumReasons]uint64
+	for v := range c.Verdicts {
+		for r, n := range c.Verdicts[v] {
+			out[v][PublicReason(verdict.Reason(r))] += n
+		}
+	}
+	return out
 }

@@ -280,10 +280,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if routedHosts {
 			routed = openResetter(d.cfg.NewRoutedResetter, "cannot send routed hosts' resets myself; they will come one hop higher than the hosts' own")
 		}
-		q, err := d.cfg.OpenQueue(qctx, uint16(set.Queue.Num+i), d.newHandler(rs, routed))
+		w := &overrunWatch{}
+		q, err := d.cfg.OpenQueue(qctx, uint16(set.Queue.Num+i), d.newHandler(rs, routed, w))
 		if err != nil {
 			return err
 		}
+		w.set(q)
 		d.mu.Lock()
 		d.queues = append(d.queues, q)
 		d.mu.Unlock()

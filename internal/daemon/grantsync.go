@@ -245,6 +245,9 @@ func (g *grantSync) reconcileLogged(ctx context.Context) error {
 func (g *grantSync) wanted(now time.Time) map[netip.AddrPort]time.Time {
 	best := map[netip.AddrPort]time.Time{}
 	for _, gi := range g.tr.Grants(now) {
+		if gi.Awaiting {
+			continue // its first SYN must reach the engine
+		}
 		for _, p := range g.ports[gi.ID] {
 			ap := netip.AddrPortFrom(gi.Src, p)
 			if ends := gi.Expires.Add(-grantMargin); ends.After(now) && ends.After(best[ap]) {

@@ -35,7 +35,7 @@ func TestHandlerMarks(t *testing.T) {
 	}
 	granted := netip.MustParseAddr("10.77.0.2")
 	d.Tracker().Grant(granted, set.Services[0].ID, now, time.Hour, 0, tracker.MethodSequence)
-	h := d.newHandler(nil, nil)
+	h := d.newHandler(nil, nil, nil)
 
 	const foreign = 0x00003f00 // mwan3's bits: knockwall must leave them alone
 	stranger := netip.MustParseAddr("10.77.0.3")
@@ -87,5 +87,50 @@ func TestCountsEveryMethod(t *testing.T) {
 		if e.idx <= 0 || e.idx >= len(TokenResults)-1 {
 			t.Errorf("%v counts as %d, outside TokenResults", e.err, e.idx)
 		}
+	}
+}
+
+// overrunQueue is a Queue whose overrun count the test sets.
+type overrunQueue struct{ overruns uint64 }
+
+func (q *overrunQueue) Fatal() <-chan error { return nil }
+func (q *overrunQueue) Stats() QueueStats   { return QueueStats{Overruns: q.overruns} }
+func (q *overrunQueue) Close() error        { return nil }
+
+// TestHandlerForgetsProgressOnOverrun: once the queue reports an overrun
+// (packets dropped before they were judged, perhaps a reset), knock
+// progress made before it is worth nothing: a source two knocks in is not
+// granted by its third, and knocks sent after the overrun open as usual.
+func TestHandlerForgetsProgressOnOverrun(t *testing.T) {
+	c := rules.Defaults()
+	ssh := rules.ServiceDefaults()
+	ssh.Ports, ssh.Sequence = []int{22}, []string{"7000", "8000", "9000"}
+	c.Services = map[string]rules.ServiceConfig{"ssh": ssh}
+	set, err := rules.Compile(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	d, err := New(Config{Set: set, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &overrunQueue{}
+	w := &overrunWatch{}
+	w.set(q)
+	h := d.newHandler(nil, nil, w)
+	src := netip.MustParseAddr("10.77.0.4")
+	h(pkttest.SYN(src, netip.AddrPortFrom(server4, 7000)), 0)
+	h(pkttest.SYN(src, netip.AddrPortFrom(server4, 8000)), 0)
+	q.overruns++ // the kernel dropped something: maybe src's reset
+	h(pkttest.SYN(src, netip.AddrPortFrom(server4, 9000)), 0)
+	if d.Tracker().Granted(src, []uint64{set.Services[0].ID}, 40000, now) {
+		t.Fatal("granted across an overrun")
+	}
+	for _, p := range []uint16{7000, 8000, 9000} {
+		h(pkttest.SYN(src, netip.AddrPortFrom(server4, p)), 0)
+	}
+	if !d.Tracker().Granted(src, []uint64{set.Services[0].ID}, 40000, now) {
+		t.Fatal("knocks after the overrun not granted")
 	}
 }

@@ -59,7 +59,9 @@ func (d *Daemon) save(set *rules.Set) {
 	}
 	for _, g := range d.tr.Grants(now) {
 		i, ok := set.ServiceByID(g.ID)
-		if !ok {
+		if !ok || g.Awaiting {
+			// A plain sequence's grant that let in no connection may be
+			// a spoofer's: it is not carried over.
 			continue
 		}
 		snap.Grants = append(snap.Grants, state.Grant{Src: g.Src, Service: set.Services[i].Name, ServiceID: g.ID,

@@ -241,6 +241,9 @@ type Rule struct {
 	SrcDPortSet string
 	// NfprotoSet: the packet's family is in this set (nftables only).
 	NfprotoSet string
+	// CtNew: the packet opens a new conntrack flow (conntrack state new),
+	// so replies to the host's own traffic never match.
+	CtNew bool
 	// CtDNAT with CtOrigDPortSet: the connection was port-forwarded
 	// (DNAT) from a destination port in this set.
 	CtDNAT         bool
@@ -327,6 +330,17 @@ func stepTimeoutMax(s *rules.Set) time.Duration {
 	return d
 }
 
+// hasSequences reports whether any service opens by a knock sequence, fixed
+// or rotating: only then can a packet reset progress.
+func hasSequences(s *rules.Set) bool {
+	for _, svc := range s.Services {
+		if len(svc.Sequence) > 0 || svc.Rotate != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Chain names.
 const (
 	ChainDivert    = "divert"
@@ -407,10 +421,20 @@ func NewPlan(s *rules.Set, o Options) *Plan {
 	if len(knockUDP) > 0 {
 		divert.Rules = append(divert.Rules, Rule{Role: RoleMarkClear, Proto: rules.ProtoUDP, DPortSet: SetKnockUDP, ClearMark: m.Mask})
 	}
+	// A datagram that is not a source's next knock resets its progress,
+	// as a wrong SYN does, so every new UDP flow must reach the engine
+	// while anyone may be knocking: without that a UDP sweep completes
+	// any sequence whose UDP knocks ascend.
+	udpResets := hasSequences(s)
 	if !o.FastPath {
 		divert.Rules = append(divert.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, Verdict: queue})
 		if len(knockUDP) > 0 {
 			divert.Rules = append(divert.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoUDP, DPortSet: SetKnockUDP, Verdict: queue})
+		}
+		if udpResets {
+			// Without kernel sets, nothing says which sources have
+			// progress: every new UDP flow is judged.
+			divert.Rules = append(divert.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoUDP, CtNew: true, Verdict: queue})
 		}
 	} else {
 		p.addFastPath(s, &divert, queue, len(knockTCP) > 0, len(knockUDP) > 0, router, fwd)
@@ -536,6 +560,16 @@ func (p *Plan) addFastPath(s *rules.Set, c *Chain, queue Verdict, tcpKnocks, udp
 		Rule{Role: RoleDivert, Family: FamilyIPv6, Proto: rules.ProtoTCP, SYN: true, SrcSet: SetProgress6, Verdict: queue},
 		Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, NfprotoSet: SetDegraded, Verdict: queue},
 	)
+	// Likewise their new UDP flows (a datagram that is not their next knock
+	// resets their progress); a reply to the host's own traffic is no new
+	// flow and stays in the kernel.
+	if hasSequences(s) {
+		c.Rules = append(c.Rules,
+			Rule{Role: RoleDivert, Family: FamilyIPv4, Proto: rules.ProtoUDP, CtNew: true, SrcSet: SetProgress4, Verdict: queue},
+			Rule{Role: RoleDivert, Family: FamilyIPv6, Proto: rules.ProtoUDP, CtNew: true, SrcSet: SetProgress6, Verdict: queue},
+			Rule{Role: RoleDivert, Proto: rules.ProtoUDP, CtNew: true, NfprotoSet: SetDegraded, Verdict: queue},
+		)
+	}
 	c.Rules = append(c.Rules, Rule{Role: RoleDivert, Proto: rules.ProtoTCP, SYN: true, DPortSet: SetProtected, Verdict: queue})
 	// A router's forwarded ports.
 	if len(fwd.ports) > 0 {

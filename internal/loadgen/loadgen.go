@@ -145,6 +145,46 @@ func (g *Gen) Run(ctx context.Context, c Config) (Stats, error) {
 	return st, nil
 }
 
+// Packet is one packet of a script: what it is, from which (spoofed)
+// source, between which ports.
+type Packet struct {
+	Kind         Kind
+	Src          netip.Addr // IPv4
+	Sport, Dport uint16
+}
+
+// Send sends each packet of script once, in order, to dst, waiting gap
+// between two packets: a spoofed client's knocks, say, rather than a
+// flood. It is bounded by the script's length and by ctx.
+func (g *Gen) Send(ctx context.Context, dst netip.Addr, script []Packet, gap time.Duration) (int, error) {
+	if !dst.Is4() {
+		return 0, errors.New("loadgen: IPv4 destination needed")
+	}
+	for i, p := range script {
+		if !p.Src.Is4() {
+			return i, errors.New("loadgen: IPv4 sources needed")
+		}
+		f := g.frame(p.Kind, p.Src, dst, p.Sport, p.Dport, uint32(i))
+		for {
+			if err := ctx.Err(); err != nil {
+				return i, err
+			}
+			_, err := unix.Write(g.fd, f)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EAGAIN) {
+				return i, fmt.Errorf("loadgen: send: %w", err)
+			}
+			time.Sleep(time.Millisecond) // the device queue is full: every packet of a script counts
+		}
+		if gap > 0 {
+			time.Sleep(gap)
+		}
+	}
+	return len(script), nil
+}
+
 func randomIn(rng *rand.Rand, p netip.Prefix) netip.Addr {
 	base := binary.BigEndian.Uint32(p.Masked().Addr().AsSlice())
 	hostBits := 32 - p.Bits()

@@ -5,8 +5,9 @@
 // Nothing is counted here: a Collector reads the daemon's Stats at scrape
 // time, so the packet path carries no metrics code beyond the per-queue
 // atomic counters the daemon keeps anyway. Labels are bounded (verdict,
-// reason, event, result, method, queue); no metric is labelled by source
-// address.
+// reason, result, method, queue); no metric is labelled by source address,
+// and none tells a knock port from a protected port (daemon.PublicReason,
+// daemon.TokenOutcomes).
 //
 // The format is written here, not by client_golang: a handful of
 // counters and gauges need none of its machinery, and linking it would
@@ -78,7 +79,7 @@ func (c *Collector) AppendText(b []byte) []byte {
 	w.oneGauge("grants_active", "Live (source, service) grants.", float64(t.Grants))
 	w.oneCounter("grants_exhausted_total", "SYNs refused because their source's one-shot grants had no connection left.", t.Exhausted)
 	w.oneCounter("grants_refused_total", "Grants refused because the grant table was full of live grants.", t.RefusedGrants)
-	w.family("grants_total", counter, "Grants made, by how (sequence, spa, fwknop, manual).")
+	w.family("grants_total", counter, "Grants made, by how (sequence, rotating, spa, fwknop, manual).")
 	for m, count := range n.Grants {
 		if m != 0 {
 			w.counter("grants_total", count, "method", tracker.Method(m).String())
@@ -87,14 +88,6 @@ func (c *Collector) AppendText(b []byte) []byte {
 	w.oneCounter("kernel_queue_dropped_total", "Packets the kernel dropped because a queue was full (queue.max_len).", st.Kernel.QueueDropped)
 	w.oneGauge("kernel_queue_waiting", "Packets queued in the kernel awaiting a verdict.", float64(st.Kernel.Waiting))
 	w.oneCounter("kernel_user_dropped_total", "Packets the kernel dropped because a queue's socket buffer was full.", st.Kernel.UserDropped)
-	w.family("knocks_total", counter, "Knocks, by what they did to their source's progress.")
-	for e, count := range n.Knocks {
-		if tracker.Event(e) != tracker.EventNone {
-			w.counter("knocks_total", count, "event", tracker.Event(e).String())
-		}
-	}
-	w.oneCounter("pending_evicted_total", "Sources whose knock progress was evicted to make room.", t.EvictedPending)
-	w.oneGauge("pending_sources", "Sources with knock progress.", float64(t.Pending))
 	w.family("queue_overruns_total", counter, "Times the kernel reported a full socket buffer (ENOBUFS), by NFQUEUE number.")
 	for _, q := range st.Queues {
 		w.counter("queue_overruns_total", q.Overruns, "queue", strconv.Itoa(int(q.Num)))
@@ -107,17 +100,19 @@ func (c *Collector) AppendText(b []byte) []byte {
 	for _, q := range st.Queues {
 		w.counter("queue_verdict_errors_total", q.VerdictErrors, "queue", strconv.Itoa(int(q.Num)))
 	}
-	w.oneCounter("rate_limited_total", "Knock attempts refused by the per-source rate limit.", t.Limited)
 	w.oneCounter("reloads_total", "Configuration reloads that took effect.", st.Reloads)
-	w.family("spa_tokens_total", counter, "SPA tokens, by result (ok, or why refused).")
-	for i, count := range n.Tokens {
-		w.counter("spa_tokens_total", count, "result", daemon.TokenResults[i])
+	w.family("spa_tokens_total", counter, "SPA and fwknop tokens, by result (accepted, refused or replayed).")
+	for i, count := range n.TokensByOutcome() {
+		w.counter("spa_tokens_total", count, "result", daemon.TokenOutcomes[i])
 	}
 	w.oneGauge("start_time_seconds", "When the daemon started, in seconds since the Unix epoch.", float64(st.Started.UnixNano())/1e9)
-	w.family("verdicts_total", counter, "Packets judged, by verdict and reason.")
-	for v := range n.Verdicts {
-		for r, count := range n.Verdicts[v] {
-			w.counter("verdicts_total", count, "reason", verdict.Reason(r).String(), "verdict", verdict.Verdict(v).String())
+	w.family("verdicts_total", counter, "Packets judged, by verdict and reason (a knock counts as a refused SYN, no-grant).")
+	verdicts := n.PublicVerdicts()
+	for v := range verdicts {
+		for r, count := range verdicts[v] {
+			if daemon.PublicReason(verdict.Reason(r)) == verdict.Reason(r) {
+				w.counter("verdicts_total", count, "reason", verdict.Reason(r).String(), "verdict", verdict.Verdict(v).String())
+			}
 		}
 	}
 	return w.b

@@ -42,6 +42,8 @@ func sampleStats() daemon.Stats {
 	c.Verdicts[verdict.Accept][verdict.ReasonGranted] = 20
 	c.Verdicts[verdict.Reject][verdict.ReasonNoGrant] = 21
 	c.Verdicts[verdict.Drop][verdict.ReasonMalformed] = 22
+	c.Verdicts[verdict.Reject][verdict.ReasonKnock] = 2       // shown as no-grant
+	c.Verdicts[verdict.Reject][verdict.ReasonRateLimited] = 1 // likewise
 	c.Knocks[tracker.EventStep] = 30
 	c.Knocks[tracker.EventGrant] = 31
 	c.Grants[tracker.MethodSequence] = 31
@@ -49,6 +51,7 @@ func sampleStats() daemon.Stats {
 	c.Grants[tracker.MethodManual] = 33
 	c.Tokens[0] = 32 // ok
 	c.Tokens[4] = 40 // bad-mac
+	c.Tokens[7] = 3  // replay
 	return st
 }
 
@@ -58,7 +61,10 @@ func TestCollector(t *testing.T) {
 	var verdicts strings.Builder
 	for v := range verdict.NumVerdicts {
 		for r := range verdict.NumReasons {
-			n := map[string]int{"accept/granted": 20, "reject/no-grant": 21, "drop/malformed": 22}[verdict.Verdict(v).String()+"/"+verdict.Reason(r).String()]
+			if verdict.Reason(r) == verdict.ReasonKnock || verdict.Reason(r) == verdict.ReasonRateLimited {
+				continue // never shown: a knock is a refused SYN
+			}
+			n := map[string]int{"accept/granted": 20, "reject/no-grant": 21 + 2 + 1, "drop/malformed": 22}[verdict.Verdict(v).String()+"/"+verdict.Reason(r).String()]
 			fmt.Fprintf(&verdicts, "knockwall_verdicts_total{reason=%q,verdict=%q} %d\n", verdict.Reason(r), verdict.Verdict(v), n)
 		}
 	}
@@ -81,10 +87,11 @@ knockwall_grants_exhausted_total 11
 # HELP knockwall_grants_refused_total Grants refused because the grant table was full of live grants.
 # TYPE knockwall_grants_refused_total counter
 knockwall_grants_refused_total 9
-# HELP knockwall_grants_total Grants made, by how (sequence, spa, fwknop, manual).
+# HELP knockwall_grants_total Grants made, by how (sequence, rotating, spa, fwknop, manual).
 # TYPE knockwall_grants_total counter
 knockwall_grants_total{method="fwknop"} 0
 knockwall_grants_total{method="manual"} 33
+knockwall_grants_total{method="rotating"} 0
 knockwall_grants_total{method="sequence"} 31
 knockwall_grants_total{method="spa"} 32
 # HELP knockwall_kernel_queue_dropped_total Packets the kernel dropped because a queue was full (queue.max_len).
@@ -96,19 +103,6 @@ knockwall_kernel_queue_waiting 3
 # HELP knockwall_kernel_user_dropped_total Packets the kernel dropped because a queue's socket buffer was full.
 # TYPE knockwall_kernel_user_dropped_total counter
 knockwall_kernel_user_dropped_total 5
-# HELP knockwall_knocks_total Knocks, by what they did to their source's progress.
-# TYPE knockwall_knocks_total counter
-knockwall_knocks_total{event="grant"} 31
-knockwall_knocks_total{event="grant-refused"} 0
-knockwall_knocks_total{event="repeat"} 0
-knockwall_knocks_total{event="reset"} 0
-knockwall_knocks_total{event="step"} 30
-# HELP knockwall_pending_evicted_total Sources whose knock progress was evicted to make room.
-# TYPE knockwall_pending_evicted_total counter
-knockwall_pending_evicted_total 8
-# HELP knockwall_pending_sources Sources with knock progress.
-# TYPE knockwall_pending_sources gauge
-knockwall_pending_sources 6
 # HELP knockwall_queue_overruns_total Times the kernel reported a full socket buffer (ENOBUFS), by NFQUEUE number.
 # TYPE knockwall_queue_overruns_total counter
 knockwall_queue_overruns_total{queue="0"} 1
@@ -121,28 +115,26 @@ knockwall_queue_packets_total{queue="1"} 50
 # TYPE knockwall_queue_verdict_errors_total counter
 knockwall_queue_verdict_errors_total{queue="0"} 2
 knockwall_queue_verdict_errors_total{queue="1"} 0
-# HELP knockwall_rate_limited_total Knock attempts refused by the per-source rate limit.
-# TYPE knockwall_rate_limited_total counter
-knockwall_rate_limited_total 10
 # HELP knockwall_reloads_total Configuration reloads that took effect.
 # TYPE knockwall_reloads_total counter
 knockwall_reloads_total 13
 # HELP knockwall_start_time_seconds When the daemon started, in seconds since the Unix epoch.
 # TYPE knockwall_start_time_seconds gauge
 knockwall_start_time_seconds 1.7641512005e+09
-# HELP knockwall_verdicts_total Packets judged, by verdict and reason.
+# HELP knockwall_verdicts_total Packets judged, by verdict and reason (a knock counts as a refused SYN, no-grant).
 # TYPE knockwall_verdicts_total counter
 ` + verdicts.String()
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), metricNames(want)...); err != nil {
 		t.Error(err)
 	}
-	// SPA tokens: every result, ok and each refusal.
-	var tokens strings.Builder
-	tokens.WriteString("# HELP knockwall_spa_tokens_total SPA tokens, by result (ok, or why refused).\n# TYPE knockwall_spa_tokens_total counter\n")
-	for i, r := range daemon.TokenResults {
-		fmt.Fprintf(&tokens, "knockwall_spa_tokens_total{result=%q} %d\n", r, map[int]int{0: 32, 4: 40}[i])
-	}
-	if err := testutil.CollectAndCompare(c, strings.NewReader(tokens.String()), "knockwall_spa_tokens_total"); err != nil {
+	// Tokens: accepted, refused (whatever the refusal) or replayed.
+	tokens := `# HELP knockwall_spa_tokens_total SPA and fwknop tokens, by result (accepted, refused or replayed).
+# TYPE knockwall_spa_tokens_total counter
+knockwall_spa_tokens_total{result="accepted"} 32
+knockwall_spa_tokens_total{result="refused"} 40
+knockwall_spa_tokens_total{result="replayed"} 3
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(tokens), "knockwall_spa_tokens_total"); err != nil {
 		t.Error(err)
 	}
 	// Nothing else is exposed.
@@ -277,7 +269,7 @@ func TestText(t *testing.T) {
 	text := string(NewCollector(fakeSource{st}).AppendText(nil))
 	for _, want := range []string{
 		"\nknockwall_verdicts_total{reason=\"granted\",verdict=\"accept\"} 18446744073709551615\n",
-		"\nknockwall_verdicts_total{reason=\"no-grant\",verdict=\"reject\"} 21\n",
+		"\nknockwall_verdicts_total{reason=\"no-grant\",verdict=\"reject\"} 24\n", // 21, and 3 knocks
 		"\nknockwall_build_info{backend=\"nftables\",goversion=\"" + runtime.Version() + "\",version=\"1.2.3\"} 1\n",
 		"\nknockwall_start_time_seconds 1.7641512005e+09\n",
 		"\nknockwall_queue_packets_total{queue=\"1\"} 50\n",
@@ -304,8 +296,8 @@ func TestText(t *testing.T) {
 			t.Errorf("sample %q outside its family", l)
 		}
 	}
-	if !slices.IsSorted(names) || len(slices.Compact(slices.Clone(names))) != len(names) || len(names) != 21 {
-		t.Errorf("families not sorted and unique, or not 21: %v", names)
+	if !slices.IsSorted(names) || len(slices.Compact(slices.Clone(names))) != len(names) || len(names) != 17 {
+		t.Errorf("families not sorted and unique, or not 17: %v", names)
 	}
 }
 
@@ -414,10 +406,14 @@ func TestScrapeOfDaemon(t *testing.T) {
 		return math.NaN()
 	}
 	var judged float64
+	public := st.Counts.PublicVerdicts()
 	for v := range verdict.NumVerdicts {
 		for r := range verdict.NumReasons {
+			if daemon.PublicReason(verdict.Reason(r)) != verdict.Reason(r) {
+				continue
+			}
 			got := value("knockwall_verdicts_total", "verdict", verdict.Verdict(v).String(), "reason", verdict.Reason(r).String())
-			if want := st.Counts.Verdicts[v][r]; got != float64(want) {
+			if want := public[v][r]; got != float64(want) {
 				t.Errorf("verdicts %s/%s = %v, the daemon says %d", verdict.Verdict(v), verdict.Reason(r), got, want)
 			}
 			judged += got
@@ -426,23 +422,22 @@ func TestScrapeOfDaemon(t *testing.T) {
 	if judged != float64(len(pkts)) {
 		t.Errorf("%v verdicts, %d packets", judged, len(pkts))
 	}
-	for e := range tracker.NumEvents {
-		if tracker.Event(e) != tracker.EventNone {
-			if got, want := value("knockwall_knocks_total", "event", tracker.Event(e).String()), st.Counts.Knocks[e]; got != float64(want) {
-				t.Errorf("knocks %s = %v, the daemon says %d", tracker.Event(e), got, want)
-			}
-		}
-	}
 	if st.Counts.Knocks[tracker.EventStep] == 0 {
 		t.Errorf("no knock step counted: the test's packets did not knock")
+	}
+	for _, name := range []string{"knockwall_knocks_total", "knockwall_pending_sources", "knockwall_pending_evicted_total", "knockwall_rate_limited_total"} {
+		if _, ok := mfs[name]; ok {
+			t.Errorf("%s is served: it tells knock ports from others", name)
+		}
 	}
 	for m := 1; m < tracker.NumMethods; m++ {
 		if got, want := value("knockwall_grants_total", "method", tracker.Method(m).String()), st.Counts.Grants[m]; got != float64(want) {
 			t.Errorf("grants %s = %v, the daemon says %d", tracker.Method(m), got, want)
 		}
 	}
-	for i, r := range daemon.TokenResults {
-		if got, want := value("knockwall_spa_tokens_total", "result", r), st.Counts.Tokens[i]; got != float64(want) {
+	outcomes := st.Counts.TokensByOutcome()
+	for i, r := range daemon.TokenOutcomes {
+		if got, want := value("knockwall_spa_tokens_total", "result", r), outcomes[i]; got != float64(want) {
 			t.Errorf("tokens %s = %v, the daemon says %d", r, got, want)
 		}
 	}
@@ -451,8 +446,6 @@ func TestScrapeOfDaemon(t *testing.T) {
 		want float64
 	}{
 		{"knockwall_grants_active", float64(st.Tracker.Grants)},
-		{"knockwall_pending_sources", float64(st.Tracker.Pending)},
-		{"knockwall_rate_limited_total", float64(st.Tracker.Limited)},
 		{"knockwall_reloads_total", float64(st.Reloads)},
 		{"knockwall_start_time_seconds", float64(st.Started.UnixNano()) / 1e9},
 		{"knockwall_build_info", 1},
@@ -477,4 +470,43 @@ func authGet(url string) (*http.Response, error) {
 	}
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	return http.DefaultClient.Do(req)
+}
+
+// TestNoKnockOracle: a SYN to a knock port and a SYN to a protected port
+// leave the same metrics (apart from the start time), and so do bursts of
+// them: a scraper who sends them learns nothing the network would not tell.
+func TestNoKnockOracle(t *testing.T) {
+	src := netip.MustParseAddr("10.77.0.9")
+	scrape := func(pkts ...[]byte) string {
+		d, h := runningDaemon(t)
+		for _, p := range pkts {
+			h(p, 0)
+		}
+		var out []string
+		for _, l := range strings.Split(string(NewCollector(d).AppendText(nil)), "\n") {
+			if !strings.HasPrefix(l, "knockwall_start_time_seconds") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	for _, tt := range []struct {
+		name        string
+		knock, port []byte
+		n           int
+	}{
+		{"one syn", pkttest.SYN(src, netip.AddrPortFrom(server4, 7000)), pkttest.SYN(src, netip.AddrPortFrom(server4, 22)), 1},
+		{"a later knock", pkttest.SYN(src, netip.AddrPortFrom(server4, 8000)), pkttest.SYN(src, netip.AddrPortFrom(server4, 22)), 1},
+		{"a burst", pkttest.SYN(src, netip.AddrPortFrom(server4, 7000)), pkttest.SYN(src, netip.AddrPortFrom(server4, 22)), 100},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var knocks, protected [][]byte
+			for range tt.n {
+				knocks, protected = append(knocks, tt.knock), append(protected, tt.port)
+			}
+			if k, p := scrape(knocks...), scrape(protected...); k != p {
+				t.Errorf("metrics differ:\nafter knock SYNs:\n%s\nafter protected SYNs:\n%s", k, p)
+			}
+		})
+	}
 }

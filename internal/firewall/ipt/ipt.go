@@ -244,6 +244,9 @@ func ruleSpecs(p *firewall.Plan, r *firewall.Rule, fam family) ([]string, error)
 	case rules.ProtoUDP:
 		m = append(m, "-p", "udp")
 	}
+	if r.CtNew {
+		m = append(m, "-m", "conntrack", "--ctstate", "NEW")
+	}
 	variants := [][]string{nil}
 	if r.DPortSet != "" {
 		s := p.Set(r.DPortSet)

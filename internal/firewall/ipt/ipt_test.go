@@ -26,6 +26,8 @@ func TestRender(t *testing.T) {
 			`-A KNOCKWALL-DIVERT -p udp --dport 9000 -j MARK --set-xmark 0x0/0x30000000 -m comment`,
 			`-A KNOCKWALL-DIVERT -p tcp --syn -j NFQUEUE --queue-num 0 --queue-bypass -m comment`,
 			`-A KNOCKWALL-DIVERT -p udp --dport 9000 -j NFQUEUE --queue-num 0 --queue-bypass -m comment`,
+			// Every new UDP flow: a wrong datagram resets knock progress.
+			`-A KNOCKWALL-DIVERT -p udp -m conntrack --ctstate NEW -j NFQUEUE --queue-num 0 --queue-bypass -m comment`,
 		}},
 		{families[1], []string{
 			`-j REJECT --reject-with icmp6-port-unreachable`,

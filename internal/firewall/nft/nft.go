@@ -597,6 +597,13 @@ func (b *Backend) exprs(tr taggedRule, sets map[string]*nftables.Set) ([]expr.An
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 1, Mask: []byte{tcpFlags}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{0x02}})
 	}
+	if r.CtNew {
+		e = append(e,
+			&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+				Mask: binary.NativeEndian.AppendUint32(nil, ctStateNew), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)})
+	}
 	if r.DstLocal {
 		e = append(e,
 			&expr.Fib{Register: reg1, FlagDADDR: true, ResultADDRTYPE: true},
@@ -702,6 +709,10 @@ func (b *Backend) exprs(tr taggedRule, sets map[string]*nftables.Set) ([]expr.An
 	}
 	return e, nil
 }
+
+// ctStateNew is NF_CT_STATE_BIT(IP_CT_NEW) of the conntrack state: the
+// packet opens a flow conntrack has not seen a reply of.
+const ctStateNew = 1 << 3
 
 // ipsDstNAT is IPS_DST_NAT of the conntrack status: the connection's
 // destination was rewritten (DNAT, a port forward).

@@ -344,6 +344,13 @@ func TestKernelRenderedScript(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := applied.listing(t)
+			// New UDP flows reach the engine (a wrong datagram resets knock
+			// progress): from sources with progress on the fast path, all
+			// of them without it.
+			udpNew := regexp.MustCompile(`meta l4proto udp ct state new (ip saddr @progress4 )?queue`)
+			if !udpNew.MatchString(want) {
+				t.Errorf("no new-UDP divert rule in\n%s", want)
+			}
 			text := script.String()
 			if applied.b.compatQueue {
 				n := len(queueStmt.FindAllString(text, -1))

@@ -158,6 +158,9 @@ func ruleText(p *firewall.Plan, tr taggedRule) (string, error) {
 	if r.SYN {
 		s = append(s, "tcp flags & (fin|syn|rst|ack) == syn")
 	}
+	if r.CtNew {
+		s = append(s, "ct state new")
+	}
 	if r.DstLocal {
 		s = append(s, "fib daddr type local")
 	}

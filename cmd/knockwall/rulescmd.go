@@ -130,12 +130,14 @@ With firewall.manage: false nothing is installed.`,
 	return cmd
 }
 
-// guardBackend opens the backend firewall.backend names, and says whether
-// the daemon would use the fast path on it: the guard is then installed
-// with the sets the daemon's plan has, which its start keeps.
+// guardBackend opens the backend firewall.backend names, as the daemon
+// does, and says whether the daemon would use the fast path on it: the
+// guard is then installed in a table of the persistence the daemon's has
+// (firewall.owned_table), with the sets its plan has, which its start
+// adopts and keeps.
 func guardBackend(set *rules.Set) (firewall.Backend, bool, error) {
 	if resolveBackend(set.Firewall.Backend) == rules.BackendNftables {
-		b, err := nft.New()
+		b, err := nft.New(nft.WithOwnedTable(set.Firewall.OwnedTable))
 		if err != nil {
 			return nil, false, fmt.Errorf("firewall.backend nftables: %w", err)
 		}

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -13,6 +14,98 @@ import (
 
 	"github.com/knockwall/knockwall/internal/firewall"
 )
+
+// Check implements firewall.Backend: the table, every chain with its hook,
+// priority and rules (by tag), and every set, with the elements of the
+// constant ones.
+func (b *Backend) Check(_ context.Context, p *firewall.Plan) ([]string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st, err := b.read()
+	if err != nil {
+		return nil, err
+	}
+	if !st.exists {
+		return []string{"table inet " + Table.Name + " missing"}, nil
+	}
+	var out []string
+	if want := b.wantFlags(); st.flags != want {
+		out = append(out, fmt.Sprintf("table inet %s has flags %s, want %s", Table.Name, flagNames(st.flags), flagNames(want)))
+	}
+	for i := range p.Sets {
+		ps := &p.Sets[i]
+		ks, ok := st.sets[ps.Name]
+		if !ok {
+			out = append(out, "set "+ps.Name+" missing")
+			continue
+		}
+		ws, elems, err := newSet(ps)
+		if err != nil {
+			return nil, err
+		}
+		if !sameSet(ks, ws) {
+			out = append(out, fmt.Sprintf("set %s is %s, want %s", ps.Name, setText(ks), setText(ws)))
+			continue
+		}
+		if ps.Dynamic {
+			continue
+		}
+		got, err := b.conn.GetSetElements(ks)
+		if err != nil {
+			return nil, fmt.Errorf("nftables: set %s elements: %w", ps.Name, err)
+		}
+		if !sameElements(got, elems) {
+			out = append(out, fmt.Sprintf("set %s holds %d elements, not the %d knockwall put there", ps.Name, len(got), len(elems)))
+		}
+	}
+	chains := layout(p)
+	mine := map[string]bool{}
+	for _, rc := range chains {
+		mine[rc.name] = true
+		kc, ok := st.chains[rc.name]
+		if !ok {
+			out = append(out, "chain "+rc.name+" missing")
+			continue
+		}
+		if rc.base != nil {
+			out = append(out, chainDiff(kc, rc.base)...)
+		} else if kc.Hooknum != nil {
+			out = append(out, "chain "+rc.name+" is a base chain, want a regular one")
+		}
+		got, err := b.listRules(kc.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b.ruleDiff(&rc, got)...)
+	}
+	for name := range st.chains {
+		if !mine[name] {
+			out = append(out, "chain "+name+" is not knockwall's")
+		}
+	}
+	return out, nil
+}
+
+// sameElements compares elements by key (and interval end), ignoring order.
+func sameElements(got, want []nftables.SetElement) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	key := func(e nftables.SetElement) string {
+		return fmt.Sprintf("%x/%x/%v", e.Key, e.KeyEnd, e.IntervalEnd)
+	}
+	g := make([]string, len(got))
+	for i, e := range got {
+		g[i] = key(e)
+	}
+	w := make([]string, len(want))
+	for i, e := range want {
+		w[i] = key(e)
+	}
+	slices.Sort(g)
+	slices.Sort(w)
+	return slices.Equal(g, w)
+}
 
 // Check compares content, not only names: the table's flags (a dormant
 // table guards nothing), each chain's type, hook, priority and policy,

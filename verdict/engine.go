@@ -231,56 +231,22 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 		d.Verdict, d.Reason = Accept, ReasonNotSYN
 		return d
 	}
-	// What the packet is to knockwall.
-	var (
-		svc     = -1   // the service whose closed action answers it
-		mask    uint64 // the services protecting its port
-		spaPort bool   // a datagram to an SPA port
-		fwPort  bool   // a datagram or SYN to an fwknop port
-	)
-	key := rules.KnockKey(p.IPProto, p.DstPort)
-	routed := set.IsRouted(p.Dst) && !e.isLocal(p.Dst)
-	if routed {
-		// A routed host's port: protected or not, never a knock or a
-		// token port (those are this host's own).
-		d.Routed = true
-		key = 0
-		if p.IPProto == protoTCP {
-			mask = set.RoutedCover(p.Dst, p.DstPort)
-		}
-	} else if p.IPProto == protoUDP {
-		if i, ok := set.SPAService(p.DstPort); ok {
-			svc, spaPort = i, true
-		} else if i, ok := set.FwknopService(p.DstPort); ok {
-			svc, fwPort = i, true
-		} else if i, ok := set.KnockService(key); ok {
-			svc = i
-		}
-	} else if mask = set.Cover(p.DstPort); mask == 0 {
-		if i, ok := set.RotatingRange(p.DstPort); ok {
-			// The whole range is reserved for knocking and answers like
-			// closed ports, so it does not betray the current sequence.
-			svc = i
-		} else if i, ok := set.KnockService(key); ok {
-			svc = i
-		} else if i, ok := set.FwknopService(p.DstPort); ok {
-			svc, fwPort = i, true
-		}
-	}
+	c := e.classify(set, p)
+	d.Routed = c.routed
 
 	// Knocks (fixed knock ports, rotating ranges) are charged to the
 	// source's budget; over it, the packet neither advances nor resets
 	// anything and is answered like a closed port. SPA tokens, by UDP or in
 	// a SYN, are not: anyone could spend a victim's budget by spoofing junk
 	// from its address, and a token costs about a microsecond to refuse.
-	if svc >= 0 && !spaPort && !fwPort && !e.tr.Allow(p.Src, now) {
-		d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonRateLimited
+	if c.kind == kindKnock && !e.tr.Allow(p.Src, now) {
+		d.Verdict, d.Reason = closed(set.Services[c.svc].Closed), ReasonRateLimited
 		return d
 	}
 
 	// Every diverted packet is shown to the tracker: what is not the
 	// source's next knock resets its progress.
-	d.Knock = e.tr.Observe(p.Src, key, now, v)
+	d.Knock = e.tr.Observe(p.Src, c.key, now, v)
 	d.GrantRefused = d.Knock.Event == tracker.EventGrantRefused
 	if d.Knock.Event != tracker.EventNone {
 		ks := &set.Services[v.service(d.Knock.Svc)]
@@ -294,19 +260,20 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 	}
 
 	payload := b[p.PayloadOff : p.PayloadOff+p.PayloadLen]
-	switch {
-	case spaPort:
+	switch c.kind {
+	case kindSPA:
 		// The SPA port answers like a closed port whatever the token, so
 		// it is no oracle.
-		e.token(&d, set, payload, p.Src, 0, svc, now)
-		d.Verdict = closed(set.Services[svc].Closed)
-	case fwPort:
+		e.token(&d, set, payload, p.Src, 0, c.svc, now)
+		d.Verdict = closed(set.Services[c.svc].Closed)
+	case kindFwknop:
 		// Likewise the fwknop port, by UDP or in a SYN (fwknop -P tcpraw).
-		e.fwknopToken(&d, set, payload, p.Src, 0, svc, now)
-		d.Verdict = closed(set.Services[svc].Closed)
-	case mask != 0:
+		e.fwknopToken(&d, set, payload, p.Src, 0, c.svc, now)
+		d.Verdict = closed(set.Services[c.svc].Closed)
+	case kindProtected:
+		mask := c.mask
 		ids := set.CoverIDs(p.DstPort)
-		if routed {
+		if c.routed {
 			var buf [rules.MaxServices]uint64
 			ids = set.IDs(buf[:0], mask)
 		}
@@ -330,11 +297,11 @@ func (e *Engine) decide(p *Parsed, b []byte, now time.Time) Decision {
 				e.fwknopToken(&d, set, payload, p.Src, mask, -1, now)
 			}
 		}
-	case svc >= 0:
+	case kindKnock:
 		// Knock ports answer like any closed port, so a scan learns
 		// nothing from them.
-		d.Verdict, d.Reason = closed(set.Services[svc].Closed), ReasonKnock
-	case p.IPProto == protoUDP:
+		d.Verdict, d.Reason = closed(set.Services[c.svc].Closed), ReasonKnock
+	case kindUDP:
 		// A new UDP flow that is no knock: it has reset the source's
 		// progress above, and is the host's to answer.
 		d.Verdict, d.Reason = Accept, ReasonNotKnock

@@ -27,11 +27,13 @@ func TestBinaryDeps(t *testing.T) {
 	}
 	deps := strings.Fields(string(out))
 	for pkg, why := range map[string]string{
-		"github.com/spf13/viper":                         "internal/config reads YAML with yaml.v3 and decodes with mapstructure",
-		"github.com/prometheus/client_golang/prometheus": "brings protobuf: internal/metrics writes the text format",
-		"google.golang.org/protobuf/proto":               "its reflect.Value.MethodByName keeps every exported method",
-		"github.com/spf13/cobra/doc":                     "the man-page generator is in -tags genman builds only",
-		"github.com/hashicorp/memberlist":                "the cluster (~2.1 MB) is left out of the router builds by knockwall_omit_cluster",
+		"github.com/spf13/viper":                             "internal/config reads YAML with yaml.v3 and decodes with mapstructure",
+		"github.com/prometheus/client_golang/prometheus":     "brings protobuf: internal/metrics writes the text format",
+		"google.golang.org/protobuf/proto":                   "its reflect.Value.MethodByName keeps every exported method",
+		"github.com/spf13/cobra/doc":                         "the man-page generator is in -tags genman builds only",
+		"github.com/hashicorp/memberlist":                    "the cluster (~2.1 MB) is left out of the router builds by knockwall_omit_cluster",
+		"github.com/knockwall/knockwall/internal/pkttest":    "test-only packet builder",
+		"github.com/knockwall/knockwall/internal/kerneltest": "test-only kernel-test gate",
 	} {
 		if slices.Contains(deps, pkg) {
 			t.Errorf("cmd/knockwall imports %s (%s)", pkg, why)

@@ -8,7 +8,7 @@ BIN     := bin/knockwall
 TAGS    := nethttpomithttp2
 # The 32-bit MIPS builds also leave the cluster out (knockwall_omit_cluster):
 # memberlist would put them over their size budget (bench/RESULTS.md).
-ROUTER_TAGS := $(TAGS),knockwall_omit_cluster
+ROUTER_TAGS := $(TAGS),knockwall_omit_cluster,knockwall_omit_qr
 PKGS    := ./...
 # A count, not a duration: -fuzztime=10s can end in a spurious "context
 # deadline exceeded" from the fuzz coordinator (golang/go#75804).
@@ -64,7 +64,7 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags genman ./cmd/knockwall/
-	$(GO) vet -tags knockwall_omit_cluster ./cmd/knockwall/ ./internal/cluster/ ./internal/daemon/
+	$(GO) vet -tags knockwall_omit_cluster,knockwall_omit_qr ./cmd/knockwall/ ./internal/cluster/ ./internal/daemon/
 
 # The client (knock, connect) is one binary on every desktop: ./cmd/knockwall
 # compiles for each of CLIENT_TARGETS (only the machine's own is run, by the

@@ -215,7 +215,7 @@ func TestBinaries(t *testing.T) {
 			// (those with a budget) leave the cluster out too.
 			tags := "nethttpomithttp2"
 			if tt.maxBytes > 0 {
-				tags += ",knockwall_omit_cluster"
+				tags += ",knockwall_omit_cluster,knockwall_omit_qr"
 			}
 			for k, want := range map[string]string{"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": tt.goarch, "-trimpath": "true", "-tags": tags} {
 				if settings[k] != want {
@@ -799,7 +799,7 @@ func TestOpenWrtMakefile(t *testing.T) {
 		"GO_PKG:=github.com/knockwall/knockwall",
 		"GO_PKG_BUILD_PKG:=$(GO_PKG)/cmd/knockwall",
 		"GO_PKG_LDFLAGS_X:=main.version=$(PKG_VERSION)",
-		"GO_PKG_TAGS:=nethttpomithttp2,knockwall_omit_cluster",
+		"GO_PKG_TAGS:=nethttpomithttp2,knockwall_omit_cluster,knockwall_omit_qr",
 		"+kmod-nft-queue +kmod-nft-core",
 		"$(INSTALL_BIN) ./files/knockwall.init $(1)/etc/init.d/knockwall",
 		"$(INSTALL_BIN) ./files/knockwall-guard.init $(1)/etc/init.d/knockwall-guard",

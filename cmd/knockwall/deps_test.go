@@ -19,7 +19,7 @@ func TestBinaryDeps(t *testing.T) {
 	if err != nil {
 		t.Skip("no go tool in PATH")
 	}
-	cmd := exec.Command(goTool, "list", "-deps", "-tags", "nethttpomithttp2,knockwall_omit_cluster", ".")
+	cmd := exec.Command(goTool, "list", "-deps", "-tags", "nethttpomithttp2,knockwall_omit_cluster,knockwall_omit_qr", ".")
 	cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH=mipsle", "GOMIPS=softfloat", "CGO_ENABLED=0")
 	out, err := cmd.Output()
 	if err != nil {
@@ -32,6 +32,7 @@ func TestBinaryDeps(t *testing.T) {
 		"google.golang.org/protobuf/proto":                   "its reflect.Value.MethodByName keeps every exported method",
 		"github.com/spf13/cobra/doc":                         "the man-page generator is in -tags genman builds only",
 		"github.com/hashicorp/memberlist":                    "the cluster (~2.1 MB) is left out of the router builds by knockwall_omit_cluster",
+		"github.com/skip2/go-qrcode":                         "the router builds leave the QR code out (knockwall_omit_qr)",
 		"github.com/knockwall/knockwall/internal/pkttest":    "test-only packet builder",
 		"github.com/knockwall/knockwall/internal/kerneltest": "test-only kernel-test gate",
 	} {

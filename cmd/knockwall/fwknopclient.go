@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/skip2/go-qrcode"
 	"github.com/spf13/cobra"
 
 	"github.com/knockwall/knockwall/rules"
@@ -103,11 +102,11 @@ FW_TIMEOUT          %[7]d
 	if !qr {
 		return nil
 	}
-	code, err := qrcode.New(fwknopQRPayload(enc, mac), qrcode.Medium)
+	code, err := qrText(fwknopQRPayload(enc, mac))
 	if err != nil {
-		return fmt.Errorf("qr code: %w", err)
+		return err
 	}
-	fmt.Fprintf(w, "\n# The keys as a QR code, for the Android app's \"Scan QR\":\n%s", code.ToSmallString(false))
+	fmt.Fprintf(w, "\n# The keys as a QR code, for the Android app's \"Scan QR\":\n%s", code)
 	return nil
 }
 
